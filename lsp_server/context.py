@@ -1,0 +1,161 @@
+"""Editor context -> the structured worker request (system, history, user_parts).
+
+The worker fits the parts into the model's context window with the real tokenizer: older
+turns and surrounding lines go first, the selection last, and it reports what it cut.
+Here we only decide *what* goes in and in which order. Text from files stays data: the
+worker tokenizes content so that control-token strings inside it stay plain text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: What each task asks of the model; the code itself follows in the selection part.
+INSTRUCTIONS = {
+    "explain": "Explain what the selected code does, step by step, and point out any bugs.",
+    "fix": (
+        "Fix the bugs in the selected code. Answer with the corrected code in one fenced "
+        "code block that replaces the selection, then one or two sentences on what changed."
+    ),
+    "writeTests": "Write unit tests for the selected code in one fenced code block.",
+    "addDocstring": (
+        "Add a docstring to the selected code. Answer with the whole selected code, "
+        "docstring added and otherwise unchanged, in one fenced code block."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A slice of a document: where it is and the text around it."""
+
+    path: str
+    language_id: str
+    start_line: int  # 0-based
+    end_line: int  # 0-based, inclusive
+    text: str
+    before: str
+    after: str
+
+
+def fence_for(text: str) -> str:
+    """A backtick fence longer than any backtick run inside ``text``."""
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
+def fenced(text: str, language_id: str) -> str:
+    """``text`` as a fenced block tagged with the language."""
+    fence = fence_for(text)
+    body = text if text.endswith("\n") else text + "\n"
+    return f"{fence}{language_id}\n{body}{fence}\n"
+
+
+def select(
+    lines: list[str], start: tuple[int, int], end: tuple[int, int], surrounding: int
+) -> tuple[str, str, str]:
+    """Split a document into (before, selection, after); before/after are whole lines.
+
+    ``start``/``end`` are (line, character) in Python string units; ``lines`` keep their
+    line endings, as pygls gives them.
+    """
+    (sl, sc), (el, ec) = start, end
+    if el >= len(lines):
+        el, ec = len(lines) - 1, len(lines[-1]) if lines else 0
+    if sl == el:
+        text = lines[sl][sc:ec] if lines else ""
+    else:
+        text = lines[sl][sc:] + "".join(lines[sl + 1 : el]) + lines[el][:ec]
+    before = "".join(lines[max(0, sl - surrounding) : sl])
+    # An end at column 0 means the selection stopped at the end of the line above.
+    after_from = el if ec == 0 and el > sl else el + 1
+    after = "".join(lines[after_from : after_from + surrounding])
+    return before, text, after
+
+
+def format_diagnostics(diagnostics: list[dict[str, Any]], first_line: int, limit: int) -> str:
+    """Diagnostics as plain lines, numbered like the editor shows them (1-based)."""
+    rows = []
+    for diag in diagnostics[:limit]:
+        line = diag.get("range", {}).get("start", {}).get("line", first_line) + 1
+        source = f"{diag['source']}: " if diag.get("source") else ""
+        code = f" [{diag['code']}]" if diag.get("code") not in (None, "") else ""
+        rows.append(f"- line {line}: {source}{diag.get('message', '')}{code}")
+    return "\n".join(rows)
+
+
+def build_user_parts(
+    task: str,
+    selection: Selection | None,
+    *,
+    message: str | None = None,
+    diagnostics: list[dict[str, Any]] | None = None,
+    max_diagnostics: int = 20,
+) -> list[dict[str, str]]:
+    """The user turn as ordered parts of kinds ``text``, ``surrounding`` and ``selection``."""
+    parts: list[dict[str, str]] = []
+    if selection is not None:
+        lines = f"lines {selection.start_line + 1}-{selection.end_line + 1}"
+        parts.append(
+            {
+                "kind": "text",
+                "text": f"File: {selection.path} (language: {selection.language_id}), "
+                f"selection at {lines}.\n",
+            }
+        )
+        if selection.before.strip():
+            parts.append(
+                {
+                    "kind": "surrounding",
+                    "text": "Code before the selection:\n"
+                    + fenced(selection.before, selection.language_id),
+                }
+            )
+        parts.append(
+            {
+                "kind": "selection",
+                "text": "Selected code:\n" + fenced(selection.text, selection.language_id),
+            }
+        )
+        if selection.after.strip():
+            parts.append(
+                {
+                    "kind": "surrounding",
+                    "text": "Code after the selection:\n"
+                    + fenced(selection.after, selection.language_id),
+                }
+            )
+    if diagnostics:
+        first = selection.start_line if selection else 0
+        parts.append(
+            {
+                "kind": "text",
+                "text": "Diagnostics in the selection:\n"
+                + format_diagnostics(diagnostics, first, max_diagnostics)
+                + "\n",
+            }
+        )
+    instruction = message if task == "chat" else INSTRUCTIONS[task]
+    if task != "chat" and message:
+        instruction = f"{instruction}\n{message}"
+    parts.append({"kind": "text", "text": instruction or ""})
+    return parts
+
+
+def flatten(parts: list[dict[str, str]]) -> str:
+    """The user turn as one text, as stored in the conversation history."""
+    return "\n".join(part["text"].rstrip("\n") for part in parts)
+
+
+def build_request(
+    system: str,
+    history: list[dict[str, str]],
+    parts: list[dict[str, str]],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The structured request of ``model.client`` (fitted by the worker's budget)."""
+    return {"system": system, "history": history, "user_parts": parts, "params": params}

@@ -1,0 +1,149 @@
+"""The StarChat language server: ``create_server()`` puts the features together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+
+from . import commands
+from .config import SECTION, Settings, parse_settings, section_of
+from .features.code_actions import KINDS, code_actions
+from .features.model_link import ModelLink
+from .protocol import StarChatProtocol
+from .store import ConversationStore
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class StarChatServer(LanguageServer):
+    """A LanguageServer that holds the settings, the model link and the conversations."""
+
+    def __init__(self) -> None:
+        super().__init__("starchat-lsp", VERSION, protocol_cls=StarChatProtocol)
+        self.settings = Settings()
+        self.link = ModelLink(self)
+        self.cancel_on_token: dict[Any, asyncio.Task] = {}
+        self._store: ConversationStore | None = None
+        self._tasks: set[asyncio.Future] = set()
+
+    @property
+    def store(self) -> ConversationStore:
+        """Conversations of this workspace (opened on first use)."""
+        if self._store is None:
+            workspace = self.workspace
+            root = workspace.root_uri
+            if root is None and workspace.folders:
+                root = next(iter(workspace.folders.values())).uri
+            self._store = ConversationStore(root or "(no workspace)")
+        return self._store
+
+    @property
+    def converter(self) -> Any:
+        """The cattrs converter of the protocol (LSP objects <-> JSON)."""
+        return self.protocol._converter
+
+    def keep_task(self, task: asyncio.Future) -> None:
+        """Keep a background task referenced and log its failure."""
+        self._tasks.add(task)
+
+        def done(t: asyncio.Future) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    def apply_settings(self, raw: Any) -> None:
+        """Take new settings; bad values -> a warning to the user and the defaults."""
+        settings, problems = parse_settings(section_of(raw))
+        for problem in problems:
+            log.warning("%s", problem)
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Warning, message=problem)
+            )
+        self.settings = settings
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A body that is not JSON gets a JSON-RPC parse error; others are logged."""
+        if isinstance(error, json.JSONDecodeError):
+            self.protocol._send_response(
+                None,  # type: ignore[arg-type]  # JSON-RPC: id null when it could not be read
+                error=types.ResponseError(
+                    code=types.ErrorCodes.ParseError,
+                    message=f"The message body is not valid JSON: {error.msg}.",
+                ),
+            )
+            return
+        if isinstance(error, JsonRpcException) and not error.message:
+            return
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+
+
+def create_server() -> StarChatServer:
+    """A StarChat server with every feature registered (not yet running)."""
+    server = StarChatServer()
+
+    @server.feature(types.INITIALIZE)
+    def on_initialize(ls: StarChatServer, params: types.InitializeParams) -> None:
+        ls.apply_settings(params.initialization_options)
+
+    @server.feature(types.INITIALIZED)
+    def on_initialized(ls: StarChatServer, params: types.InitializedParams) -> None:
+        # The model warms up in the worker while the editor goes on.
+        ls.link.start(ls.settings)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def on_configuration(ls: StarChatServer, params: types.DidChangeConfigurationParams):
+        raw = params.settings
+        if not (isinstance(raw, dict) and SECTION in raw):
+            # Pull model: the notification carries nothing useful, so ask for the section.
+            workspace = getattr(ls.client_capabilities, "workspace", None)
+            if not (workspace and workspace.configuration):
+                return
+            answer = await ls.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            )
+            raw = answer[0] if answer else None
+        ls.apply_settings(raw)
+        ls.link.start(ls.settings)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False),
+    )
+    def on_code_action(ls: StarChatServer, params: types.CodeActionParams):
+        return code_actions(ls, params)
+
+    @server.feature(types.SHUTDOWN)
+    async def on_shutdown(ls: StarChatServer, params: Any) -> None:
+        await ls.link.close()
+
+    # Registered so that executeCommandProvider lists them; StarChatProtocol runs them.
+    for command_id in commands.ALL_COMMANDS:
+        server.command(command_id)(_listed_only)
+
+    return server
+
+
+def _listed_only(*args: Any) -> None:  # pragma: no cover - never called
+    raise RuntimeError("StarChatProtocol handles StarChat commands")
+
+
+def run(tcp: str | None = None) -> None:
+    """Serve on stdio, or on TCP when ``tcp`` is ``"HOST:PORT"``."""
+    server = create_server()
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--tcp wants HOST:PORT, not {tcp!r}.")
+        server.start_tcp(host, int(port))
+    else:
+        server.start_io()
