@@ -74,12 +74,16 @@ class StarChatServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A body that is not JSON gets a JSON-RPC parse error; others are logged."""
         if isinstance(error, json.JSONDecodeError):
-            self.protocol._send_response(
-                None,  # type: ignore[arg-type]  # JSON-RPC: id null when it could not be read
-                error=types.ResponseError(
-                    code=types.ErrorCodes.ParseError,
-                    message=f"The message body is not valid JSON: {error.msg}.",
-                ),
+            # JSON-RPC wants "id": null here; pygls' own responses would drop a None id.
+            self.protocol._send_data(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": int(types.ErrorCodes.ParseError),
+                        "message": f"The message body is not valid JSON: {error.msg}.",
+                    },
+                }
             )
             return
         if isinstance(error, JsonRpcException) and not error.message:
