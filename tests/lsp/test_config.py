@@ -1,0 +1,43 @@
+"""In-process tests of settings parsing: bad values become warnings and defaults."""
+
+from __future__ import annotations
+
+from lsp_server.config import Settings, generation_params, parse_settings, section_of
+
+
+def test_defaults_when_nothing_is_sent():
+    settings, problems = parse_settings(None)
+    assert settings == Settings() and problems == []
+    assert generation_params(settings) == {
+        "max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "top_k": 0,
+        "repetition_penalty": 1.0,
+    }
+
+
+def test_valid_values_are_taken():
+    settings, problems = parse_settings(
+        {"model": {"name": "/models/x"}, "generation": {"max_new_tokens": 64, "temperature": 1,
+         "seed": 3}, "context": {"surrounding_lines": 5}, "worker": {"autostart": False}}
+    )
+    assert problems == []
+    assert settings.model == "/models/x"
+    assert settings.generation.max_new_tokens == 64
+    assert settings.generation.temperature == 1.0 and settings.generation.seed == 3
+    assert settings.context.surrounding_lines == 5 and settings.worker.autostart is False
+
+
+def test_bad_values_give_sentences_and_defaults():
+    settings, problems = parse_settings(
+        {"model": 7, "generation": {"max_new_tokens": "many", "top_p": 3}, "context": [],
+         "colour": "red"}
+    )
+    assert settings == Settings()
+    text = " ".join(problems)
+    assert "starchat.model" in text and "starchat.generation.max_new_tokens" in text
+    assert "top_p" in text and "starchat.context must be an object" in text
+    assert "Unknown setting starchat.colour" in text
+
+
+def test_section_is_found_with_or_without_the_wrapper():
+    assert section_of({"starchat": {"model": "a"}}) == {"model": "a"}
+    assert section_of({"model": "a"}) == {"model": "a"}
