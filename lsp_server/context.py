@@ -88,6 +88,18 @@ def format_diagnostics(diagnostics: list[dict[str, Any]], first_line: int, limit
     return "\n".join(rows)
 
 
+def _surrounding(label: str, code: str, language_id: str) -> list[dict[str, str]]:
+    # Fences live in their own text parts: the budget trims the surrounding part line by
+    # line, and must never cut a fence away from its partner.
+    fence = fence_for(code)
+    body = code if code.endswith("\n") else code + "\n"
+    return [
+        {"kind": "text", "text": f"{label}:\n{fence}{language_id}\n"},
+        {"kind": "surrounding", "text": body},
+        {"kind": "text", "text": f"{fence}\n\n"},
+    ]
+
+
 def build_user_parts(
     task: str,
     selection: Selection | None,
@@ -96,39 +108,27 @@ def build_user_parts(
     diagnostics: list[dict[str, Any]] | None = None,
     max_diagnostics: int = 20,
 ) -> list[dict[str, str]]:
-    """The user turn as ordered parts of kinds ``text``, ``surrounding`` and ``selection``."""
+    """The user turn as ordered parts of kinds ``text``, ``surrounding`` and ``selection``.
+
+    The worker joins the parts with nothing in between, so each carries its own newlines.
+    """
     parts: list[dict[str, str]] = []
     if selection is not None:
+        lang = selection.language_id
         lines = f"lines {selection.start_line + 1}-{selection.end_line + 1}"
         parts.append(
             {
                 "kind": "text",
-                "text": f"File: {selection.path} (language: {selection.language_id}), "
-                f"selection at {lines}.\n",
+                "text": f"File: {selection.path} (language: {lang}), selection at {lines}.\n\n",
             }
         )
         if selection.before.strip():
-            parts.append(
-                {
-                    "kind": "surrounding",
-                    "text": "Code before the selection:\n"
-                    + fenced(selection.before, selection.language_id),
-                }
-            )
+            parts += _surrounding("Code before the selection", selection.before, lang)
         parts.append(
-            {
-                "kind": "selection",
-                "text": "Selected code:\n" + fenced(selection.text, selection.language_id),
-            }
+            {"kind": "selection", "text": "Selected code:\n" + fenced(selection.text, lang) + "\n"}
         )
         if selection.after.strip():
-            parts.append(
-                {
-                    "kind": "surrounding",
-                    "text": "Code after the selection:\n"
-                    + fenced(selection.after, selection.language_id),
-                }
-            )
+            parts += _surrounding("Code after the selection", selection.after, lang)
     if diagnostics:
         first = selection.start_line if selection else 0
         parts.append(
@@ -136,7 +136,7 @@ def build_user_parts(
                 "kind": "text",
                 "text": "Diagnostics in the selection:\n"
                 + format_diagnostics(diagnostics, first, max_diagnostics)
-                + "\n",
+                + "\n\n",
             }
         )
     instruction = message if task == "chat" else INSTRUCTIONS[task]
@@ -147,8 +147,8 @@ def build_user_parts(
 
 
 def flatten(parts: list[dict[str, str]]) -> str:
-    """The user turn as one text, as stored in the conversation history."""
-    return "\n".join(part["text"].rstrip("\n") for part in parts)
+    """The user turn as one text, exactly as the worker joins it (and as history stores it)."""
+    return "".join(part["text"] for part in parts)
 
 
 def build_request(

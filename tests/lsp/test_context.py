@@ -59,17 +59,21 @@ def test_user_parts_order_kinds_and_content():
     ]
     parts = build_user_parts("fix", _selection(), diagnostics=diagnostics)
     kinds = [p["kind"] for p in parts]
-    assert kinds == ["text", "surrounding", "selection", "surrounding", "text", "text"]
+    assert kinds == ["text"] * 2 + ["surrounding", "text", "selection", "text", "surrounding"] \
+        + ["text"] * 3
     assert "File: /w/a.py (language: python), selection at lines 5-7." in parts[0]["text"]
-    assert "```python\ndef f(x):\n    return x + 1\n```" in parts[2]["text"]
-    assert "import os" in parts[1]["text"] and "print(f(1))" in parts[3]["text"]
-    assert "- line 6: lint: bad add [E1]" in parts[4]["text"]
+    assert "```python\ndef f(x):\n    return x + 1\n```" in parts[4]["text"]
+    assert parts[2]["text"] == "import os\n" and parts[6]["text"] == "print(f(1))\n"
+    assert "- line 6: lint: bad add [E1]" in parts[-2]["text"]
     assert "Fix the bugs" in parts[-1]["text"]
+    whole = flatten(parts)
+    assert "Code before the selection:\n```python\nimport os\n```\n\nSelected code:" in whole
 
 
 def test_blank_surroundings_are_left_out_and_chat_uses_the_message():
     parts = build_user_parts("chat", _selection(before="\n", after=""), message="Why x + 1?")
     assert [p["kind"] for p in parts] == ["text", "selection", "text"]
+    assert flatten(parts).endswith("```\n\nWhy x + 1?")
     assert parts[-1]["text"] == "Why x + 1?"
     assert build_user_parts("chat", None, message="hello") == [{"kind": "text", "text": "hello"}]
 
