@@ -1,0 +1,24 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CHAT_PARTICIPANT_ID, ExtensionCommands, ServerCommands } from '../src/constants';
+
+// Compiled to out/test/, so the extension folder is two levels up.
+const root = join(__dirname, '..', '..');
+
+test('package.json contributes exactly the extension commands', () => {
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  const contributed = manifest.contributes.commands.map((c: { command: string }) => c.command).sort();
+  assert.deepEqual(contributed, Object.values(ExtensionCommands).sort());
+  assert.equal(manifest.contributes.chatParticipants[0].id, CHAT_PARTICIPANT_ID);
+  for (const key of ['starchat.model', 'starchat.generation', 'starchat.context', 'starchat.worker', 'starchat.server.command']) {
+    assert.ok(key in manifest.contributes.configuration.properties, key);
+  }
+});
+
+test('server command ids mirror lsp_server/commands.py', () => {
+  const python = readFileSync(join(root, '..', '..', 'lsp_server', 'commands.py'), 'utf8');
+  const ids = [...python.matchAll(/^[A-Z_]+ = "(starchat\.[A-Za-z]+)"$/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(Object.values(ServerCommands).sort(), ids);
+});
