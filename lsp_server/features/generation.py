@@ -78,12 +78,18 @@ async def run_command(server: Any, command: str, args: dict[str, Any], token: An
         max_diagnostics=settings.context.max_diagnostics,
     )
     request = build_request(system_prompt(), history, parts, generation_params(settings))
+    is_new = conversation_id is None
     if conversation_id is None:
         conversation_id = store.create()
 
     title = commands.ACTION_TITLES.get(command, "StarChat: Chat")
-    stream = DeltaStream(server, await make_token(server, token), title)
-    outcome = await _stream_reply(server, stream, request)
+    try:
+        stream = DeltaStream(server, await make_token(server, token), title)
+        outcome = await _stream_reply(server, stream, request)
+    except BaseException:
+        if is_new:  # nothing was said in it: don't leave an empty conversation behind
+            store.delete(conversation_id)
+        raise
 
     reply = stream.sent
     result: dict[str, Any] = {"conversationId": conversation_id, "reply": reply}
@@ -137,7 +143,7 @@ async def _stream_reply(server: Any, stream: DeltaStream, request: dict) -> dict
         end_message = "Failed"
         raise JsonRpcInternalError(message=str(exc)) from exc
     except Exception as exc:
-        if type(exc).__name__ != "WorkerError":
+        if not _is_worker_error(exc):
             raise
         end_message = "Failed"
         message = f"The StarChat model worker stopped: {exc}"
@@ -151,6 +157,12 @@ async def _stream_reply(server: Any, stream: DeltaStream, request: dict) -> dict
         if stream.token is not None:
             server.cancel_on_token.pop(stream.token, None)
     return outcome
+
+
+def _is_worker_error(exc: Exception) -> bool:
+    from model.client import WorkerError  # noqa: PLC0415 - loaded by now, kept off start-up
+
+    return isinstance(exc, WorkerError)
 
 
 async def _cancel_quietly(client: Any, request_id: str) -> None:
