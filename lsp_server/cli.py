@@ -1,0 +1,249 @@
+"""The `starchat` command: lsp, chat, ask, worker, train, eval.
+
+Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
+torch. Usage errors (unknown model spec, unreadable file, bad line range) print one
+sentence and exit with code 2; a failing worker exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: one sentence, exit code 2."""
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or an HF id")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="most tokens to generate (default 512)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _params(args: argparse.Namespace) -> dict:
+    from model.engine import GenerationParams
+
+    try:
+        return GenerationParams.from_dict({
+            "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+            "top_p": args.top_p, "top_k": args.top_k,
+            "repetition_penalty": args.repetition_penalty, "seed": args.seed,
+        }).to_dict()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_model(spec: str) -> None:
+    from model.loading import ModelSpecError, resolve_spec
+
+    try:
+        resolve_spec(spec)
+    except ModelSpecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_lines(value: str, total: int) -> tuple[int, int]:
+    try:
+        a, _, b = value.partition("-")
+        start, end = int(a), int(b or a)
+    except ValueError:
+        raise UsageError(f"--lines must look like A-B (for example 10-20), not {value!r}.") from None
+    if start < 1 or end < start:
+        raise UsageError(f"--lines {value}: the range must start at 1 or later and not end before it starts.")
+    if end > total:
+        raise UsageError(f"--lines {value}: the file has only {total} lines.")
+    return start, end
+
+
+_LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust", ".go": "go",
+              ".c": "c", ".h": "c", ".cpp": "cpp", ".java": "java", ".rb": "ruby", ".sh": "shellscript",
+              ".lua": "lua", ".md": "markdown", ".json": "json", ".yaml": "yaml", ".toml": "toml"}
+
+
+def _file_request(question: str, path: str, lines: str | None, surrounding: int = 20) -> dict:
+    """The same structured request the language server sends for a selection."""
+    from lsp_server.context import Selection, build_user_parts
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}.") from None
+    all_lines = text.splitlines(keepends=True)
+    if not all_lines:
+        raise UsageError(f"{path} is empty.")
+    start, end = _parse_lines(lines, len(all_lines)) if lines else (1, len(all_lines))
+    selection = Selection(
+        path=path, language_id=_LANGUAGES.get(Path(path).suffix.lower(), "text"),
+        start_line=start - 1, end_line=end - 1, text="".join(all_lines[start - 1 : end]),
+        before="".join(all_lines[max(0, start - 1 - surrounding) : start - 1]),
+        after="".join(all_lines[end : end + surrounding]),
+    )
+    return {"user_parts": build_user_parts("chat", selection, message=question)}
+
+
+def _stream(client, request: dict, out=sys.stdout) -> dict:
+    """Print deltas as they come; return the done event."""
+    from model.client import WorkerError
+
+    for event in client.generate(request):
+        kind = event["type"]
+        if kind == "delta":
+            out.write(event["text"])
+            out.flush()
+        elif kind == "progress":
+            print(f"[{event['message']}…]", file=sys.stderr, flush=True)
+        elif kind == "error":
+            raise WorkerError(event["message"])
+        elif kind == "done":
+            return event
+    raise WorkerError("The worker ended the answer without a result.")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from model.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.client import WorkerClient
+
+    _check_model(args.model)
+    params = _params(args)
+    if args.lines and not args.file:
+        raise UsageError("--lines needs --file.")
+    if not args.question.strip():
+        raise UsageError("The question is empty.")
+    if args.file:
+        request = _file_request(args.question, args.file, args.lines)
+        request["system"] = DEFAULT_SYSTEM_PROMPT
+    else:
+        request = {"messages": [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                                {"role": "user", "content": args.question}]}
+    request["params"] = params
+    with WorkerClient(args.model) as client:
+        done = _stream(client, request)
+    sys.stdout.write("\n")
+    if done.get("truncated"):
+        print("[cut to fit the context window: " + "; ".join(done["truncated"]) + "]", file=sys.stderr)
+    if args.stats:
+        u = done["usage"]
+        print(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
+                          "prompt_tokens": u["prompt_tokens"]}), file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from model.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.client import WorkerClient
+
+    _check_model(args.model)
+    params = _params(args)
+    history: list[dict] = []
+    print("StarChat — /new starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", file=sys.stderr)
+    with WorkerClient(args.model) as client:
+        while True:
+            try:
+                line = input("you> ")
+            except (EOFError, KeyboardInterrupt):
+                print(file=sys.stderr)
+                return 0
+            if line.strip() in ("/exit", "/quit"):
+                return 0
+            if line.strip() == "/new":
+                history = []
+                continue
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            request = {"messages": [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *history], "params": params}
+            reply: list[str] = []
+            try:
+                for event in client.generate(request):
+                    if event["type"] == "delta":
+                        reply.append(event["text"])
+                        sys.stdout.write(event["text"])
+                        sys.stdout.flush()
+                    elif event["type"] == "error":
+                        print(f"\n[error: {event['message']}]", file=sys.stderr)
+            except KeyboardInterrupt:  # stops this answer (the generator sends cancel), not the chat
+                print("\n[stopped]", file=sys.stderr)
+            sys.stdout.write("\n")
+            if reply:
+                history.append({"role": "assistant", "content": "".join(reply)})
+            else:
+                history.pop()
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from lsp_server.server import run
+
+    run(tcp=args.tcp)
+    return 0
+
+
+def _forward(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).main(args.rest) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="starchat", description="A coding assistant on your own model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("lsp", help="run the language server on stdio")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.set_defaults(func=cmd_lsp)
+
+    p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")
+    p.add_argument("question")
+    p.add_argument("--file", help="a source file to give as context")
+    p.add_argument("--lines", metavar="A-B", help="the selection inside --file (1-based, inclusive)")
+    p.add_argument("--stats", action="store_true", help="print one JSON line of timing stats on stderr")
+    _add_generation_args(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", help="multi-turn chat in the terminal")
+    _add_generation_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    for name, module, text in (
+        ("worker", "model.worker", "run the shared model worker (normally started on demand)"),
+        ("train", "training.train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
+        ("eval", "training.evaluate", "evaluate: generate, judge, humaneval, plots"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_forward(module))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from model.client import WorkerError
+
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"starchat {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WorkerError as exc:
+        print(f"starchat {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Clients of the shared model worker, blocking and asyncio.
+
+``ensure_worker`` connects to the worker for a model spec, starting it when absent; a file
+lock makes sure two clients starting at once end up with one worker. If the worker dies,
+pending requests fail at once with ``WorkerError`` and the next request starts a new one.
+
+Events yielded by ``generate`` are the worker's frames as dicts: ``progress``, ``delta``,
+then one ``done`` or ``error`` (an ``error`` is also raised as ``WorkerError`` by the
+``*_text`` helpers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .protocol import ProtocolError
+
+START_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_START_TIMEOUT", 60))
+DIED = "The model worker exited unexpectedly; the next request starts a new one."
+
+
+class WorkerError(RuntimeError):
+    """The worker failed, died or refused a request; the message is for the user."""
+
+
+def _connect_unix(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def _log_tail(log_file: Path, lines: int = 5) -> str:
+    try:
+        text = log_file.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " ".join(text[-lines:])
+
+
+def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
+    """Make sure a worker serves ``spec``; start one if none answers. Returns its socket."""
+    path = Path(socket_path) if socket_path else protocol.socket_path_for(spec)
+    sock = _connect_unix(path)
+    if sock:
+        sock.close()
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect_unix(path)
+        if sock:
+            sock.close()
+            return path
+        log_file = path.with_suffix(".log")
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "model.worker", "--model", spec, "--socket", str(path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,  # outlives the client; Ctrl-C in a terminal spares it
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise WorkerError(f"The model worker did not start: {_log_tail(log_file) or 'exit code ' + str(proc.returncode)}")
+            sock = _connect_unix(path)
+            if sock:
+                sock.close()
+                return path
+            time.sleep(0.05)
+        proc.kill()
+        raise WorkerError(f"The model worker did not open its socket within {START_TIMEOUT:.0f} s.")
+
+
+class WorkerClient:
+    """Blocking client: one request at a time (CLI, evaluation, benchmarks)."""
+
+    def __init__(self, model: str = "default", *, socket_path: str | Path | None = None,
+                 autostart: bool = True, tcp: str | None = None, secret: str | None = None):
+        self.model = model
+        self.socket_path = Path(socket_path) if socket_path else None
+        self.autostart = autostart
+        self.tcp = tcp
+        self.secret = secret if secret is not None else os.environ.get("STARCHAT_WORKER_SECRET")
+        self.sock: socket.socket | None = None
+        self._ids = itertools.count(1)
+
+    def connect(self) -> None:
+        if self.sock is not None:
+            return
+        if self.tcp:
+            host, port = protocol.parse_hostport(self.tcp)
+            self.sock = socket.create_connection((host, port), timeout=10)
+            self.sock.settimeout(None)
+            self._send({"type": "hello", "secret": self.secret or ""})
+            reply = self._recv()
+            if reply.get("type") != "hello":
+                raise WorkerError(reply.get("message", "The worker refused the connection."))
+            return
+        if self.autostart:
+            path = ensure_worker(self.model, self.socket_path)
+        else:
+            path = self.socket_path or protocol.socket_path_for(self.model)
+        sock = _connect_unix(path)
+        if sock is None:
+            raise WorkerError(f"No model worker is listening on {path}.")
+        self.sock = sock
+
+    def _send(self, frame: dict) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(protocol.pack(frame))
+        except OSError:
+            self.close()
+            raise WorkerError(DIED) from None
+
+    def _recv(self) -> dict:
+        assert self.sock is not None
+        try:
+            frame = protocol.recv_frame(self.sock)
+        except (OSError, ProtocolError):
+            frame = None
+        if frame is None:
+            self.close()
+            raise WorkerError(DIED)
+        return frame
+
+    def info(self) -> dict:
+        self.connect()
+        req_id = next(self._ids)
+        self._send({"type": "info", "id": req_id})
+        while True:
+            frame = self._recv()
+            if frame.get("id") == req_id:
+                return frame
+
+    def generate(self, request: dict, request_id: Any = None) -> Iterator[dict]:
+        """Send one request and yield its events until ``done``/``error``.
+
+        Closing the iterator early (break, Ctrl-C) sends ``cancel`` and drains the rest.
+        """
+        self.connect()
+        req_id = request_id if request_id is not None else next(self._ids)
+        self._send({**request, "type": "generate", "id": req_id})
+        finished = False
+        try:
+            while True:
+                frame = self._recv()
+                if frame.get("id") not in (req_id, None):
+                    continue
+                finished = frame["type"] in ("done", "error")
+                yield frame
+                if finished:
+                    return
+        finally:
+            if not finished and self.sock is not None:
+                self._cancel_and_drain(req_id)
+
+    def _cancel_and_drain(self, req_id: Any) -> None:
+        try:
+            self._send({"type": "cancel", "id": req_id})
+            while self._recv().get("type") not in ("done", "error"):
+                pass
+        except WorkerError:
+            pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def __enter__(self) -> WorkerClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncWorkerClient:
+    """asyncio client for the language server: many requests over one connection."""
+
+    def __init__(self, model: str = "default", *, socket_path: str | Path | None = None,
+                 autostart: bool = True, tcp: str | None = None, secret: str | None = None):
+        self.model = model
+        self.socket_path = Path(socket_path) if socket_path else None
+        self.autostart = autostart
+        self.tcp = tcp
+        self.secret = secret if secret is not None else os.environ.get("STARCHAT_WORKER_SECRET")
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._queues: dict[Any, asyncio.Queue] = {}
+        self._connect_lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self.connected:
+                return
+            if self.tcp:
+                host, port = protocol.parse_hostport(self.tcp)
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(protocol.pack({"type": "hello", "secret": self.secret or ""}))
+                hello = await protocol.read_frame(reader)
+                if not hello or hello.get("type") != "hello":
+                    writer.close()
+                    raise WorkerError((hello or {}).get("message", "The worker refused the connection."))
+            else:
+                if self.autostart:
+                    path = await asyncio.to_thread(ensure_worker, self.model, self.socket_path)
+                else:
+                    path = self.socket_path or protocol.socket_path_for(self.model)
+                try:
+                    reader, writer = await asyncio.open_unix_connection(str(path))
+                except OSError:
+                    raise WorkerError(f"No model worker is listening on {path}.") from None
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read_loop(reader))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                frame = await protocol.read_frame(reader)
+                if frame is None:
+                    break
+                queue = self._queues.get(frame.get("id"))
+                if queue is not None:
+                    queue.put_nowait(frame)
+        except (ProtocolError, OSError):
+            pass
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = None
+            for queue in self._queues.values():
+                queue.put_nowait(WorkerError(DIED))
+
+    async def _send(self, frame: dict) -> None:
+        if not self.connected:
+            raise WorkerError(DIED)
+        assert self._writer is not None
+        self._writer.write(protocol.pack(frame))
+        await self._writer.drain()
+
+    async def info(self) -> dict:
+        await self.connect()
+        req_id = "info-" + uuid.uuid4().hex
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[req_id] = queue
+        try:
+            await self._send({"type": "info", "id": req_id})
+            frame = await queue.get()
+            if isinstance(frame, Exception):
+                raise frame
+            return frame
+        finally:
+            self._queues.pop(req_id, None)
+
+    async def generate(self, request: dict, request_id: Any = None) -> AsyncIterator[dict]:
+        """Yield the events of one request; leaving early cancels it in the worker."""
+        await self.connect()
+        req_id = request_id if request_id is not None else uuid.uuid4().hex
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[req_id] = queue
+        finished = False
+        try:
+            await self._send({**request, "type": "generate", "id": req_id})
+            while True:
+                frame = await queue.get()
+                if isinstance(frame, Exception):
+                    finished = True
+                    raise frame
+                finished = frame["type"] in ("done", "error")
+                yield frame
+                if finished:
+                    return
+        finally:
+            self._queues.pop(req_id, None)
+            if not finished and self.connected:
+                try:
+                    await self._send({"type": "cancel", "id": req_id})
+                except (WorkerError, OSError):
+                    pass
+
+    async def cancel(self, request_id: Any) -> None:
+        """Ask the worker to stop a request; its ``done`` (finish_reason cancelled) follows."""
+        if self.connected:
+            try:
+                await self._send({"type": "cancel", "id": request_id})
+            except (WorkerError, OSError):
+                pass
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            try:
+                await self._reader_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._writer = None

@@ -1,0 +1,270 @@
+"""Streaming text generation: a plain generator of text deltas, no LSP anywhere.
+
+``Engine.generate`` returns a ``Stream``: iterate it for text deltas; afterwards
+``stream.usage`` holds prompt tokens, generated tokens, time to first token and decode
+speed, and ``stream.finish_reason`` says why it ended (``stop``, ``length``, ``cancelled``).
+
+The decode loop is ours rather than ``model.generate`` so that one request can be advanced
+one token at a time (``Decoder.step``): the worker interleaves concurrent requests fairly,
+cancellation is checked between steps, and stop strings are held back before they are
+emitted. Prefill computes logits for the last position only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .chat_format import ChatFormat, chat_format_for
+from .loading import LoadedModel
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> GenerationParams:
+        """Validate user settings; raises ValueError with a sentence on bad values."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown generation setting(s): {', '.join(unknown)}.")
+        p = cls(**data)
+        checks = [
+            (isinstance(p.max_new_tokens, int) and not isinstance(p.max_new_tokens, bool) and 1 <= p.max_new_tokens <= 100_000, "max_new_tokens must be an integer from 1 to 100000"),
+            (isinstance(p.temperature, (int, float)) and 0 <= p.temperature <= 10, "temperature must be a number from 0 to 10"),
+            (isinstance(p.top_p, (int, float)) and 0 < p.top_p <= 1, "top_p must be a number in (0, 1]"),
+            (isinstance(p.top_k, int) and p.top_k >= 0, "top_k must be a non-negative integer"),
+            (isinstance(p.repetition_penalty, (int, float)) and 0 < p.repetition_penalty <= 10, "repetition_penalty must be a number in (0, 10]"),
+            (isinstance(p.stop, (list, tuple)) and all(isinstance(s, str) and s for s in p.stop), "stop must be a list of non-empty strings"),
+            (p.seed is None or isinstance(p.seed, int), "seed must be an integer"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message[0].upper() + message[1:] + ".")
+        p.stop = tuple(p.stop)
+        return p
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+class Decoder:
+    """One request's decode state, advanced one token per ``step()``."""
+
+    def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
+                 cancel: threading.Event | None = None, stop_strings: Sequence[str] = ()):
+        import torch
+
+        self.engine = engine
+        self.params = params
+        self.cancel = cancel or threading.Event()
+        self.prompt_ids = list(prompt_ids)
+        self.stop_strings = tuple(stop_strings) + tuple(params.stop)
+        self.generated: list[int] = []
+        self.text = ""  # decoded text of the generated ids, stop string removed
+        self.emitted = 0  # characters of self.text already returned
+        self.finish_reason: str | None = None
+        self.cache: Any = None
+        self.next_input: Any = None
+        self.t_start = time.perf_counter()
+        self.t_first: float | None = None
+        self.t_end: float | None = None
+        self.generator = None
+        if params.seed is not None:
+            self.generator = torch.Generator(device=engine.device).manual_seed(params.seed)
+        self.processors = engine.logits_processors(params)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def _finish(self, reason: str) -> None:
+        self.finish_reason = reason
+        self.t_end = time.perf_counter()
+        self.cache = None  # free the KV cache now, not when the stream is dropped
+
+    def _choose(self, logits: Any) -> int:
+        import torch
+
+        if self.processors:
+            history = torch.tensor([self.prompt_ids + self.generated], device=logits.device)
+            logits = self.processors(history, logits)
+        if self.params.temperature <= 0:
+            return int(logits.argmax(dim=-1)[0])
+        probs = torch.softmax(logits.float(), dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
+
+    def step(self) -> str:
+        """Run one forward pass; return the new text (maybe empty). Check ``done`` after."""
+        import torch
+
+        if self.done:
+            return ""
+        if self.cancel.is_set():
+            self._finish("cancelled")
+            return ""
+        eng = self.engine
+        with torch.inference_mode():
+            if self.cache is None and not self.generated:
+                self.cache = eng.new_cache()
+                inputs = torch.tensor([self.prompt_ids], device=eng.device)
+            else:
+                inputs = self.next_input
+            out = eng.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{eng.cache_arg: self.cache})
+            self.cache = getattr(out, eng.cache_arg)
+            token = self._choose(out.logits[:, -1, :])
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        if token in eng.chat_format.stop_token_ids or token in eng.eos_ids:
+            self._finish("stop")
+            return self._flush(final=True)
+        self.generated.append(token)
+        self.next_input = torch.tensor([[token]], device=eng.device)
+        delta = self._flush(final=False)
+        if self.done:
+            return delta
+        if len(self.generated) >= self.params.max_new_tokens:
+            self._finish("length")
+            return delta + self._flush(final=True)
+        if len(self.prompt_ids) + len(self.generated) >= eng.context_window:
+            self._finish("length")
+            return delta + self._flush(final=True)
+        return delta
+
+    def _flush(self, final: bool) -> str:
+        """Decode, cut at a stop string, and return text not yet emitted that is safe to show."""
+        text = self.engine.tokenizer.decode(self.generated, skip_special_tokens=True)
+        for stop in self.stop_strings:
+            at = text.find(stop, max(0, self.emitted - len(stop)))
+            if at != -1:
+                text = text[:at]
+                if not self.done:
+                    self._finish("stop")
+                final = True
+        self.text = text
+        safe = len(text)
+        if not final:
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the rest
+                safe = len(text.rstrip("\ufffd"))
+            for stop in self.stop_strings:  # hold back what may become a stop string
+                for k in range(min(len(stop) - 1, safe), 0, -1):
+                    if text[safe - k : safe] == stop[:k]:
+                        safe -= k
+                        break
+        safe = max(safe, self.emitted)
+        delta, self.emitted = text[self.emitted : safe], safe
+        return delta
+
+    def cancel_now(self) -> None:
+        self.cancel.set()
+
+    @property
+    def usage(self) -> dict:
+        end = self.t_end or time.perf_counter()
+        ttft = (self.t_first - self.t_start) if self.t_first else None
+        decoded = max(0, len(self.generated) - 1)
+        span = end - self.t_first if self.t_first else 0.0
+        return {
+            "prompt_tokens": len(self.prompt_ids),
+            "tokens": len(self.generated),
+            "ttft_s": round(ttft, 4) if ttft is not None else None,
+            "tok_per_s": round(decoded / span, 2) if span > 0 and decoded else 0.0,
+            "total_s": round(end - self.t_start, 4),
+        }
+
+
+class Stream:
+    """Iterate for text deltas; ``usage`` and ``finish_reason`` are final after the loop."""
+
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+
+    def __iter__(self) -> Iterator[str]:
+        while not self.decoder.done:
+            delta = self.decoder.step()
+            if delta:
+                yield delta
+
+    @property
+    def usage(self) -> dict:
+        return self.decoder.usage
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.decoder.finish_reason
+
+    @property
+    def text(self) -> str:
+        return self.decoder.text
+
+
+class Engine:
+    """A loaded model plus its chat format; makes Decoders and Streams."""
+
+    def __init__(self, loaded: LoadedModel, chat_format: ChatFormat | None = None):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.context_window = loaded.context_window
+        self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
+        # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this one has.
+        params = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        self.eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def logits_processors(self, params: GenerationParams) -> Any:
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        procs = LogitsProcessorList()
+        if params.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.temperature > 0:
+            procs.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                procs.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                procs.append(TopPLogitsWarper(params.top_p))
+        return procs
+
+    def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
+                cancel: threading.Event | None = None) -> Decoder:
+        if not isinstance(params, GenerationParams):
+            params = GenerationParams.from_dict(params)
+        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings)
+
+    def generate(self, messages: Sequence[dict] | Sequence[int], params: GenerationParams | dict | None = None,
+                 cancel: threading.Event | None = None) -> Stream:
+        """Stream the answer to ``messages`` (or to ready prompt ids)."""
+        if messages and isinstance(messages[0], dict):
+            prompt_ids = self.chat_format.encode(messages)  # type: ignore[arg-type]
+        else:
+            prompt_ids = list(messages)  # type: ignore[arg-type]
+        return Stream(self.decoder(prompt_ids, params, cancel))

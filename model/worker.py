@@ -1,0 +1,357 @@
+"""The model worker: one process owns the model and serves every client of the user.
+
+Language servers (one per editor window), ``starchat ask`` and ``starchat chat`` connect to
+it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
+(``model.client``). TCP is used only when configured, on loopback by default, and then the
+first frame must be a ``hello`` carrying the shared secret.
+
+The socket is bound before the model loads, so clients connect at once and get
+``progress`` frames while they wait. One scheduler thread owns the model and advances every
+active request one token per turn (round robin), so concurrent clients stream at the same
+time and a short request is never stuck behind a long one. ``cancel`` frames and client
+disconnects stop a request before its next decode step.
+
+The worker exits by itself after ``--idle-timeout`` seconds without clients, or when its
+socket file is removed or replaced (so a test's temp dir takes its worker with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .protocol import ProtocolError
+
+log = logging.getLogger("starchat.worker")
+DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900))
+
+
+@dataclass
+class Job:
+    key: tuple[int, Any]
+    request: dict
+    emit: Callable[[dict], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    decoder: Any = None
+    truncated: list[str] = field(default_factory=list)
+
+
+def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]:
+    """Validate a generate request and fit it into the context window."""
+    from .budget import fit
+    from .engine import GenerationParams
+
+    params = GenerationParams.from_dict(request.get("params"))
+    limit = engine.context_window - params.max_new_tokens
+    if limit < 16:
+        raise ValueError(
+            f"max_new_tokens ({params.max_new_tokens}) leaves no room for the prompt in a "
+            f"{engine.context_window}-token context window."
+        )
+    if "messages" in request:
+        messages = _messages(request["messages"], "messages")
+        if not messages or messages[-1]["role"] != "user":
+            raise ValueError("The conversation must end with a user message.")
+        system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        history = messages[1:] if system is not None else messages
+        fitted = fit(engine.chat_format, limit, system=system, history=history)
+    else:
+        parts = request.get("user_parts")
+        if not isinstance(parts, list) or not parts or not all(
+            isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
+        ):
+            raise ValueError("A request needs 'messages' or a non-empty list of 'user_parts' with text.")
+        system = request.get("system")
+        if system is not None and not isinstance(system, str):
+            raise ValueError("'system' must be a string.")
+        history = _messages(request.get("history") or [], "history")
+        fitted = fit(engine.chat_format, limit, system=system, history=history, user_parts=parts)
+    return fitted.prompt_ids, fitted.truncated, params
+
+
+def _messages(value: Any, name: str) -> list[dict]:
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list of messages.")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValueError(f"{name}[{i}] must be a map with role system/user/assistant and string content.")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+class Scheduler(threading.Thread):
+    """Loads the model, then interleaves one decode step per active request."""
+
+    def __init__(self, spec: str, load: Callable[[str], Any] | None = None):
+        super().__init__(name="starchat-model", daemon=True)
+        self.spec = spec
+        self._load = load
+        self.engine: Any = None
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self.info: dict = {"spec": spec, "ready": False}
+        self._cond = threading.Condition()
+        self._pending: list[Job] = []
+        self._active: list[Job] = []
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self.load_error:
+                job.emit({"type": "error", "id": job.key[1], "message": self.load_error})
+                return
+            self._pending.append(job)
+            self._cond.notify()
+
+    def cancel(self, key: tuple[int, Any]) -> None:
+        with self._cond:
+            for job in self._pending + self._active:
+                if job.key == key:
+                    job.cancel.set()
+
+    def cancel_connection(self, conn_id: int) -> None:
+        with self._cond:
+            for job in self._pending + self._active:
+                if job.key[0] == conn_id:
+                    job.cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._pending or self._active)
+
+    def _load_engine(self) -> None:
+        from .engine import Engine
+        from .loading import load_model
+
+        t0 = time.perf_counter()
+        loaded = (self._load or load_model)(self.spec)
+        self.engine = Engine(loaded)
+        self.info = {
+            "spec": self.spec, "ready": True, "model": loaded.name, "device": loaded.device,
+            "context_window": loaded.context_window, "chat_format": self.engine.chat_format.kind,
+            "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
+        }
+        log.info("Model %s ready on %s in %.1f s", loaded.name, loaded.device, self.info["load_s"])
+
+    def run(self) -> None:
+        try:
+            self._load_engine()
+        except Exception as exc:
+            log.error("Could not load model %s", self.spec, exc_info=True)
+            with self._cond:
+                self.load_error = f"The model worker could not load {self.spec!r}: {exc}"
+                waiting, self._pending = self._pending, []
+            for job in waiting:
+                job.emit({"type": "error", "id": job.key[1], "message": self.load_error})
+            self.ready.set()
+            return
+        self.ready.set()
+        while True:
+            with self._cond:
+                while not self._pending and not self._active:
+                    self._cond.wait()
+                new, self._pending = self._pending, []
+            for job in new:
+                self._start(job)
+            for job in list(self._active):
+                self._advance(job)
+
+    def _start(self, job: Job) -> None:
+        try:
+            prompt_ids, job.truncated, params = build_prompt(self.engine, job.request)
+        except ValueError as exc:
+            job.emit({"type": "error", "id": job.key[1], "message": str(exc)})
+            return
+        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel)
+        with self._cond:
+            self._active.append(job)
+
+    def _advance(self, job: Job) -> None:
+        try:
+            delta = job.decoder.step()
+        except Exception as exc:  # one request's failure must not take the worker down
+            log.error("Generation failed", exc_info=True)
+            job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
+            self._drop(job)
+            return
+        if delta:
+            job.emit({"type": "delta", "id": job.key[1], "text": delta})
+        if job.decoder.done:
+            job.emit({"type": "done", "id": job.key[1], "usage": job.decoder.usage,
+                      "finish_reason": job.decoder.finish_reason, "truncated": job.truncated})
+            self._drop(job)
+
+    def _drop(self, job: Job) -> None:
+        with self._cond:
+            if job in self._active:
+                self._active.remove(job)
+        job.decoder = None
+
+
+class WorkerServer:
+    """The asyncio side: connections, frames, and handing jobs to the scheduler."""
+
+    def __init__(self, scheduler: Scheduler, secret: str | None = None, idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
+        self.scheduler = scheduler
+        self.secret = secret
+        self.idle_timeout = idle_timeout
+        self.connections = 0
+        self.last_activity = time.monotonic()
+        self._next_conn = 0
+        self.socket_inode: int | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._next_conn += 1
+        conn_id = self._next_conn
+        self.connections += 1
+        loop = asyncio.get_running_loop()
+        authed = self.secret is None
+
+        def send(frame: dict) -> None:
+            if not writer.is_closing():
+                writer.write(protocol.pack(frame))
+
+        def emit(frame: dict) -> None:  # called from the scheduler thread
+            loop.call_soon_threadsafe(send, frame)
+
+        try:
+            while True:
+                try:
+                    frame = await protocol.read_frame(reader)
+                except ProtocolError as exc:
+                    send({"type": "error", "id": None, "message": str(exc)})
+                    if exc.fatal:
+                        break
+                    continue
+                if frame is None:
+                    break
+                self.last_activity = time.monotonic()
+                kind, req_id = frame["type"], frame.get("id")
+                if not authed:
+                    if kind == "hello" and isinstance(frame.get("secret"), str) and hmac.compare_digest(frame["secret"], self.secret or ""):
+                        authed = True
+                        send({"type": "hello", "version": protocol.PROTOCOL_VERSION, **self.scheduler.info})
+                        continue
+                    send({"type": "error", "id": req_id, "message": "Authentication failed: the first frame must be hello with the shared secret."})
+                    break
+                if kind == "hello":
+                    send({"type": "hello", "version": protocol.PROTOCOL_VERSION, **self.scheduler.info})
+                elif kind == "info":
+                    send({"type": "info", "id": req_id, **self.scheduler.info, "load_error": self.scheduler.load_error})
+                elif kind == "generate":
+                    if not self.scheduler.ready.is_set():
+                        send({"type": "progress", "id": req_id, "message": f"Loading model {self.scheduler.spec}"})
+                    self.scheduler.submit(Job((conn_id, req_id), frame, emit))
+                elif kind == "cancel":
+                    self.scheduler.cancel((conn_id, req_id))
+                else:
+                    send({"type": "error", "id": req_id, "message": f"Unknown frame type {kind!r}."})
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.scheduler.cancel_connection(conn_id)
+            self.connections -= 1
+            self.last_activity = time.monotonic()
+            writer.close()
+
+    async def watch(self, socket_file: Path | None) -> None:
+        """Exit when idle too long, or when our socket file is gone or replaced."""
+        inode = self.socket_inode = socket_file.stat().st_ino if socket_file else None
+        while True:
+            await asyncio.sleep(1.0)
+            if socket_file is not None:
+                try:
+                    if socket_file.stat().st_ino != inode:
+                        log.info("Socket %s was replaced; exiting", socket_file)
+                        return
+                except FileNotFoundError:
+                    log.info("Socket %s was removed; exiting", socket_file)
+                    return
+            idle = time.monotonic() - self.last_activity
+            if self.connections == 0 and not self.scheduler.busy and idle > self.idle_timeout:
+                log.info("Idle for %.0f s; exiting", idle)
+                return
+
+
+async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: str | None, idle_timeout: float) -> None:
+    scheduler = Scheduler(spec)
+    server = WorkerServer(scheduler, secret if tcp else None, idle_timeout)
+    if tcp:
+        host, port = protocol.parse_hostport(tcp)
+        srv = await asyncio.start_server(server.handle, host, port)
+        watched = None
+    else:
+        assert socket_file is not None
+        old_umask = os.umask(0o177)  # the socket is created 0600
+        try:
+            if socket_file.exists():
+                socket_file.unlink()
+            srv = await asyncio.start_unix_server(server.handle, str(socket_file))
+        finally:
+            os.umask(old_umask)
+        watched = socket_file
+    scheduler.start()
+    log.info("Worker for %s listening on %s (pid %d)", spec, tcp or socket_file, os.getpid())
+    async with srv:
+        await server.watch(watched)
+    if watched is not None and server.socket_inode is not None:
+        try:  # remove the socket only if it is still ours
+            if watched.stat().st_ino == server.socket_inode:
+                watched.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="starchat worker", description="Run the shared model worker.")
+    parser.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or an HF id")
+    parser.add_argument("--socket", help="Unix socket path (default: one per model in the runtime dir)")
+    parser.add_argument("--tcp", help="listen on HOST:PORT instead (needs STARCHAT_WORKER_SECRET)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --tcp address")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, help="exit after this many idle seconds")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .loading import ModelSpecError, resolve_spec
+
+    try:
+        resolve_spec(args.model)
+    except ModelSpecError as exc:
+        print(f"starchat worker: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    secret = os.environ.get("STARCHAT_WORKER_SECRET")
+    if args.tcp:
+        try:
+            host, _ = protocol.parse_hostport(args.tcp)
+        except ValueError as exc:
+            print(f"starchat worker: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
+        if not secret:
+            print("starchat worker: --tcp needs a shared secret in STARCHAT_WORKER_SECRET.", file=sys.stderr)  # noqa: T201
+            return 2
+        if host not in ("127.0.0.1", "::1", "localhost") and not args.allow_remote:
+            print(f"starchat worker: {host} is not loopback; pass --allow-remote to listen there.", file=sys.stderr)  # noqa: T201
+            return 2
+    socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(args.model)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    asyncio.run(serve(args.model, socket_file, args.tcp, secret, args.idle_timeout))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
