@@ -113,7 +113,7 @@ def fit(
         def trimmed(n: int, lines=lines, before=i < sel_index) -> str:
             return "".join(lines[len(lines) - n :] if before else lines[:n]) if n else ""
 
-        def fits(n: int, i=i, trimmed=trimmed) -> bool:
+        def fits(n: int, i=i, part=part, trimmed=trimmed) -> bool:
             trial = parts[:i] + [dict(part, text=trimmed(n))] + parts[i + 1 :]
             return len(ids_for(history, trial)) <= limit
 
