@@ -1,0 +1,190 @@
+"""`starchat eval ...`: judge comparison, HumanEval pass@k and plot checks, one command each.
+
+    starchat eval generate --model SPEC [--prompts FILE] --out answers.jsonl
+    starchat eval judge --a A.jsonl --b B.jsonl (--judge SPEC | --judge-url URL)
+    starchat eval humaneval --model SPEC [--limit N] [--samples K]
+    starchat eval plots --answers answers.jsonl
+
+Each prints one JSON line on stdout; progress and logs go to stderr. Bad input exits with
+code 2 and a one-sentence error. Generation runs the model in this process by default
+(`--via-worker` uses the shared model worker instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from training.evaluation.backends import DEFAULT_API_KEY_ENV, BackendError
+
+log = logging.getLogger("starchat.eval")
+
+CHAT_FORMATS = ("auto", "template", "starchat", "dialogue")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or a HF id")
+    parser.add_argument("--chat-format", choices=CHAT_FORMATS, default="auto",
+                        help="prompt format: the model's template, StarChat tokens, or dialogue prompting")
+    parser.add_argument("--via-worker", action="store_true", help="generate through the shared model worker")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="starchat eval", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="answer the prompt set (resumable)")
+    _model_options(gen)
+    gen.add_argument("--prompts", default=None, help="prompt JSONL (default: the bundled code_eval_prompts.jsonl)")
+    gen.add_argument("--out", required=True, help="answers JSONL; a rerun continues where it stopped")
+    gen.add_argument("--limit", type=_positive, help="only the first N prompts")
+    gen.add_argument("--category", help="only prompts of this category (e.g. plot)")
+    gen.add_argument("--max-new-tokens", type=_positive, default=256)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--system", help="system prompt (default: the chat format's own)")
+
+    judge = sub.add_parser("judge", help="pairwise LLM-as-judge of two answer files")
+    judge.add_argument("--a", required=True, help="answers JSONL of configuration A")
+    judge.add_argument("--b", required=True, help="answers JSONL of configuration B")
+    source = judge.add_mutually_exclusive_group(required=True)
+    source.add_argument("--judge", help="local judge model spec")
+    source.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
+    judge.add_argument("--judge-model", default="gpt-4o", help="model name sent to --judge-url")
+    judge.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV,
+                       help=f"environment variable holding the endpoint's API key (default {DEFAULT_API_KEY_ENV})")
+    judge.add_argument("--via-worker", action="store_true", help="run the local judge in the shared worker")
+    judge.add_argument("--limit", type=_positive, help="only the first N pairs")
+    judge.add_argument("--out-dir", default="eval_out/judge", help="judgments, report and chart go here")
+    judge.add_argument("--no-progress", action="store_true")
+
+    he = sub.add_parser("humaneval", help="HumanEval pass@k in a sandbox")
+    _model_options(he)
+    he.add_argument("--limit", type=_positive, help="only the first N problems")
+    he.add_argument("--samples", type=_positive, default=1, help="samples per problem (pass@k for k <= samples)")
+    he.add_argument("--raw", action="store_true", help="plain completion of the prompt (base models)")
+    he.add_argument("--max-new-tokens", type=_positive, default=256)
+    he.add_argument("--out-dir", default="eval_out/humaneval", help="results JSONL and report go here")
+
+    plots = sub.add_parser("plots", help="run the plot answers headless and count figures")
+    plots.add_argument("--answers", required=True, help="answers JSONL from `starchat eval generate`")
+    plots.add_argument("--category", default="plot")
+    plots.add_argument("--out-dir", default="eval_out/plots", help="PNGs and report go here")
+    return parser
+
+
+def cmd_generate(args) -> dict:
+    from training.evaluation.backends import make_backend
+    from training.evaluation.generate import generate_answers
+    from training.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
+
+    prompts = load_prompts(args.prompts or DEFAULT_PROMPTS, limit=args.limit, category=args.category)
+    backend = make_backend(args.model, via_worker=args.via_worker, chat_mode=args.chat_format)
+    params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    start = time.monotonic()
+    rows = generate_answers(backend, prompts, args.out, params, system=args.system,
+                            progress=not args.no_progress)
+    return {"answers": len(rows), "out": str(args.out), "model": backend.spec,
+            "chat_format": backend.chat_mode, "wall_s": round(time.monotonic() - start, 1)}
+
+
+def cmd_judge(args) -> dict:
+    from training.evaluation.backends import OpenAIBackend, make_backend
+    from training.evaluation.judge import judge_pairs, pair_answers, summarize
+    from training.evaluation.report import judge_chart, judge_markdown
+
+    pairs = pair_answers(args.a, args.b)[: args.limit]
+    if args.judge_url:
+        judge = OpenAIBackend(args.judge_url, args.judge_model, api_key_env=args.api_key_env)
+    else:
+        judge = make_backend(args.judge, via_worker=args.via_worker)
+    out_dir = Path(args.out_dir)
+    start = time.monotonic()
+    judgments = judge_pairs(judge, pairs, out_dir / "judgments.jsonl", progress=not args.no_progress)
+    summary = summarize(judgments)
+    a_name, b_name = _config_name(pairs[0][0], args.a), _config_name(pairs[0][1], args.b)
+    (out_dir / "judge_report.md").write_text(judge_markdown(summary, a_name, b_name, judge.spec), encoding="utf-8")
+    judge_chart(summary, out_dir / "judge_chart.png", a_name, b_name)
+    summary.update(judge=judge.spec, a=a_name, b=b_name, out_dir=str(out_dir),
+                   wall_s=round(time.monotonic() - start, 1))
+    return summary
+
+
+def _config_name(row: dict, path: str) -> str:
+    settings = row.get("settings") or {}
+    if "model" in settings:
+        return f"{settings['model']} ({settings.get('chat_format', '?')})"
+    return Path(path).stem
+
+
+def cmd_humaneval(args) -> dict:
+    from training.evaluation.backends import make_backend
+    from training.evaluation.humaneval import run_humaneval, score
+    from training.evaluation.report import humaneval_markdown
+
+    if args.raw and args.via_worker:
+        raise BackendError("--raw needs the model in this process; drop --via-worker.")
+    backend = make_backend(args.model, via_worker=args.via_worker, chat_mode=args.chat_format)
+    out_dir = Path(args.out_dir)
+    start = time.monotonic()
+    rows = run_humaneval(backend, out_dir / "results.jsonl", limit=args.limit, samples=args.samples,
+                         raw=args.raw, max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    ks = tuple(k for k in (1, 5, 10, 100) if k <= args.samples) or (1,)
+    result = score(rows, ks)
+    result.update(model=backend.spec, chat_format="raw" if args.raw else backend.chat_mode,
+                  wall_s=round(time.monotonic() - start, 1),
+                  generate_s=round(sum(r["generate_s"] for r in rows), 1), out_dir=str(out_dir))
+    (out_dir / "report.md").write_text(humaneval_markdown(result), encoding="utf-8")
+    return result
+
+
+def cmd_plots(args) -> dict:
+    from training.evaluation.plots import run_plots
+    from training.evaluation.prompts import read_jsonl
+    from training.evaluation.report import plots_markdown
+
+    answers = read_jsonl(args.answers, what="answers file")
+    summary = run_plots(answers, args.out_dir, category=args.category)
+    (Path(args.out_dir) / "report.md").write_text(plots_markdown(summary), encoding="utf-8")
+    return {k: v for k, v in summary.items() if k != "rows"} | {"out_dir": args.out_dir}
+
+
+COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_humaneval, "plots": cmd_plots}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of `starchat eval`; returns the exit code (2 for bad input)."""
+    from model.loading import ModelSpecError
+    from training.evaluation.prompts import EvalInputError
+
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = COMMANDS[args.command](args)
+    except (EvalInputError, BackendError, ModelSpecError, ValueError) as exc:
+        print(f"starchat eval {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"starchat eval {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
