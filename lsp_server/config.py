@@ -31,6 +31,9 @@ class ContextSettings:
     """How much editor context goes into a prompt."""
 
     surrounding_lines: int = 20
+    # Fix/Add docstring: surrounding code made the embedded 135M model rewrite a
+    # neighbouring function instead of the selection, so edits send none by default.
+    edit_surrounding_lines: int = 0
     max_diagnostics: int = 20
 
 

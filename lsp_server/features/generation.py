@@ -56,7 +56,11 @@ async def run_command(server: Any, command: str, args: dict[str, Any], token: An
     """Run one generating command and return its result object."""
     task = TASKS[command]
     settings = server.settings
-    surrounding = settings.context.surrounding_lines
+    surrounding = (
+        settings.context.edit_surrounding_lines
+        if task in EDITING_TASKS
+        else settings.context.surrounding_lines
+    )
     if task == "chat":
         message = required_str(args, "message", command)
         target = document_range(server.workspace, args, command, surrounding, required=False)

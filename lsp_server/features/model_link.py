@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from lsprotocol import types
@@ -118,20 +119,23 @@ class ModelLink:
                 self._server.work_done_progress.tokens.pop(token, None)
 
 
-async def _warm_up(client: Any, server: Any, token: Any) -> Any:
-    """Ask the worker to load the model now, forwarding its loading messages as progress."""
-    async for event in client.generate(
-        {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 1}}
-    ):
-        if event.get("type") == "progress" and token is not None:
-            server.work_done_progress.report(
-                token, types.WorkDoneProgressReport(message=str(event.get("message", "")))
-            )
-        elif event.get("type") == "error":
-            from model.client import WorkerError  # noqa: PLC0415
+async def _warm_up(client: Any, server: Any, token: Any) -> dict:
+    """Wait until the worker has loaded the model, reporting progress meanwhile."""
+    from model.client import WorkerError  # noqa: PLC0415
 
-            raise WorkerError(str(event.get("message", "the worker reported an error")))
-    return await client.info()
+    started = time.monotonic()
+    while True:
+        info = await client.info()
+        if info.get("load_error"):
+            raise WorkerError(str(info["load_error"]))
+        if info.get("ready"):
+            return info
+        if token is not None:
+            waited = time.monotonic() - started
+            server.work_done_progress.report(
+                token, types.WorkDoneProgressReport(message=f"Loading model ({waited:.0f} s)")
+            )
+        await asyncio.sleep(0.25)
 
 
 async def _quiet_close(client: Any) -> None:

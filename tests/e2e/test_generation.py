@@ -25,6 +25,8 @@ AVERAGE = rng(3, 9)  # the buggy `average` function of the sample
 
 
 async def execute(client: LanguageClient, command: str, argument: dict, token=None):
+    if token is not None:  # pytest-lsp warns about tokens it did not see created
+        client.progress_reports.setdefault(token, [])
     return await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command=command, arguments=[argument], work_done_token=token)
     )
@@ -127,6 +129,7 @@ async def test_cancel_stops_within_two_seconds_and_the_server_keeps_serving(
 ):
     token = f"cancel-{how}"
     msg_id = f"req-{how}"
+    client.progress_reports.setdefault(token, [])
     future = client.protocol.send_request(
         types.WORKSPACE_EXECUTE_COMMAND,
         types.ExecuteCommandParams(

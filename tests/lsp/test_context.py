@@ -52,29 +52,29 @@ def _selection(**overrides):
     return Selection(**values)
 
 
-def test_user_parts_order_kinds_and_content():
+def test_user_parts_context_first_then_instruction_then_code():
     diagnostics = [
         {"range": {"start": {"line": 5, "character": 4}}, "message": "bad add", "source": "lint",
          "code": "E1"}
     ]
     parts = build_user_parts("fix", _selection(), diagnostics=diagnostics)
     kinds = [p["kind"] for p in parts]
-    assert kinds == ["text"] * 2 + ["surrounding", "text", "selection", "text", "surrounding"] \
-        + ["text"] * 3
-    assert "File: /w/a.py (language: python), selection at lines 5-7." in parts[0]["text"]
-    assert "```python\ndef f(x):\n    return x + 1\n```" in parts[4]["text"]
-    assert parts[2]["text"] == "import os\n" and parts[6]["text"] == "print(f(1))\n"
-    assert "- line 6: lint: bad add [E1]" in parts[-2]["text"]
-    assert "Fix the bugs" in parts[-1]["text"]
+    assert kinds == ["text", "text", "surrounding", "text", "text", "surrounding", "text",
+                     "text", "text", "selection"]
+    assert parts[0]["text"] == "File /w/a.py (language: python), lines 5-7.\n\n"
+    assert parts[2]["text"] == "import os\n" and parts[5]["text"] == "print(f(1))\n"
+    assert "- line 6: lint: bad add [E1]" in parts[7]["text"]
+    assert parts[8]["text"].startswith("Fix the bug in this python code")
+    assert parts[-1]["text"] == "```python\ndef f(x):\n    return x + 1\n```"
     whole = flatten(parts)
-    assert "Code before the selection:\n```python\nimport os\n```\n\nSelected code:" in whole
+    assert "Lines before the code:\n```python\nimport os\n```\n\nLines after" in whole
+    assert whole.endswith("code block.\n\n```python\ndef f(x):\n    return x + 1\n```")
 
 
-def test_blank_surroundings_are_left_out_and_chat_uses_the_message():
+def test_blank_surroundings_are_left_out_and_chat_ends_with_the_message():
     parts = build_user_parts("chat", _selection(before="\n", after=""), message="Why x + 1?")
     assert [p["kind"] for p in parts] == ["text", "selection", "text"]
     assert flatten(parts).endswith("```\n\nWhy x + 1?")
-    assert parts[-1]["text"] == "Why x + 1?"
     assert build_user_parts("chat", None, message="hello") == [{"kind": "text", "text": "hello"}]
 
 
