@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="answers JSONL; a rerun continues where it stopped")
     gen.add_argument("--limit", type=_positive, help="only the first N prompts")
     gen.add_argument("--category", help="only prompts of this category (e.g. plot)")
+    gen.add_argument("--every", type=_positive, default=1, help="only every N-th prompt (a spread-out subset)")
     gen.add_argument("--max-new-tokens", type=_positive, default=256)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--system", help="system prompt (default: the chat format's own)")
@@ -92,7 +93,8 @@ def cmd_generate(args) -> dict:
     from training.evaluation.generate import generate_answers
     from training.evaluation.prompts import DEFAULT_PROMPTS, load_prompts
 
-    prompts = load_prompts(args.prompts or DEFAULT_PROMPTS, limit=args.limit, category=args.category)
+    prompts = load_prompts(args.prompts or DEFAULT_PROMPTS, limit=args.limit, category=args.category,
+                           every=args.every)
     backend = make_backend(args.model, via_worker=args.via_worker, chat_mode=args.chat_format)
     params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     start = time.monotonic()

@@ -151,6 +151,9 @@ class OpenAIBackend:
 
 def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):
     """The backend for a model spec: in-process by default, the shared worker on request."""
+    from model.loading import resolve_spec
+
+    resolve_spec(spec)  # a bad spec fails here in a second, before torch is imported
     if via_worker:
         if chat_mode != "auto":
             raise BackendError("The shared worker uses the model's own chat format; drop --chat-format or --via-worker.")

@@ -32,10 +32,11 @@ def pair_answers(a_path: str | Path, b_path: str | Path) -> list[tuple[dict, dic
 
 
 def judge_pairs(judge, pairs: list[tuple[dict, dict]], out: str | Path, *,
-                progress: bool = True) -> list[dict]:
+                params: dict | None = None, progress: bool = True) -> list[dict]:
     """Judge every pair in both orders, appending verdict rows to `out` (resumable)."""
     out = Path(out)
-    settings = {"judge": judge.spec, "chat_format": judge.chat_mode, "params": JUDGE_PARAMS}
+    params = params or JUDGE_PARAMS
+    settings = {"judge": judge.spec, "chat_format": judge.chat_mode, "params": params}
     done: dict[tuple[str, str], dict] = {}
     if out.exists():
         for row in read_jsonl(out, what="judgments file"):
@@ -50,7 +51,7 @@ def judge_pairs(judge, pairs: list[tuple[dict, dict]], out: str | Path, *,
         for a, b, order in jobs:
             first, second = (a, b) if order == "ab" else (b, a)
             messages = judge_messages(a["prompt"], first["answer"], second["answer"], a.get("task", "code"))
-            text = judge.complete(messages, JUDGE_PARAMS, stop_when=first_line_done).text
+            text = judge.complete(messages, params, stop_when=first_line_done).text
             row = {"id": a["id"], "category": a.get("category", ""), "task": a.get("task", ""),
                    "order": order, "judge_text": text, "settings": settings}
             try:

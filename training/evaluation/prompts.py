@@ -35,8 +35,8 @@ def read_jsonl(path: str | Path, *, what: str = "file") -> list[dict]:
 
 
 def load_prompts(path: str | Path = DEFAULT_PROMPTS, *, limit: int | None = None,
-                 category: str | None = None) -> list[dict]:
-    """Validated prompt rows, optionally the first `limit` of one `category`."""
+                 category: str | None = None, every: int = 1) -> list[dict]:
+    """Validated prompt rows: of one `category` if given, every `every`-th, the first `limit`."""
     rows = read_jsonl(path, what="prompt file")
     seen: set[str] = set()
     for number, row in enumerate(rows, 1):
@@ -50,6 +50,7 @@ def load_prompts(path: str | Path = DEFAULT_PROMPTS, *, limit: int | None = None
         seen.add(row["id"])
     if category:
         rows = [row for row in rows if row["category"] == category]
+    rows = rows[::every]  # a spread-out subset keeps every category in a short run
     if limit is not None:
         rows = rows[:limit]
     if not rows:

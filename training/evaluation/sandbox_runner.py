@@ -108,10 +108,12 @@ def install_guard(box: str) -> None:
 
 
 def save_open_figures(box: str) -> None:
-    """Save every figure the program left open (plt.show() does nothing under Agg)."""
+    """Save the figures the program left open (plt.show() does nothing under Agg)."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
+    if any(name.lower().endswith(".png") for name in os.listdir(box)):
+        return  # the program saved its figures itself
     for number in plt.get_fignums():
         plt.figure(number).savefig(os.path.join(box, f"figure_{number}.png"))
 
