@@ -45,18 +45,24 @@ def session(nvim, tmp_path_factory) -> dict:
         STARCHAT_TEST_FILE=str(src),
         STARCHAT_TEST_FIX_FILE=str(fix_src),
         STARCHAT_TEST_OUT=str(out),
-        STARCHAT_TEST_MAX_TOKENS="48",
+        STARCHAT_TEST_MAX_TOKENS="32",
     )
     script = NVIM_PLUGIN / "tests" / "e2e.lua"
+    stderr = ""
     try:
         proc = subprocess.run(
             [nvim, "--headless", "-u", str(MINIMAL_INIT), "-c", f"luafile {script}"],
             cwd=workspace, env=env, capture_output=True, text=True, timeout=420,
         )
+        stderr = proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        # Keep what the finished scenarios recorded; the rest fail as "did not run".
+        stderr = f"timed out: {exc.stderr!r}"
     finally:
         kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
-    assert out.exists(), f"nvim wrote no results (rc={proc.returncode}): {proc.stderr[-2000:]}"
+    assert out.exists(), f"nvim wrote no results: {stderr[-2000:]}"
     results = json.loads(out.read_text())
+    assert "runner_error" not in results, results["runner_error"]
     results["_src"] = str(src)
     return results
 
@@ -79,7 +85,7 @@ def test_server_attaches_as_starchat(session):
 def test_explain_range_streams_into_chat_buffer(session):
     r = scenario(session, "explain")
     assert r["done"], "Explain did not finish"
-    assert r["err"] is None
+    assert r.get("err") is None
     assert r["chat_name"] == f"starchat://chat/{r['conversation']}"
     assert r["chat_filetype"] == "markdown"
     # Streamed, not dumped at the end: several deltas whose concatenation is the reply.
@@ -96,7 +102,7 @@ def test_explain_range_streams_into_chat_buffer(session):
 
 def test_fix_changes_the_source_buffer(session):
     r = scenario(session, "fix")
-    assert r["done"] and r["err"] is None
+    assert r["done"] and r.get("err") is None
     assert r["applied"] is True, r["reply"]
     assert r["after"] != r["before"]
     assert "def greet(name):" in "\n".join(r["after"])
@@ -108,7 +114,7 @@ def test_code_action_menu_runs_explain_through_the_plugin(session):
     assert "StarChat: Fix selection" in r["titles"]
     assert r["started"] and r["done"]
     assert r["command"] == "starchat.explain"
-    assert r["err"] is None and r["reply"]
+    assert r.get("err") is None and r["reply"]
     assert r["streamed"] >= 1
 
 
@@ -121,13 +127,13 @@ def test_stop_cancels_the_running_request(session):
     assert r["deltas_later"] == r["deltas_at_stop"], "text kept arriving after :StarChatStop"
     assert "_[stopped]_" in r["chat_text"]
     # The worker is free again: the next request finishes promptly.
-    assert r["next_done"] and r["next_err"] is None and r["next_reply"]
+    assert r["next_done"] and r.get("next_err") is None and r["next_reply"]
 
 
 def test_checkhealth_passes(session):
     r = scenario(session, "health")
     text = "\n".join(r["lines"])
-    assert "starchat.nvim" in text
-    assert "server starts" in text
-    assert "model reachable" in text
+    assert "OK Neovim 0." in text
+    assert "OK server starts: starchat" in text
+    assert "OK model reachable: default" in text
     assert "ERROR" not in text, text

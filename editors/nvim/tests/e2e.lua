@@ -99,6 +99,8 @@ function scenarios.fix(r, src)
   vim.cmd.edit(vim.fn.fnameescape(src))
   local bufnr = vim.api.nvim_get_current_buf()
   r.before = lines_of(bufnr)
+  -- Room for a whole fenced code block.
+  starchat.update_settings({ generation = { max_new_tokens = 80 } })
   local started = now_ms()
   vim.cmd("1,2StarChatFix")
   local done, request = wait_request(180000)
@@ -156,15 +158,17 @@ function scenarios.code_action(r, src)
   local original_select = vim.ui.select
   -- Picks "Explain" the way a user would in the code-action menu.
   vim.ui.select = function(items, opts, on_choice)
+    local pick
     for i, item in ipairs(items) do
       local title = opts.format_item and opts.format_item(item) or tostring(item)
       table.insert(seen, title)
-      if title:find("Explain") then
-        return on_choice(item, i)
+      if not pick and title:find("Explain") then
+        pick = i
       end
     end
-    on_choice(nil, nil)
+    on_choice(pick and items[pick] or nil, pick)
   end
+  starchat.update_settings({ generation = { max_new_tokens = 16 } })
   local before = starchat.last_request
   vim.api.nvim_win_set_cursor(0, { 4, 0 })
   vim.lsp.buf.code_action({ range = { start = { 4, 0 }, ["end"] = { 6, 0 } } })
@@ -189,38 +193,47 @@ function scenarios.health(r)
   r.lines = lines_of(0)
 end
 
-local cmd = vim.json.decode(assert(vim.env.STARCHAT_TEST_CMD, "STARCHAT_TEST_CMD not set"))
-starchat.setup({
-  cmd = cmd,
-  settings = { generation = { max_new_tokens = tonumber(vim.env.STARCHAT_TEST_MAX_TOKENS or "48") } },
-  chat = { layout = "vertical" },
-  notify = false,
-})
+-- Any error still ends Neovim (a headless nvim would otherwise wait forever).
+local function main()
+  local cmd = vim.json.decode((assert(vim.env.STARCHAT_TEST_CMD, "STARCHAT_TEST_CMD not set")))
+  starchat.setup({
+    cmd = cmd,
+    settings = { generation = { max_new_tokens = tonumber(vim.env.STARCHAT_TEST_MAX_TOKENS or "48") } },
+    chat = { layout = "vertical" },
+    notify = false,
+  })
 
-local src = assert(vim.env.STARCHAT_TEST_FILE, "STARCHAT_TEST_FILE not set")
-local fix_src = vim.env.STARCHAT_TEST_FIX_FILE
-local only = vim.env.STARCHAT_TEST_ONLY
-local order = { "attach", "explain", "fix", "code_action", "stop", "health" }
-for _, name in ipairs(order) do
-  if not only or vim.tbl_contains(vim.split(only, ","), name) then
-    local r = {}
-    local started = now_ms()
-    local ok, err = xpcall(scenarios[name], debug.traceback, r, name == "fix" and fix_src or src)
-    r.ok = ok
-    r.error = not ok and tostring(err) or nil
-    r.elapsed_ms = now_ms() - started
-    results[name] = r
-    if name ~= "health" then
-      starchat.update_settings({ generation = { max_new_tokens = tonumber(vim.env.STARCHAT_TEST_MAX_TOKENS or "48") } })
+  local src = assert(vim.env.STARCHAT_TEST_FILE, "STARCHAT_TEST_FILE not set")
+  local fix_src = vim.env.STARCHAT_TEST_FIX_FILE
+  local only = vim.env.STARCHAT_TEST_ONLY
+  local order = { "attach", "explain", "fix", "code_action", "stop", "health" }
+  for _, name in ipairs(order) do
+    if not only or vim.tbl_contains(vim.split(only, ","), name) then
+      local r = {}
+      local started = now_ms()
+      local ok, err = xpcall(scenarios[name], debug.traceback, r, name == "fix" and fix_src or src)
+      r.ok = ok
+      r.error = not ok and tostring(err) or nil
+      r.elapsed_ms = now_ms() - started
+      results[name] = r
+      if name ~= "health" then
+        starchat.update_settings({ generation = { max_new_tokens = tonumber(vim.env.STARCHAT_TEST_MAX_TOKENS or "48") } })
+      end
+      write_results()
     end
-    write_results()
   end
+  write_results()
+  for _, c in ipairs(vim.lsp.get_clients({ name = "starchat" })) do
+    client_mod.call(c, "stop")
+  end
+  vim.wait(3000, function()
+    return #vim.lsp.get_clients({ name = "starchat" }) == 0
+  end, 50)
 end
-write_results()
-for _, c in ipairs(vim.lsp.get_clients({ name = "starchat" })) do
-  client_mod.call(c, "stop")
+
+local ok, err = xpcall(main, debug.traceback)
+if not ok then
+  results.runner_error = tostring(err)
+  write_results()
 end
-vim.wait(3000, function()
-  return #vim.lsp.get_clients({ name = "starchat" }) == 0
-end, 50)
 vim.cmd("qa!")

@@ -3,7 +3,8 @@
 local here = debug.getinfo(1, "S").source:sub(2)
 local plugin_root = vim.fn.fnamemodify(here, ":p:h:h")
 vim.opt.runtimepath = { plugin_root, vim.env.VIMRUNTIME }
-vim.opt.packpath = {}
+vim.opt.packpath = { vim.env.VIMRUNTIME }
+vim.g.loaded_netrwPlugin = 1
 vim.opt.swapfile = false
 vim.opt.shadafile = "NONE"
 vim.opt.more = false
