@@ -14,7 +14,7 @@ from .verdict import UnparseableVerdict, first_line_done, judge_messages, parse_
 
 log = logging.getLogger(__name__)
 
-JUDGE_PARAMS = {"max_new_tokens": 200, "temperature": 0.0}
+JUDGE_PARAMS = {"max_new_tokens": 160, "temperature": 0.0}
 ORDERS = ("ab", "ba")  # "ab": answer A is shown as Assistant 1; "ba": B is.
 
 

@@ -110,5 +110,5 @@ def first_line_done(text: str) -> bool:
     try:
         parse_verdict(text)
     except UnparseableVerdict:
-        return len(text) > 1200  # the judge is rambling without scores; it will not improve
-    return len(text.split("\n", 1)[1]) > 300
+        return len(text) > 600  # rambling without scores; more text rarely brings them
+    return len(text.split("\n", 1)[1]) > 240
