@@ -100,6 +100,18 @@ def test_explain_range_streams_into_chat_buffer(session):
     assert r["max_ui_gap_ms"] < 500, r["max_ui_gap_ms"]
 
 
+def test_chat_message_continues_the_conversation(session):
+    explain = scenario(session, "explain")
+    r = scenario(session, "chat")
+    assert r["done"] and r.get("err") is None and r["reply"]
+    # Same conversation as the Explain before it, same buffer, both turns in it.
+    assert r["conversation"] == explain["conversation"]
+    assert r["chat_name"] == explain["chat_name"]
+    assert "## You\n\nWhat does circle_area return?\n\n## StarChat\n\n" in r["chat_text"]
+    assert "Explain `area.py` lines 4-6" in r["chat_text"]
+    assert r["chat_window_focused"]
+
+
 def test_fix_changes_the_source_buffer(session):
     r = scenario(session, "fix")
     assert r["done"] and r.get("err") is None

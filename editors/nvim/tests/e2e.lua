@@ -95,6 +95,24 @@ function scenarios.explain(r, src)
   r.current_buffer_is_source = vim.api.nvim_buf_get_name(0) == vim.fn.fnamemodify(src, ":p")
 end
 
+function scenarios.chat(r, src)
+  vim.cmd.edit(vim.fn.fnameescape(src))
+  starchat.update_settings({ generation = { max_new_tokens = 16 } })
+  local before = starchat.last_request
+  vim.cmd("StarChat What does circle_area return?")
+  vim.wait(5000, function()
+    return starchat.last_request ~= before
+  end, 10)
+  local done, request = wait_request(60000)
+  r.done = done
+  r.err = request.err and (request.err.message or tostring(request.err))
+  r.reply = request.result and request.result.reply
+  r.conversation = request.result and request.result.conversationId
+  r.chat_name = vim.api.nvim_buf_get_name(request.chat_bufnr)
+  r.chat_text = table.concat(lines_of(request.chat_bufnr), "\n")
+  r.chat_window_focused = vim.api.nvim_get_current_buf() == request.chat_bufnr
+end
+
 function scenarios.fix(r, src)
   vim.cmd.edit(vim.fn.fnameescape(src))
   local bufnr = vim.api.nvim_get_current_buf()
@@ -206,12 +224,14 @@ local function main()
   local src = assert(vim.env.STARCHAT_TEST_FILE, "STARCHAT_TEST_FILE not set")
   local fix_src = vim.env.STARCHAT_TEST_FIX_FILE
   local only = vim.env.STARCHAT_TEST_ONLY
-  local order = { "attach", "explain", "fix", "code_action", "stop", "health" }
+  local order = { "attach", "explain", "chat", "fix", "code_action", "stop", "health" }
   for _, name in ipairs(order) do
     if not only or vim.tbl_contains(vim.split(only, ","), name) then
       local r = {}
       local started = now_ms()
       local ok, err = xpcall(scenarios[name], debug.traceback, r, name == "fix" and fix_src or src)
+      -- Scenarios may leave the chat window focused; start the next one from the source.
+      vim.cmd("silent! only")
       r.ok = ok
       r.error = not ok and tostring(err) or nil
       r.elapsed_ms = now_ms() - started
