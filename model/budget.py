@@ -103,25 +103,26 @@ def fit(
     if len(ids_for(history, parts)) <= limit:
         return Fitted(build(history, parts), ids_for(history, parts), truncated)
 
-    # 2. surrounding lines, farthest from the selection first.
+    # 2. surrounding lines, farthest from the selection first, evenly on both sides.
     sel_index = next((i for i, p in enumerate(parts) if p["kind"] == "selection"), len(parts))
-    for i, part in enumerate(parts):
-        if part["kind"] != "surrounding":
-            continue
-        lines = part["text"].splitlines(keepends=True)
+    around = [i for i, p in enumerate(parts) if p["kind"] == "surrounding"]
+    if around:
+        lines = {i: parts[i]["text"].splitlines(keepends=True) for i in around}
 
-        def trimmed(n: int, lines=lines, before=i < sel_index) -> str:
-            return "".join(lines[len(lines) - n :] if before else lines[:n]) if n else ""
+        def trimmed(n: int) -> list[dict]:
+            out = list(parts)
+            for i in around:
+                ls = lines[i]
+                kept = (ls[len(ls) - n :] if i < sel_index else ls[:n]) if n else []
+                out[i] = dict(parts[i], text="".join(kept))
+            return out
 
-        def fits(n: int, i=i, part=part, trimmed=trimmed) -> bool:
-            trial = parts[:i] + [dict(part, text=trimmed(n))] + parts[i + 1 :]
-            return len(ids_for(history, trial)) <= limit
-
-        keep = max(0, _largest(0, len(lines), fits))
-        parts[i] = dict(part, text=trimmed(keep))
-        truncated.append(f"surrounding lines ({keep} of {len(lines)} kept)")
-        if keep:
-            break
+        most = max(len(v) for v in lines.values())
+        keep = max(0, _largest(0, most, lambda n: len(ids_for(history, trimmed(n))) <= limit))
+        parts = trimmed(keep)
+        total = sum(len(v) for v in lines.values())
+        kept = sum(min(keep, len(v)) for v in lines.values())
+        truncated.append(f"surrounding lines ({kept} of {total} kept)")
     if len(ids_for(history, parts)) <= limit:
         return Fitted(build(history, parts), ids_for(history, parts), truncated)
 

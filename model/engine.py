@@ -53,7 +53,7 @@ class GenerationParams:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message[0].upper() + message[1:] + ".")
+                raise ValueError(f"{message}.")
         p.stop = tuple(p.stop)
         return p
 

@@ -157,7 +157,11 @@ def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
     if source.kind != "hub":
         return {}
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    return {"local_files_only": offline}
+    kwargs: dict[str, Any] = {"local_files_only": offline}
+    # Read at call time: huggingface_hub reads HF_HUB_CACHE only once, at import.
+    if os.environ.get("HF_HUB_CACHE"):
+        kwargs["cache_dir"] = os.environ["HF_HUB_CACHE"]
+    return kwargs
 
 
 def _hub_error(source: ModelSource, exc: Exception) -> ModelSpecError:

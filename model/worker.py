@@ -102,7 +102,7 @@ class Scheduler(threading.Thread):
         self.engine: Any = None
         self.ready = threading.Event()
         self.load_error: str | None = None
-        self.info: dict = {"spec": spec, "ready": False}
+        self.info: dict = {"spec": spec, "ready": False, "pid": os.getpid()}
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._active: list[Job] = []

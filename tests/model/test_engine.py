@@ -1,0 +1,71 @@
+"""The streaming engine on the real embedded model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from model.engine import GenerationParams
+
+QUESTION = [{"role": "user", "content": "Write a Python function is_even(n)."}]
+
+
+def test_stream_is_greedy_equal_to_model_generate(engine, loaded):
+    stream = engine.generate(QUESTION, {"max_new_tokens": 40})
+    deltas = list(stream)
+    assert len(deltas) > 5  # streamed, not one blob
+    ids = engine.chat_format.encode(QUESTION)
+    with torch.inference_mode():
+        out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)
+    expected = loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    assert "".join(deltas) == expected
+    assert "def is_even" in "".join(deltas)
+    u = stream.usage
+    assert u["prompt_tokens"] == len(ids) and u["tokens"] == 40 and stream.finish_reason == "length"
+    assert u["ttft_s"] > 0 and u["tok_per_s"] > 0
+
+
+def test_stops_at_end_of_turn_by_itself(engine):
+    stream = engine.generate([{"role": "user", "content": "Say just the word: yes"}], {"max_new_tokens": 60})
+    text = "".join(stream)
+    assert stream.finish_reason == "stop" and "<|im_end|>" not in text and text.strip()
+
+
+def test_stop_string_is_never_emitted(engine):
+    full = "".join(engine.generate(QUESTION, {"max_new_tokens": 30}))
+    marker = full.split("\n")[1][:6]  # a piece of text the model will produce
+    stream = engine.generate(QUESTION, {"max_new_tokens": 30, "stop": [marker]})
+    text = "".join(stream)
+    assert marker not in text and stream.finish_reason == "stop"
+    assert full.startswith(text)
+
+
+def test_cancel_stops_within_one_step(engine):
+    cancel = threading.Event()
+    stream = engine.generate(QUESTION, {"max_new_tokens": 200}, cancel)
+    seen = 0
+    for _ in stream:
+        seen += 1
+        if seen == 3:
+            cancel.set()
+    assert stream.finish_reason == "cancelled"
+    assert stream.usage["tokens"] <= 4
+
+
+def test_sampling_is_seeded(engine):
+    p = {"max_new_tokens": 20, "temperature": 0.9, "top_p": 0.9, "top_k": 40, "seed": 7}
+    assert "".join(engine.generate(QUESTION, p)) == "".join(engine.generate(QUESTION, p))
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"stop": "x"}, "stop"),
+    ({"beams": 3}, "Unknown generation setting"),
+])
+def test_bad_params_are_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationParams.from_dict(bad)

@@ -1,0 +1,58 @@
+"""Model specs: default, folder, .gguf, HF id from a local cache, and clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from model.loading import ModelSpecError, default_gguf_path, load_model, local_folder, resolve_spec
+
+
+def test_default_is_the_embedded_gguf():
+    path = default_gguf_path()
+    assert path.suffix == ".gguf" and path.is_file()
+    assert resolve_spec("default").kind == "gguf"
+
+
+def test_gguf_is_converted_once_into_the_cache(loaded):
+    _, folder = local_folder("default")
+    files = {p.name for p in Path(folder).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert loaded.context_window == 8192 and loaded.device == "cpu"
+    assert not getattr(loaded.model, "is_quantized", False)
+
+
+def test_folder_and_hub_id_from_a_local_cache(tmp_path, monkeypatch):
+    _, folder = local_folder("default")
+    assert resolve_spec(folder).kind == "folder"
+    # A Hugging Face cache laid out by hand: the real hub code path, no network.
+    snap = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for f in Path(folder).iterdir():
+        os.symlink(f, snap / f.name)
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lm = load_model("acme/tiny-chat")
+    assert lm.name == "acme/tiny-chat" and lm.model.config.vocab_size == 49152
+    with pytest.raises(ModelSpecError, match="not in the local Hugging Face cache"):
+        load_model("acme/absent-model")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("", "empty"),
+    ("no such thing", "Unknown model spec"),
+    ("./missing-folder", "does not exist"),
+    ("/tmp/missing.gguf", "does not exist"),
+])
+def test_bad_specs_are_one_sentence(spec, message):
+    with pytest.raises(ModelSpecError, match=message):
+        resolve_spec(spec)
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelSpecError, match="config.json"):
+        resolve_spec(str(tmp_path))

@@ -1,0 +1,148 @@
+"""The shared worker process: streaming, cancel, concurrency, bad frames, death and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import msgpack
+import pytest
+
+from model import protocol
+from model.client import WorkerClient, WorkerError, ensure_worker
+
+ASK = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
+       "params": {"max_new_tokens": 32}}
+
+
+def collect(client: WorkerClient, request: dict) -> tuple[str, dict, list[float]]:
+    text, times, done = [], [], {}
+    for event in client.generate(request):
+        if event["type"] == "delta":
+            text.append(event["text"])
+            times.append(time.monotonic())
+        elif event["type"] in ("done", "error"):
+            done = event
+    return "".join(text), done, times
+
+
+def test_streams_an_answer(worker_socket, engine):
+    with WorkerClient(socket_path=worker_socket) as client:
+        text, done, times = collect(client, ASK)
+    assert done["type"] == "done" and done["finish_reason"] == "length"
+    assert len(times) > 5 and "def is_even" in text
+    assert text == "".join(engine.generate(ASK["messages"], ASK["params"]))  # same as in-process
+    assert set(done["usage"]) >= {"prompt_tokens", "tokens", "ttft_s", "tok_per_s"}
+
+
+def test_structured_request_reports_truncation(worker_socket):
+    selection = "".join(f"value_{i} = {i}\n" for i in range(3000))
+    request = {"system": "S", "history": [], "params": {"max_new_tokens": 8},
+               "user_parts": [{"kind": "selection", "text": selection}, {"kind": "text", "text": "Explain."}]}
+    with WorkerClient(socket_path=worker_socket) as client:
+        _, done, _ = collect(client, request)
+    assert done["type"] == "done"
+    assert any("middle of the selection" in t for t in done["truncated"])
+    assert done["usage"]["prompt_tokens"] <= 8192 - 8
+
+
+def test_cancel_frame_stops_generation(worker_socket):
+    with WorkerClient(socket_path=worker_socket) as client:
+        client.connect()
+        client._send({**ASK, "params": {"max_new_tokens": 400}, "type": "generate", "id": 1})
+        deltas_after_cancel, cancelled_at = 0, None
+        while True:
+            frame = client._recv()
+            if frame["type"] == "delta":
+                if cancelled_at is None:
+                    client._send({"type": "cancel", "id": 1})
+                    cancelled_at = time.monotonic()
+                else:
+                    deltas_after_cancel += 1
+            elif frame["type"] == "done":
+                break
+        assert frame["finish_reason"] == "cancelled"
+        assert deltas_after_cancel <= 1  # stopped within about one decode step
+        assert frame["usage"]["tokens"] < 10
+        text, done, _ = collect(client, ASK)  # the worker serves the next request normally
+        assert done["finish_reason"] == "length" and text
+
+
+def test_two_clients_stream_at_the_same_time(worker_socket):
+    requests = [ASK, {"messages": [{"role": "user", "content": "What is a Python list?"}], "params": {"max_new_tokens": 32}}]
+    solo = []
+    for r in requests:
+        with WorkerClient(socket_path=worker_socket) as c:
+            solo.append(collect(c, r)[0])
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        with WorkerClient(socket_path=worker_socket) as c:
+            results[i] = collect(c, requests[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [r[0] for r in results] == solo  # each client gets its own answer
+    a_times, b_times = results[0][2], results[1][2]
+    assert b_times[0] < a_times[-1] and a_times[0] < b_times[-1]  # interleaved, not queued
+
+
+def _raw(path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    return s
+
+
+def test_malformed_frames_get_errors_and_the_worker_lives(worker_socket):
+    s = _raw(worker_socket)
+    s.sendall(struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1")  # not msgpack
+    assert "not valid msgpack" in protocol.recv_frame(s)["message"]
+    s.sendall(protocol.pack({"no_type": 1}))
+    assert "type" in protocol.recv_frame(s)["message"]
+    nested: list = []
+    for _ in range(100):
+        nested = [nested]
+    s.sendall(struct.pack(">I", len(b := msgpack.packb({"type": "info", "x": nested}))) + b)
+    assert "deeper" in protocol.recv_frame(s)["message"]
+    s.sendall(protocol.pack({"type": "generate", "id": 9, "messages": "nope"}))
+    assert "messages" in protocol.recv_frame(s)["message"]
+    s.sendall(protocol.pack({"type": "info", "id": 2}))
+    assert protocol.recv_frame(s)["ready"] is True  # same connection still served
+    s.sendall(struct.pack(">I", protocol.MAX_FRAME + 1))  # cannot resync: error, then closed
+    assert "exceeds" in protocol.recv_frame(s)["message"]
+    assert protocol.recv_frame(s) is None
+    s.close()
+    with WorkerClient(socket_path=worker_socket) as client:
+        assert client.info()["ready"] is True
+
+
+def test_socket_is_private(worker_socket):
+    assert oct(os.stat(worker_socket).st_mode & 0o777) == oct(0o600)
+
+
+def test_killed_worker_gives_an_error_and_the_next_request_restarts(tmp_path):
+    path = tmp_path / "w.sock"
+    ensure_worker("default", path)
+    client = WorkerClient(socket_path=path)
+    pid = client.info()["pid"]
+    events = client.generate({**ASK, "params": {"max_new_tokens": 400}})
+    assert next(e for e in events if e["type"] == "delta")
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match="exited unexpectedly"):
+        for _ in events:
+            pass
+    assert time.monotonic() - t0 < 2
+    text, done, _ = collect(client, ASK)  # a fresh worker answers
+    assert done["type"] == "done" and "def" in text
+    new_pid = client.info()["pid"]
+    assert new_pid != pid
+    client.close()
+    os.kill(new_pid, signal.SIGTERM)
