@@ -109,15 +109,19 @@ async def test_a_stale_fix_is_refused(client: LanguageClient, tmp_path):
 
 async def test_chat_remembers_an_earlier_turn(client: LanguageClient):
     first = await execute(
-        client, commands.CHAT, {"message": "My favourite colour is purple. Just say OK."}
+        client, commands.CHAT,
+        {"message": "Write a Python function called reverse_words that reverses the order "
+                    "of the words in a sentence."},
     )
     cid = first["conversationId"]
+    assert "reverse_words" in first["reply"]
+    # The follow-up does not name the function: only the earlier turn can supply it.
     second = await execute(
         client, commands.CHAT,
-        {"message": "What is my favourite colour? Answer with one word.", "conversationId": cid},
+        {"message": "Now write one unit test for that function.", "conversationId": cid},
     )
     assert second["conversationId"] == cid
-    assert "purple" in second["reply"].lower()
+    assert "reverse_words" in second["reply"]
     listed = await execute(client, commands.LIST_CONVERSATIONS, {})
     entry = next(c for c in listed["conversations"] if c["conversationId"] == cid)
     assert entry["messages"] == 4
