@@ -21,8 +21,6 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 SAMPLE = Path(__file__).resolve().parents[2] / "lsp_server" / "samples" / "buggy_stats.py"
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server", "lsp"]
-if not (SAMPLE.parents[1] / "__main__.py").exists():  # until the lead's CLI lands
-    SERVER_COMMAND = [sys.executable, "-c", "from lsp_server.server import run; run()"]
 # Short answers keep the suite fast; greedy so runs are repeatable.
 SETTINGS = {"starchat": {"generation": {"max_new_tokens": 64, "temperature": 0.0}}}
 
