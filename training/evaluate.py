@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV,
                        help=f"environment variable holding the endpoint's API key (default {DEFAULT_API_KEY_ENV})")
     judge.add_argument("--via-worker", action="store_true", help="run the local judge in the shared worker")
+    judge.add_argument("--free", action="store_true",
+                       help="let a local judge write its verdict freely (default: primed scoring, see docs/eval.md)")
     judge.add_argument("--limit", type=_positive, help="only the first N pairs")
     judge.add_argument("--out-dir", default="eval_out/judge", help="judgments, report and chart go here")
     judge.add_argument("--no-progress", action="store_true")
@@ -116,12 +118,16 @@ def cmd_judge(args) -> dict:
         judge = make_backend(args.judge, via_worker=args.via_worker)
     out_dir = Path(args.out_dir)
     start = time.monotonic()
-    judgments = judge_pairs(judge, pairs, out_dir / "judgments.jsonl", progress=not args.no_progress)
+    # Small local judges need their reply started for them; remote and worker judges cannot.
+    primed = bool(args.judge) and not args.via_worker and not args.free
+    judgments = judge_pairs(judge, pairs, out_dir / "judgments.jsonl", primed=primed,
+                            progress=not args.no_progress)
     summary = summarize(judgments)
     a_name, b_name = _config_name(pairs[0][0], args.a), _config_name(pairs[0][1], args.b)
-    (out_dir / "judge_report.md").write_text(judge_markdown(summary, a_name, b_name, judge.spec), encoding="utf-8")
+    (out_dir / "judge_report.md").write_text(judge_markdown(summary, a_name, b_name, f"{judge.spec}, {'primed' if primed else 'free'} scoring"), encoding="utf-8")
     judge_chart(summary, out_dir / "judge_chart.png", a_name, b_name)
-    summary.update(judge=judge.spec, a=a_name, b=b_name, out_dir=str(out_dir),
+    summary.update(judge=judge.spec, judge_mode="primed" if primed else "free", a=a_name, b=b_name,
+                   out_dir=str(out_dir),
                    wall_s=round(time.monotonic() - start, 1))
     return summary
 

@@ -56,3 +56,18 @@ def test_local_judge_with_too_few_tokens_counts_unparseable_verdicts(backend, tm
     summary = summarize(rows)
     # One token cannot hold two scores: both verdicts are counted as unparseable, no crash.
     assert summary["unparseable"] == 2 and summary["judged"] == 0
+
+
+def test_primed_local_judge_reads_one_score_at_a_time(backend, tmp_path):
+    a = {"id": "p", "category": "code", "task": "code", "prompt": "Reverse a string in Python.",
+         "answer": "```python\ndef rev(s):\n    return s[::-1]\n```"}
+    b = dict(a, answer="I don't know.")
+    rows = judge_pairs(backend, [(a, b)], tmp_path / "j.jsonl", primed=True, progress=False)
+    assert [r["settings"]["mode"] for r in rows] == ["primed", "primed"]
+    for row in rows:
+        first, second = row["judge_text"].split("\n")
+        assert first.startswith("Score of Assistant 1: ") and second.startswith("Score of Assistant 2: ")
+        # Whatever the small model wrote is either two scores 1-10 or counted as unparseable.
+        assert ("score_a" in row) != ("unparseable" in row)
+        if "score_a" in row:
+            assert 1 <= row["score_a"] <= 10 and 1 <= row["score_b"] <= 10

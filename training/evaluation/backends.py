@@ -50,9 +50,18 @@ class EngineBackend:
         self.chat_mode = self.chat_format.kind
         self.engine = Engine(self.loaded, chat_format=self.chat_format)
 
-    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
-        """Generate one reply; stops early once `stop_when(text_so_far)` is true."""
-        return self._run(messages, params, stop_when)
+    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None,
+                 prefix: str = "") -> Completion:
+        """Generate one reply; stops early once `stop_when(text_so_far)` is true.
+
+        `prefix` is put in the model's mouth: the reply starts with it (it is not returned).
+        """
+        if not prefix:
+            return self._run(messages, params, stop_when)
+        from model.chat_format import encode_text
+
+        ids = self.chat_format.encode(messages) + encode_text(self.loaded.tokenizer, prefix)
+        return self._run(ids, params, stop_when)
 
     def complete_raw(self, prompt: str, params: dict, stop_when: StopWhen = None) -> Completion:
         """Continue plain text with no chat format (HumanEval on base models)."""

@@ -16,6 +16,19 @@ log = logging.getLogger(__name__)
 
 JUDGE_PARAMS = {"max_new_tokens": 160, "temperature": 0.0}
 ORDERS = ("ab", "ba")  # "ab": answer A is shown as Assistant 1; "ba": B is.
+# Primed scoring for small local judges, which echo the instructions instead of following
+# them: the reply is started for them, one score at a time (no digits in the primes, so
+# nothing but the judge's own number can be read as a score).
+PRIME_1 = "Score of Assistant 1: "
+PRIME_2 = "Score of Assistant 2: "
+PRIMED_PARAMS = {"max_new_tokens": 3, "temperature": 0.0}
+
+
+def primed_verdict_text(judge, messages: list[dict]) -> str:
+    """Ask for the two scores by starting the judge's reply; returns the full reply text."""
+    first = judge.complete(messages, PRIMED_PARAMS, prefix=PRIME_1).text.strip().split("\n")[0]
+    second = judge.complete(messages, PRIMED_PARAMS, prefix=f"{PRIME_1}{first}\n{PRIME_2}").text
+    return f"{PRIME_1}{first}\n{PRIME_2}{second.strip().splitlines()[0] if second.strip() else ''}"
 
 
 def pair_answers(a_path: str | Path, b_path: str | Path) -> list[tuple[dict, dict]]:
@@ -32,11 +45,15 @@ def pair_answers(a_path: str | Path, b_path: str | Path) -> list[tuple[dict, dic
 
 
 def judge_pairs(judge, pairs: list[tuple[dict, dict]], out: str | Path, *,
-                params: dict | None = None, progress: bool = True) -> list[dict]:
-    """Judge every pair in both orders, appending verdict rows to `out` (resumable)."""
+                params: dict | None = None, primed: bool = False, progress: bool = True) -> list[dict]:
+    """Judge every pair in both orders, appending verdict rows to `out` (resumable).
+
+    `primed` starts the judge's reply with "Score of Assistant 1: " (local judges only).
+    """
     out = Path(out)
-    params = params or JUDGE_PARAMS
-    settings = {"judge": judge.spec, "chat_format": judge.chat_mode, "params": params}
+    params = PRIMED_PARAMS if primed else (params or JUDGE_PARAMS)
+    settings = {"judge": judge.spec, "chat_format": judge.chat_mode, "params": params,
+                "mode": "primed" if primed else "free"}
     done: dict[tuple[str, str], dict] = {}
     if out.exists():
         for row in read_jsonl(out, what="judgments file"):
@@ -51,7 +68,10 @@ def judge_pairs(judge, pairs: list[tuple[dict, dict]], out: str | Path, *,
         for a, b, order in jobs:
             first, second = (a, b) if order == "ab" else (b, a)
             messages = judge_messages(a["prompt"], first["answer"], second["answer"], a.get("task", "code"))
-            text = judge.complete(messages, params, stop_when=first_line_done).text
+            if primed:
+                text = primed_verdict_text(judge, messages)
+            else:
+                text = judge.complete(messages, params, stop_when=first_line_done).text
             row = {"id": a["id"], "category": a.get("category", ""), "task": a.get("task", ""),
                    "order": order, "judge_text": text, "settings": settings}
             try:
