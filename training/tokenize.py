@@ -98,11 +98,18 @@ def tokenize_dialogue(tokenizer: Any, messages: Sequence[dict], max_length: int)
     Returns ``{"input_ids": [...], "labels": [...]}`` (same length). Labels are -100
     everywhere except assistant contents and the end-of-turn token that closes them.
     """
+    _check(tokenizer, max_length)
+    return _tokenize(tokenizer, messages, max_length, end_of_turn_id(tokenizer))
+
+
+def _check(tokenizer: Any, max_length: int) -> None:
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}.")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("The tokenizer has no chat_template; call add_chat_tokens first.")
-    end_id = end_of_turn_id(tokenizer)
+
+
+def _tokenize(tokenizer: Any, messages: Sequence[dict], max_length: int, end_id: int) -> dict:
     input_ids: list[int] = []
     labels: list[int] = []
     after_assistant = False
@@ -131,8 +138,10 @@ def has_labels(example: dict) -> bool:
 def tokenize_dialogues(tokenizer: Any, dialogues: Iterable[dict], max_length: int) -> list[dict]:
     """Tokenize dialogue rows, dropping those left with no labelled token (logged)."""
     examples, dropped = [], 0
+    _check(tokenizer, max_length)
+    end_id = end_of_turn_id(tokenizer)  # costs a template render: once, not per dialogue
     for row in dialogues:
-        example = tokenize_dialogue(tokenizer, row["messages"], max_length)
+        example = _tokenize(tokenizer, row["messages"], max_length, end_id)
         if has_labels(example):
             examples.append(example)
         else:
