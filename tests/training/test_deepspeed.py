@@ -45,14 +45,11 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_zero3_run_decays_lr_and_saves_full_weights(tmp_path):
+def test_zero3_run_decays_lr_and_saves_full_weights(tmp_path, tokenizer):
     """One process under ZeRO-3 on the CPU accelerator, as `deepspeed`/`torchrun` would start it."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model.loading import default_gguf_path
-
-    gguf = default_gguf_path()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = tokenizer
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny"
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
