@@ -242,14 +242,15 @@ class AsyncOpenAIClient:
             raise OpenAIBackendError(
                 f"The server at {self.endpoint.url} closed the stream before the answer was complete."
             )
-        total = time.perf_counter() - started
+        end = time.perf_counter()
         tokens = int(usage.get("completion_tokens") or chunks)
-        decode_s = total - (first - started) if first is not None else 0.0
+        # As the worker counts it: tokens after the first, over the time after the first.
+        span = end - first if first is not None else 0.0
         yield {"type": "done", "id": req_id, "finish_reason": finish_reason, "truncated": truncated,
                "usage": {"prompt_tokens": usage.get("prompt_tokens"), "tokens": tokens,
                          "ttft_s": round(first - started, 4) if first is not None else None,
-                         "tok_per_s": round(tokens / decode_s, 2) if decode_s > 0 else None,
-                         "total_s": round(total, 4)}}
+                         "tok_per_s": round((tokens - 1) / span, 2) if span > 0 and tokens > 1 else 0.0,
+                         "total_s": round(end - started, 4)}}
 
     def _parse_chunk(self, data: str) -> dict:
         try:
