@@ -21,6 +21,7 @@ from typing import Any
 
 from .chat_format import ChatFormat, chat_format_for
 from .loading import LoadedModel
+from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
 
 
 @dataclass
@@ -81,6 +82,8 @@ class Decoder:
         self.finish_reason: str | None = None
         self.cache: Any = None
         self.next_input: Any = None
+        self.fed: list[int] = []  # ids whose keys/values are in self.cache, in order
+        self.reused = 0  # prompt tokens taken from the prefix cache
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self.t_end: float | None = None
@@ -96,7 +99,9 @@ class Decoder:
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
         self.t_end = time.perf_counter()
-        self.cache = None  # free the KV cache now, not when the stream is dropped
+        if self.cache is not None and self.fed:
+            self.engine.prefix_cache.put(self.fed, self.cache)
+        self.cache = None  # the store keeps it (or frees it); the stream no longer needs it
 
     def _choose(self, logits: Any) -> int:
         import torch
@@ -121,10 +126,15 @@ class Decoder:
         eng = self.engine
         with torch.inference_mode():
             if self.cache is None and not self.generated:
-                self.cache = eng.new_cache()
-                inputs = torch.tensor([self.prompt_ids], device=eng.device)
+                self.cache, self.reused = eng.prefix_cache.take(self.prompt_ids)
+                if self.cache is None:
+                    self.cache = eng.new_cache()
+                new_ids = self.prompt_ids[self.reused :]
+                inputs = torch.tensor([new_ids], device=eng.device)
+                self.fed = self.prompt_ids[: self.reused] + new_ids
             else:
                 inputs = self.next_input
+                self.fed.append(self.generated[-1])
             out = eng.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{eng.cache_arg: self.cache})
             self.cache = getattr(out, eng.cache_arg)
             token = self._choose(out.logits[:, -1, :])
@@ -181,6 +191,7 @@ class Decoder:
         span = end - self.t_first if self.t_first else 0.0
         return {
             "prompt_tokens": len(self.prompt_ids),
+            "cached_prompt_tokens": self.reused,
             "tokens": len(self.generated),
             "ttft_s": round(ttft, 4) if ttft is not None else None,
             "tok_per_s": round(decoded / span, 2) if span > 0 and decoded else 0.0,
@@ -216,18 +227,23 @@ class Stream:
 class Engine:
     """A loaded model plus its chat format; makes Decoders and Streams."""
 
-    def __init__(self, loaded: LoadedModel, chat_format: ChatFormat | None = None):
+    def __init__(self, loaded: LoadedModel, chat_format: ChatFormat | None = None,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.context_window = loaded.context_window
         self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this one has.
         params = inspect.signature(self.model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+
+    def clear_prefix_cache(self) -> None:
+        self.prefix_cache.clear()
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache
