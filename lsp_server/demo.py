@@ -39,9 +39,10 @@ class DemoEditor:
         self.version = 1
         self.client = LanguageClient("starchat-demo", "0.1")
         self.streaming: set[Any] = set()
-        self.client.feature(types.PROGRESS)(self.on_progress)
+        # pygls stores attributes on handlers, so plain functions rather than bound methods.
+        self.client.feature(types.PROGRESS)(lambda params: self.on_progress(params))
         self.client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)(lambda params: None)
-        self.client.feature(types.WORKSPACE_APPLY_EDIT)(self.on_apply_edit)
+        self.client.feature(types.WORKSPACE_APPLY_EDIT)(lambda params: self.on_apply_edit(params))
         self.client.feature(types.WINDOW_SHOW_MESSAGE)(
             lambda params: print(f"\n[server says] {params.message}", flush=True)
         )

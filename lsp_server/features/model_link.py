@@ -124,16 +124,18 @@ async def _warm_up(client: Any, server: Any, token: Any) -> dict:
     from model.client import WorkerError  # noqa: PLC0415
 
     started = time.monotonic()
+    reported = -1
     while True:
         info = await client.info()
         if info.get("load_error"):
             raise WorkerError(str(info["load_error"]))
         if info.get("ready"):
             return info
-        if token is not None:
-            waited = time.monotonic() - started
+        waited = int(time.monotonic() - started)
+        if token is not None and waited > reported and waited % 2 == 0:
+            reported = waited  # every two seconds is plenty for a status line
             server.work_done_progress.report(
-                token, types.WorkDoneProgressReport(message=f"Loading model ({waited:.0f} s)")
+                token, types.WorkDoneProgressReport(message=f"Loading model ({waited} s)")
             )
         await asyncio.sleep(0.25)
 
