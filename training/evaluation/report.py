@@ -89,8 +89,9 @@ def plots_markdown(summary: dict) -> str:
         f"{summary['figure']} of {summary['total']} answers produced a figure without error "
         f"({summary['error']} raised, {summary['no_code']} had no code, "
         f"{summary['no_figure']} ran but drew nothing, {summary['timeout']} timed out).", "",
-        "| prompt | status | figures |", "|---|---|---|",
+        "| prompt | status | figures | error |", "|---|---|---|---|",
     ]
     for row in summary["rows"]:
-        lines.append(f"| {row['id']} | {row['status']} | {', '.join(row['figures']) or '-'} |")
+        error = row["error"].replace("|", "\\|") or "-"
+        lines.append(f"| {row['id']} | {row['status']} | {', '.join(row['figures']) or '-'} | {error} |")
     return "\n".join(lines) + "\n"
