@@ -71,3 +71,12 @@ def test_primed_local_judge_reads_one_score_at_a_time(backend, tmp_path):
         assert ("score_a" in row) != ("unparseable" in row)
         if "score_a" in row:
             assert 1 <= row["score_a"] <= 10 and 1 <= row["score_b"] <= 10
+
+
+def test_humaneval_raw_completion_and_sampling(backend, tmp_path):
+    rows = run_humaneval(backend, tmp_path / "raw.jsonl", limit=1, raw=True, max_new_tokens=16, progress=False)
+    assert rows[0]["settings"]["chat_format"] == "raw"
+    assert rows[0]["status"] in {"passed", "failed", "timeout"}  # raw code always runs
+    sampled = run_humaneval(backend, tmp_path / "k.jsonl", limit=1, samples=2, max_new_tokens=6, progress=False)
+    assert [r["sample"] for r in sampled] == [0, 1]
+    assert sampled[0]["settings"]["params"]["temperature"] == 0.8

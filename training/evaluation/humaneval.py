@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .extract import PYTHON_TAGS, code_blocks, defines, extract_python, truncate_completion
+from .extract import (
+    COMPLETION_STOPS,
+    PYTHON_TAGS,
+    code_blocks,
+    defines,
+    extract_python,
+    truncate_completion,
+)
 from .prompts import EvalInputError, read_jsonl
 from .sandbox import run_python
 
@@ -102,6 +109,8 @@ def run_humaneval(backend, out: str | Path, *, limit: int | None = None, samples
     params = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
     if samples > 1:
         params.update(temperature=0.8, top_p=0.95)
+    if raw:
+        params["stop"] = list(COMPLETION_STOPS)  # the function body ends there
     settings = {"model": backend.spec, "chat_format": "raw" if raw else backend.chat_mode,
                 "params": params, "samples": samples}
     out = Path(out)
