@@ -44,7 +44,7 @@ class Client:
         self.lsp = LanguageClient("bench", "0")
         self.first_delta: dict[str, float] = {}
         self.lsp.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)(lambda p: None)
-        self.lsp.feature(types.PROGRESS)(self.on_progress)
+        self.lsp.feature(types.PROGRESS)(lambda params: self.on_progress(params))
 
     def on_progress(self, params: types.ProgressParams) -> None:
         value = params.value if isinstance(params.value, dict) else {}
@@ -101,7 +101,7 @@ async def lsp_figures() -> dict:
     result["initialize_warm_s_median"] = statistics.median(warm)
 
     client = Client()
-    result["initialize_cold_s"] = (await client.start({"generation": {"max_new_tokens": 48}}))[
+    result["initialize_cold_s"] = (await client.start({"generation": {"max_new_tokens": 8}}))[
         "cold_s"
     ]
     uri = SAMPLE.as_uri()
@@ -123,10 +123,10 @@ async def lsp_figures() -> dict:
         ttft.append(client.first_delta[token] - sent)
     result["ttft_lsp_s_median"] = statistics.median(ttft)
 
-    # codeAction latency while an explain streams 128 tokens.
+    # codeAction latency while an explain streams 64 tokens.
     client.lsp.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(
-            settings={"starchat": {"generation": {"max_new_tokens": 128}}}
+            settings={"starchat": {"generation": {"max_new_tokens": 64}}}
         )
     )
     selection = {"start": {"line": 3, "character": 0}, "end": {"line": 9, "character": 0}}
@@ -155,6 +155,29 @@ async def lsp_figures() -> dict:
     return result
 
 
+def worker_ttft() -> float:
+    """The same request through the worker client without LSP (isolates the LSP layer)."""
+    from model.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.client import WorkerClient
+
+    request = {
+        "system": DEFAULT_SYSTEM_PROMPT,
+        "history": [],
+        "user_parts": [{"kind": "text", "text": QUESTION}],
+        "params": {"max_new_tokens": 8},
+    }
+    values = []
+    with WorkerClient("default") as worker:
+        for _ in range(RUNS):
+            sent = time.perf_counter()
+            first = None
+            for event in worker.generate(request):
+                if event.get("type") == "delta" and first is None:
+                    first = time.perf_counter() - sent
+            values.append(first)
+    return statistics.median(values)
+
+
 def engine_ttft() -> float:
     """The same messages straight through the engine in this process."""
     from model.chat_format import DEFAULT_SYSTEM_PROMPT
@@ -166,7 +189,7 @@ def engine_ttft() -> float:
         {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
         {"role": "user", "content": QUESTION},
     ]
-    params = GenerationParams(max_new_tokens=48)
+    params = GenerationParams(max_new_tokens=8)  # TTFT needs only the first tokens
     list(engine.generate(messages, params))  # warm-up
     values = []
     for _ in range(RUNS):
@@ -182,6 +205,7 @@ def main() -> int:
     os.environ["STARCHAT_RUNTIME_DIR"] = str(Path(tmp) / "run")
     os.environ["STARCHAT_DATA_DIR"] = str(Path(tmp) / "data")
     figures = asyncio.run(lsp_figures())
+    figures["ttft_worker_client_s_median"] = worker_ttft()
     figures["ttft_engine_s_median"] = engine_ttft()
     figures["ttft_lsp_over_engine"] = figures["ttft_lsp_s_median"] / figures["ttft_engine_s_median"]
     figures["cpu_count"] = os.cpu_count()
