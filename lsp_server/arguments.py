@@ -59,7 +59,7 @@ def _position(value: Any, where: str, command: str) -> tuple[int, int]:
     for name, number in (("line", line), ("character", character)):
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise invalid(f"{command}: {where}.{name} must be a non-negative integer.")
-    return line, character
+    return int(line), int(character)  # type: ignore[arg-type]  # checked just above
 
 
 def parse_range(value: Any, command: str) -> types.Range:

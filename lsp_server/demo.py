@@ -64,10 +64,14 @@ class DemoEditor:
     def on_apply_edit(self, params: types.ApplyWorkspaceEditParams):
         print("\n\n== workspace/applyEdit", f"({params.label})" if params.label else "")
         for change in params.edit.document_changes or []:
+            if not isinstance(change, types.TextDocumentEdit):
+                continue  # the server only sends text edits
             if change.text_document.version != self.version:
                 print("   refused: the edit is for another version of the document")
                 return types.ApplyWorkspaceEditResult(applied=False, failure_reason="stale")
             for edit in change.edits:
+                if not isinstance(edit, (types.TextEdit, types.AnnotatedTextEdit)):
+                    continue
                 r = edit.range
                 print(f"   replace lines {r.start.line + 1}-{r.end.line} with:")
                 print("   | " + "\n   | ".join(edit.new_text.rstrip("\n").splitlines()))

@@ -60,7 +60,9 @@ class StarChatProtocol(LanguageServerProtocol):
         super().handle_message(message)
 
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
-    async def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
+    async def lsp_workspace__execute_command(  # type: ignore[override]  # async on purpose
+        self, params: types.ExecuteCommandParams
+    ) -> Any:
         """Dispatch a StarChat command; every failure is an LSP error with a sentence."""
         server: Any = self._server
         command = params.command

@@ -61,6 +61,7 @@ async def run_command(server: Any, command: str, args: dict[str, Any], token: An
         if task in EDITING_TASKS
         else settings.context.surrounding_lines
     )
+    message: str | None
     if task == "chat":
         message = required_str(args, "message", command)
         target = document_range(server.workspace, args, command, surrounding, required=False)
