@@ -137,7 +137,20 @@ class Decoder:
                 self.fed.append(self.generated[-1])
             out = eng.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{eng.cache_arg: self.cache})
             self.cache = getattr(out, eng.cache_arg)
-            token = self._choose(out.logits[:, -1, :])
+        return self._accept(out.logits[:, -1, :])
+
+    @property
+    def decoding(self) -> bool:
+        """Past the prefill and still running: may join a batched step."""
+        return not self.done and bool(self.generated) and self.cache is not None and not self.cancel.is_set()
+
+    def _accept(self, logits: Any) -> str:
+        """Pick the next token from this step's logits and turn it into text."""
+        import torch
+
+        eng = self.engine
+        with torch.inference_mode():
+            token = self._choose(logits)
         if self.t_first is None:
             self.t_first = time.perf_counter()
         if token in eng.chat_format.stop_token_ids or token in eng.eos_ids:
@@ -241,6 +254,51 @@ class Engine:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+
+    def step_batch(self, decoders: Sequence[Decoder]) -> list[str]:
+        """One decode step for several requests in a single forward pass.
+
+        Per-token cost on small models is mostly fixed overhead, so four requests in one
+        pass cost little more than one. The requests' caches are left-padded into one
+        batch for the step and split back after it, so each request keeps its own cache
+        (and can finish, be cancelled or join the prefix store on its own).
+        """
+        import torch
+
+        if len(decoders) == 1:
+            return [decoders[0].step()]
+        lengths = [len(d.fed) + 0 for d in decoders]  # tokens already in each cache
+        longest = max(lengths)
+        batch = len(decoders)
+        merged = self.new_cache()
+        with torch.inference_mode():
+            for layer in range(len(decoders[0].cache.layers)):
+                k0 = decoders[0].cache.layers[layer].keys
+                shape = (batch, k0.shape[1], longest, k0.shape[3])
+                keys = k0.new_zeros(shape)
+                values = k0.new_zeros(shape)
+                for i, d in enumerate(decoders):
+                    src = d.cache.layers[layer]
+                    keys[i, :, longest - lengths[i] :] = src.keys[0]
+                    values[i, :, longest - lengths[i] :] = src.values[0]
+                merged.update(keys, values, layer)
+            mask = torch.zeros((batch, longest + 1), dtype=torch.long, device=self.device)
+            for i, n in enumerate(lengths):
+                mask[i, longest - n :] = 1
+            inputs = torch.cat([d.next_input for d in decoders], dim=0)
+            positions = torch.tensor([[n] for n in lengths], device=self.device)
+            out = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **{self.cache_arg: merged})
+            merged = getattr(out, self.cache_arg)
+            for i, d in enumerate(decoders):
+                own = self.new_cache()
+                start = longest - lengths[i]
+                for layer, stacked in enumerate(merged.layers):
+                    own.update(stacked.keys[i : i + 1, :, start:].clone(),
+                               stacked.values[i : i + 1, :, start:].clone(), layer)
+                d.cache = own
+                d.fed.append(d.generated[-1])
+        return [d._accept(out.logits[i : i + 1, -1, :]) for i, d in enumerate(decoders)]
 
     def clear_prefix_cache(self) -> None:
         self.prefix_cache.clear()

@@ -7,8 +7,9 @@ first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
 ``progress`` frames while they wait. One scheduler thread owns the model and advances every
-active request one token per turn (round robin), so concurrent clients stream at the same
-time and a short request is never stuck behind a long one. ``cancel`` frames and client
+active request one token per turn: requests past their prefill share one batched forward
+pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurrent clients
+stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
 disconnects stop a request before its next decode step.
 
 The worker exits by itself after ``--idle-timeout`` seconds without clients, or when its
@@ -36,6 +37,8 @@ from .protocol import ProtocolError
 
 log = logging.getLogger("starchat.worker")
 DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900))
+# Decode concurrent requests in one forward pass (see Engine.step_batch); off = round robin.
+DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
 
 
 @dataclass
@@ -95,9 +98,10 @@ def _messages(value: Any, name: str) -> list[dict]:
 class Scheduler(threading.Thread):
     """Loads the model, then interleaves one decode step per active request."""
 
-    def __init__(self, spec: str, load: Callable[[str], Any] | None = None):
+    def __init__(self, spec: str, load: Callable[[str], Any] | None = None, batch: bool = DEFAULT_BATCH):
         super().__init__(name="starchat-model", daemon=True)
         self.spec = spec
+        self.batch = batch
         self._load = load
         self.engine: Any = None
         self.ready = threading.Event()
@@ -166,8 +170,13 @@ class Scheduler(threading.Thread):
                 new, self._pending = self._pending, []
             for job in new:
                 self._start(job)
-            for job in list(self._active):
-                self._advance(job)
+            jobs = list(self._active)
+            together = [j for j in jobs if self.batch and j.decoder.decoding]
+            for job in jobs:
+                if len(together) < 2 or job not in together:
+                    self._advance(job)
+            if len(together) >= 2:
+                self._advance_batch(together)
 
     def _start(self, job: Job) -> None:
         try:
@@ -187,6 +196,21 @@ class Scheduler(threading.Thread):
             job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
             self._drop(job)
             return
+        self._emit_step(job, delta)
+
+    def _advance_batch(self, jobs: list[Job]) -> None:
+        try:
+            deltas = self.engine.step_batch([j.decoder for j in jobs])
+        except Exception:  # fall back to one at a time rather than fail every request
+            log.error("Batched step failed; stepping requests one by one", exc_info=True)
+            self.batch = False
+            for job in jobs:
+                self._advance(job)
+            return
+        for job, delta in zip(jobs, deltas, strict=True):
+            self._emit_step(job, delta)
+
+    def _emit_step(self, job: Job, delta: str) -> None:
         if delta:
             job.emit({"type": "delta", "id": job.key[1], "text": delta})
         if job.decoder.done:
@@ -287,8 +311,9 @@ class WorkerServer:
                 return
 
 
-async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: str | None, idle_timeout: float) -> None:
-    scheduler = Scheduler(spec)
+async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: str | None,
+                idle_timeout: float, batch: bool = DEFAULT_BATCH) -> None:
+    scheduler = Scheduler(spec, batch=batch)
     server = WorkerServer(scheduler, secret if tcp else None, idle_timeout)
     if tcp:
         host, port = protocol.parse_hostport(tcp)
@@ -323,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp", help="listen on HOST:PORT instead (needs STARCHAT_WORKER_SECRET)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --tcp address")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, help="exit after this many idle seconds")
+    parser.add_argument("--no-batch", action="store_true", help="step concurrent requests one by one instead of batching them")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -349,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(args.model)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    asyncio.run(serve(args.model, socket_file, args.tcp, secret, args.idle_timeout))
+    asyncio.run(serve(args.model, socket_file, args.tcp, secret, args.idle_timeout,
+                      batch=DEFAULT_BATCH and not args.no_batch))
     return 0
 
 

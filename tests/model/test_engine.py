@@ -69,3 +69,19 @@ def test_sampling_is_seeded(engine):
 def test_bad_params_are_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         GenerationParams.from_dict(bad)
+
+
+def test_batched_steps_give_each_request_its_own_answer(engine):
+    prompts = ["What is a Python list?", "Write a Python function that checks if a number is prime.",
+               "Explain recursion in one paragraph."]
+    solo = ["".join(engine.generate([{"role": "user", "content": p}], {"max_new_tokens": 24})) for p in prompts]
+    engine.clear_prefix_cache()
+    decoders = [engine.decoder(engine.chat_format.encode([{"role": "user", "content": p}]),
+                               {"max_new_tokens": 24 if i else 8}) for i, p in enumerate(prompts)]
+    texts = [d.step() for d in decoders]  # prefill one by one
+    while any(not d.done for d in decoders):
+        live = [d for d in decoders if d.decoding]
+        for d, delta in zip(live, engine.step_batch(live), strict=True):
+            texts[decoders.index(d)] += delta
+    assert texts[1:] == solo[1:]  # prompts of different lengths, left-padded together
+    assert solo[0].startswith(texts[0]) and decoders[0].finish_reason == "length"  # finished early, alone

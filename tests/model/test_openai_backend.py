@@ -49,7 +49,10 @@ def transformers_serve(tmp_path):
     folder = local_folder("default")[1]
     port = free_port()
     log_path = tmp_path / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           # One intra-op thread: on 2 shared cores, more threads spin against the other
+           # processes (measured: TTFT 1.8 s instead of 14 s, decode 3.5 instead of 1.5 tok/s).
+           "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
