@@ -73,7 +73,7 @@ def fit(
         if part.get("kind", "text") not in PART_KINDS:
             raise ValueError(f"Unknown context part kind {part.get('kind')!r}.")
     parts = [dict(kind=p.get("kind", "text"), text=str(p.get("text", ""))) for p in user_parts]
-    history = [dict(m) for m in history]
+    history = list(dict(m) for m in history)
     truncated: list[str] = []
     head = [{"role": "system", "content": system}] if system else []
 
@@ -136,7 +136,7 @@ def fit(
 
     def with_text(text: str) -> list[int]:
         if replace == "history":
-            return ids_for(history[:-1] + [dict(history[-1], content=text)], parts)
+            return ids_for([*history[:-1], dict(history[-1], content=text)], parts)
         return ids_for(history, parts[:sel_index] + [dict(parts[sel_index], text=text)] + parts[sel_index + 1 :])
 
     n_lines = len(target_text.splitlines())
@@ -155,7 +155,7 @@ def fit(
         new_text = _elide_chars(target_text, chars)
         truncated.append(f"most of the {replace if replace == 'selection' else 'message'} ({len(target_text) - chars} characters)")
     if replace == "history":
-        history = history[:-1] + [dict(history[-1], content=new_text)]
+        history = [*history[:-1], dict(history[-1], content=new_text)]
     else:
         parts[sel_index] = dict(parts[sel_index], text=new_text)
     return Fitted(build(history, parts), ids_for(history, parts), truncated)

@@ -120,7 +120,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     log.info("Converting %s to safetensors in %s (one time, ~15 s)", gguf.name, target)
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     # The weights are plain float tensors now; drop the GGUF quantizer so the copy is a
     # normal (and trainable) checkpoint.
     model.hf_quantizer = None
@@ -224,7 +224,7 @@ def load_model(
         kwargs["device_map"] = "auto"
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except OSError as exc:
         raise _hub_error(source, exc) from exc
     if device != "cuda":
