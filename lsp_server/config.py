@@ -50,6 +50,9 @@ class Settings:
     """All settings of the section ``starchat``."""
 
     model: str = "default"
+    #: Set for a model behind an OpenAI-compatible server: the ``model`` object's items
+    #: (backend, url, model, api_key_env, timeouts) as ``model.openai_backend`` reads them.
+    backend: tuple[tuple[str, Any], ...] = ()
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     context: ContextSettings = field(default_factory=ContextSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -102,19 +105,40 @@ def _parse_group(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
     return dataclasses.replace(default, **values)
 
 
-def _parse_model(raw: Any, problems: list[str]) -> str:
-    # A string spec, or an object {"name": spec} so that more model options can be added later.
+OPENAI_KEYS = ("backend", "url", "model", "api_key_env", "connect_timeout", "read_timeout",
+               "max_prompt_chars")
+
+
+def _parse_model(raw: Any, problems: list[str]) -> tuple[str, tuple]:
+    # A string spec, an object {"name": spec}, or {"backend": "openai", "url": ...}.
     if raw is None:
-        return "default"
+        return "default", ()
+    if isinstance(raw, dict) and raw.get("backend", "worker") != "worker":
+        return _parse_openai(raw, problems)
     if isinstance(raw, dict):
         raw = raw.get("name")
     if isinstance(raw, str) and raw.strip():
-        return raw.strip()
+        return raw.strip(), ()
     problems.append(
         f"Setting {SECTION}.model must be a non-empty string or an object with a "
         "\"name\"; using \"default\"."
     )
-    return "default"
+    return "default", ()
+
+
+def _parse_openai(raw: dict, problems: list[str]) -> tuple[str, tuple]:
+    # Imported only by users of this backend: start-up stays free of the model layer.
+    from model.openai_backend import parse_backend  # noqa: PLC0415
+
+    for key in raw:
+        if key not in OPENAI_KEYS:
+            problems.append(f"Unknown setting {SECTION}.model.{key} is ignored.")
+    try:
+        parsed = parse_backend({k: v for k, v in raw.items() if k in OPENAI_KEYS})
+    except ValueError as exc:
+        problems.append(f"Setting {SECTION}.model is invalid: {exc} Using \"default\".")
+        return "default", ()
+    return parsed.get("model") or parsed["url"], tuple(sorted(parsed.items()))
 
 
 def section_of(options: Any) -> Any:
@@ -135,8 +159,10 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
     for key in raw:
         if key not in ("model", "generation", "context", "worker"):
             problems.append(f"Unknown setting {SECTION}.{key} is ignored.")
+    model, backend = _parse_model(raw.get("model"), problems)
     settings = Settings(
-        model=_parse_model(raw.get("model"), problems),
+        model=model,
+        backend=backend,
         generation=_parse_group(
             GenerationSettings, raw.get("generation"), f"{SECTION}.generation", problems
         ),
@@ -144,6 +170,14 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         worker=_parse_group(WorkerSettings, raw.get("worker"), f"{SECTION}.worker", problems),
     )
     return settings, problems
+
+
+def model_backend(settings: Settings) -> dict[str, Any]:
+    """The setting ``model.openai_backend.make_async_client`` takes: worker or OpenAI server."""
+    if settings.backend:
+        return dict(settings.backend)
+    return {"backend": "worker", "name": settings.model,
+            "socket_path": settings.worker.socket_path, "autostart": settings.worker.autostart}
 
 
 def generation_params(settings: Settings) -> dict[str, Any]:

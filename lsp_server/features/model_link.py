@@ -1,4 +1,4 @@
-"""The server's connection to the shared model worker, warmed up in the background.
+"""The server's connection to the model (the shared worker or an OpenAI-compatible server).
 
 ``model.client`` is imported only here and only after ``initialized``, so ``initialize``
 never pays for it; the worker process owns torch and the weights.
@@ -13,7 +13,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from ..config import Settings
+from ..config import Settings, model_backend
 from .progress import make_token
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class ModelUnavailable(RuntimeError):
 
 
 class ModelLink:
-    """One ``AsyncWorkerClient`` per server; requests await :meth:`client` until it is ready."""
+    """One model client per server; requests await :meth:`client` until it is ready."""
 
     def __init__(self, server: Any) -> None:
         self._server = server
@@ -40,7 +40,8 @@ class ModelLink:
 
     def start(self, settings: Settings) -> None:
         """(Re)connect in the background when the model or worker settings changed."""
-        key = (settings.model, settings.worker.socket_path, settings.worker.autostart)
+        key = (settings.model, settings.backend, settings.worker.socket_path,
+               settings.worker.autostart)
         if key == self._key and self._task is not None:
             return
         self._key = key
@@ -82,7 +83,8 @@ class ModelLink:
             self._client = None
 
     async def _connect(self, settings: Settings) -> Any:
-        from model.client import AsyncWorkerClient, WorkerError  # noqa: PLC0415 - keep start-up light
+        from model.client import WorkerError  # noqa: PLC0415 - keep start-up light
+        from model.openai_backend import make_async_client  # noqa: PLC0415
 
         token = await make_token(self._server, None)
         if token is not None:
@@ -94,11 +96,8 @@ class ModelLink:
             )
         outcome = "ready"
         try:
-            client = AsyncWorkerClient(
-                settings.model,
-                socket_path=settings.worker.socket_path,
-                autostart=settings.worker.autostart,
-            )
+            # The local worker, or an OpenAI-compatible server: same interface, same events.
+            client = make_async_client(model_backend(settings))
             await client.connect()
             info = await _warm_up(client, self._server, token)
             log.info("model worker ready: %s", info)
