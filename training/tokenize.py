@@ -65,6 +65,37 @@ def add_chat_tokens(tokenizer: Any, model: Any = None, *, force_template: bool =
     return tokenizer
 
 
+def copy_token_embedding(model: Any, source_id: int, target_id: int) -> None:
+    """Start ``target_id``'s embedding (and output row, if untied) as a copy of ``source_id``'s.
+
+    Used when switching a chat model to the StarChat format: ``<|end|>`` begins as the old
+    end-of-turn token (e.g. ``<|im_end|>``), so the model can already end its turns and
+    training only has to tell the two apart. Works under ZeRO-3 by gathering the matrices.
+    """
+    import contextlib
+
+    import torch
+
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not matrices[0]:
+        matrices.append(output.weight)
+    gather: Any = contextlib.nullcontext()
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(matrices, modifier_rank=0)
+    except ImportError:  # pragma: no cover - deepspeed is optional
+        pass
+    with gather, torch.no_grad():
+        for weight in matrices:
+            if weight.shape[0] > max(source_id, target_id):
+                weight[target_id] = weight[source_id]
+
+
 def end_of_turn_id(tokenizer: Any) -> int:
     """The id that closes an assistant turn in this tokenizer's chat format."""
     fmt = chat_format_for(tokenizer, "template" if tokenizer.chat_template else "starchat")

@@ -70,12 +70,13 @@ def make_trainable(model: Any) -> Any:
     return model
 
 
-def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str) -> Any:
+def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str,
+               old_end_id: int | None = None) -> Any:
     """Load the model (ZeRO-3 partitions it at load when the DeepSpeed config is active)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from training.tokenize import add_chat_tokens
+    from training.tokenize import add_chat_tokens, copy_token_embedding, end_of_turn_id
 
     dtype: Any = model_args.torch_dtype
     if dtype == "auto":
@@ -87,6 +88,11 @@ def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str)
         kwargs["attn_implementation"] = model_args.attn_implementation
     model = make_trainable(AutoModelForCausalLM.from_pretrained(folder, **kwargs))
     add_chat_tokens(tokenizer, model)
+    new_end_id = end_of_turn_id(tokenizer)
+    if old_end_id is not None and old_end_id != new_end_id:
+        copy_token_embedding(model, old_end_id, new_end_id)
+        log.info("%s starts as a copy of %s", tokenizer.convert_ids_to_tokens(new_end_id),
+                 tokenizer.convert_ids_to_tokens(old_end_id))
     model.config.use_cache = False  # no KV cache in training (and it would hide packing)
     return model
 
@@ -124,6 +130,9 @@ def save_output(trainer: Any, tokenizer: Any, lora_args: Any, training_args: Any
         if m is not None and getattr(m, "generation_config", None) is not None:
             m.generation_config.eos_token_id = end_id
             m.generation_config.pad_token_id = tokenizer.pad_token_id
+    # Training ran without a KV cache; the saved folder is for generation.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.use_cache = True
     output_dir = training_args.output_dir
     if lora_args.use_lora and lora_args.merge_lora and not training_args.deepspeed:
         if trainer.is_world_process_zero():
@@ -147,15 +156,17 @@ def run(argv: list[str]) -> int:
     from training.config import parse_config
     from training.packing import PackedCollator, PaddingCollator
     from training.progress import JsonlLogCallback, plot_loss_curve
-    from training.tokenize import add_chat_tokens
+    from training.tokenize import add_chat_tokens, end_of_turn_id
 
     model_args, data_args, lora_args, training_args = parse_config(argv)
     _setup_logging(training_args)
     _, folder = local_folder(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=model_args.trust_remote_code)
+    # A chat model switched to the StarChat format: remember how it used to end a turn.
+    old_end_id = end_of_turn_id(tokenizer) if tokenizer.chat_template else None
     add_chat_tokens(tokenizer, force_template=data_args.chat_format == "starchat")
     train_rows, eval_rows = load_datasets(tokenizer, data_args, training_args.seed)
-    model = load_model(model_args, training_args, tokenizer, folder)
+    model = load_model(model_args, training_args, tokenizer, folder, old_end_id)
     if lora_args.use_lora:
         model = apply_lora(model, lora_args, tokenizer)
     collator_class = PackedCollator if data_args.packing else PaddingCollator

@@ -166,3 +166,20 @@ def test_labels_are_plain_ints_usable_as_tensors(starchat_tokenizer):
     got = tokenize_dialogue(starchat_tokenizer, DIALOGUE, 4096)
     assert len(got["input_ids"]) == len(got["labels"])
     assert torch.tensor(got["labels"]).dtype == torch.long
+
+
+def test_end_token_can_start_as_the_old_end_of_turn(tokenizer):
+    from training.tokenize import copy_token_embedding
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, tie_word_embeddings=False))
+    old_end = end_of_turn_id(tokenizer)  # <|im_end|> under the ChatML template
+    add_chat_tokens(tokenizer, model, force_template=True)
+    new_end = end_of_turn_id(tokenizer)
+    assert tokenizer.convert_ids_to_tokens([old_end, new_end]) == ["<|im_end|>", "<|end|>"]
+    copy_token_embedding(model, old_end, new_end)
+    for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        assert torch.equal(weight[new_end], weight[old_end])
+    assert not torch.equal(model.get_input_embeddings().weight[new_end - 1],
+                           model.get_input_embeddings().weight[old_end])
