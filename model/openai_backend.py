@@ -22,9 +22,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .client import AsyncWorkerClient, WorkerClient, WorkerError
 from .openai_http import Endpoint, HTTPFailure, error_message, request, sse_events
@@ -77,7 +77,7 @@ def build_body(request: dict, model: str | None, max_prompt_chars: int) -> tuple
         if not messages or messages[-1]["role"] != "user":
             raise ValueError("The conversation must end with a user message.")
         system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        fitted = fit(_CharCount(), max_prompt_chars, system=system,
+        fitted = fit(cast(Any, _CharCount()), max_prompt_chars, system=system,
                      history=messages[1:] if system is not None else messages)
     else:
         parts = request.get("user_parts")
@@ -90,7 +90,7 @@ def build_body(request: dict, model: str | None, max_prompt_chars: int) -> tuple
             raise ValueError("'system' must be a string.")
         history = _messages(request.get("history") or [], "history")
         # user_parts carry their own separators, so concatenation in order is the user turn.
-        fitted = fit(_CharCount(), max_prompt_chars, system=system, history=history, user_parts=parts)
+        fitted = fit(cast(Any, _CharCount()), max_prompt_chars, system=system, history=history, user_parts=parts)
     body: dict[str, Any] = {
         "messages": fitted.messages,
         "stream": True,
@@ -178,7 +178,7 @@ class AsyncOpenAIClient:
         return {"type": "info", "ready": True, "backend": "openai", "url": self.endpoint.url,
                 "spec": self.model, "model": self.model, "served": self.served, "load_error": None}
 
-    async def generate(self, request_: dict, request_id: Any = None) -> AsyncIterator[dict]:
+    async def generate(self, request_: dict, request_id: Any = None) -> AsyncGenerator[dict, None]:
         """Yield ``delta`` events then one ``done`` (or ``error``); leaving early closes the stream."""
         await self.connect()
         req_id = request_id if request_id is not None else uuid.uuid4().hex
@@ -339,7 +339,7 @@ def parse_backend(settings: dict | str | None) -> dict:
         raise ValueError(f"Unknown model backend {backend!r}; use \"worker\" or \"openai\".")
     out = dict(settings, backend=backend)
     if backend == "openai":
-        Endpoint.parse(settings.get("url"))
+        Endpoint.parse(str(settings.get("url") or ""))
         for key in ("model", "api_key_env"):
             if settings.get(key) is not None and not (isinstance(settings[key], str) and settings[key].strip()):
                 raise ValueError(f"The backend's {key} must be a non-empty string.")
