@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 EXIT_USAGE = 2
@@ -187,15 +186,6 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _forward(module: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return int(importlib.import_module(module).main(args.rest) or 0)
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="starchat", description="A coding assistant on your own model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,18 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p)
     p.set_defaults(func=cmd_chat)
 
-    for name, module, text in (
-        ("worker", "model.worker", "run the shared model worker (normally started on demand)"),
-        ("train", "training.train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
-        ("eval", "training.evaluate", "evaluate: generate, judge, humaneval, plots"),
+    for name, text in (
+        ("worker", "run the shared model worker (normally started on demand)"),
+        ("train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
+        ("eval", "evaluate: generate, judge, humaneval, plots"),
     ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_forward(module))
+        sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() forwards them
     return parser
 
 
+FORWARDED = {"worker": "model.worker", "train": "training.train", "eval": "training.evaluate"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in FORWARDED:  # their own parsers handle everything, --help included
+        import importlib
+
+        try:
+            return int(importlib.import_module(FORWARDED[argv[0]]).main(argv[1:]) or 0)
+        except KeyboardInterrupt:
+            return 130
     args = build_parser().parse_args(argv)
     from model.client import WorkerError
 

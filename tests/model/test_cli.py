@@ -65,3 +65,9 @@ def test_usage_errors_exit_2_with_a_sentence(args, message, cli_env):
     r = starchat(*args, env=cli_env)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "train", "eval", "ask", "chat", "lsp"])
+def test_every_subcommand_has_help(command):
+    r = starchat(command, "--help")
+    assert r.returncode == 0 and "usage: starchat" in r.stdout, r.stderr
