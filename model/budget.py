@@ -159,3 +159,37 @@ def fit(
     else:
         parts[sel_index] = dict(parts[sel_index], text=new_text)
     return Fitted(build(history, parts), ids_for(history, parts), truncated)
+
+
+def check_messages(value: object, name: str) -> list[dict]:
+    """Validate a list of chat messages from a client; ValueError names the bad one."""
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list of messages.")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValueError(f"{name}[{i}] must be a map with role system/user/assistant and string content.")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def fit_request(chat_format: ChatFormat, limit: int, request: dict) -> Fitted:
+    """Validate a client request (``messages``, or ``system``/``history``/``user_parts``) and fit it."""
+    if "messages" in request:
+        messages = check_messages(request["messages"], "messages")
+        if not messages or messages[-1]["role"] != "user":
+            raise ValueError("The conversation must end with a user message.")
+        system = messages[0]["content"] if messages[0]["role"] == "system" else None
+        history = messages[1:] if system is not None else messages
+        return fit(chat_format, limit, system=system, history=history)
+    parts = request.get("user_parts")
+    if not isinstance(parts, list) or not parts or not all(
+        isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
+    ):
+        raise ValueError("A request needs 'messages' or a non-empty list of 'user_parts' with text.")
+    system = request.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError("'system' must be a string.")
+    history = check_messages(request.get("history") or [], "history")
+    # user_parts carry their own separators, so concatenation in order is the user turn.
+    return fit(chat_format, limit, system=system, history=history, user_parts=parts)

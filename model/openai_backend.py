@@ -65,32 +65,13 @@ def build_body(request: dict, model: str | None, max_prompt_chars: int) -> tuple
 
     Raises ValueError with one sentence on a malformed request or bad params.
     """
-    from .budget import fit
+    from .budget import fit_request
     from .engine import GenerationParams
-    from .worker import _messages
 
     if not isinstance(request, dict):
         raise ValueError("A request must be a map.")
     params = GenerationParams.from_dict(request.get("params"))
-    if "messages" in request:
-        messages = _messages(request["messages"], "messages")
-        if not messages or messages[-1]["role"] != "user":
-            raise ValueError("The conversation must end with a user message.")
-        system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        fitted = fit(cast(Any, _CharCount()), max_prompt_chars, system=system,
-                     history=messages[1:] if system is not None else messages)
-    else:
-        parts = request.get("user_parts")
-        if not isinstance(parts, list) or not parts or not all(
-            isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
-        ):
-            raise ValueError("A request needs 'messages' or a non-empty list of 'user_parts' with text.")
-        system = request.get("system")
-        if system is not None and not isinstance(system, str):
-            raise ValueError("'system' must be a string.")
-        history = _messages(request.get("history") or [], "history")
-        # user_parts carry their own separators, so concatenation in order is the user turn.
-        fitted = fit(cast(Any, _CharCount()), max_prompt_chars, system=system, history=history, user_parts=parts)
+    fitted = fit_request(cast(Any, _CharCount()), max_prompt_chars, request)
     body: dict[str, Any] = {
         "messages": fitted.messages,
         "stream": True,

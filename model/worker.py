@@ -53,7 +53,7 @@ class Job:
 
 def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]:
     """Validate a generate request and fit it into the context window."""
-    from .budget import fit
+    from .budget import fit_request
     from .engine import GenerationParams
 
     params = GenerationParams.from_dict(request.get("params"))
@@ -63,36 +63,8 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
             f"max_new_tokens ({params.max_new_tokens}) leaves no room for the prompt in a "
             f"{engine.context_window}-token context window."
         )
-    if "messages" in request:
-        messages = _messages(request["messages"], "messages")
-        if not messages or messages[-1]["role"] != "user":
-            raise ValueError("The conversation must end with a user message.")
-        system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        history = messages[1:] if system is not None else messages
-        fitted = fit(engine.chat_format, limit, system=system, history=history)
-    else:
-        parts = request.get("user_parts")
-        if not isinstance(parts, list) or not parts or not all(
-            isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts
-        ):
-            raise ValueError("A request needs 'messages' or a non-empty list of 'user_parts' with text.")
-        system = request.get("system")
-        if system is not None and not isinstance(system, str):
-            raise ValueError("'system' must be a string.")
-        history = _messages(request.get("history") or [], "history")
-        fitted = fit(engine.chat_format, limit, system=system, history=history, user_parts=parts)
+    fitted = fit_request(engine.chat_format, limit, request)
     return fitted.prompt_ids, fitted.truncated, params
-
-
-def _messages(value: Any, name: str) -> list[dict]:
-    if not isinstance(value, list):
-        raise ValueError(f"'{name}' must be a list of messages.")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-            raise ValueError(f"{name}[{i}] must be a map with role system/user/assistant and string content.")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
 
 
 class Scheduler(threading.Thread):
