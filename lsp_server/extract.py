@@ -55,7 +55,11 @@ def extract_code(reply: str, language_id: str) -> str | None:
 
 
 def fit_to_selection(code: str, original: str) -> str:
-    """Re-indent ``code`` to the selection's indentation and match its trailing newline."""
+    """Re-indent ``code`` to the selection's indentation; keep the selection's blank edges.
+
+    Blank lines a user selected around a function separate it from its neighbours; the
+    model's code block never has them, so they are carried over rather than deleted.
+    """
     first = next((line for line in original.splitlines() if line.strip()), "")
     indent = first[: len(first) - len(first.lstrip())]
     body = textwrap.dedent(code)
@@ -63,8 +67,11 @@ def fit_to_selection(code: str, original: str) -> str:
     starts_at_line_start = original[: len(original) - len(original.lstrip(" \t"))] == indent
     if indent and starts_at_line_start:
         body = textwrap.indent(body, indent)
-    body = body.rstrip("\n")
-    return body + "\n" if original.endswith("\n") else body
+    body = body.strip("\n")
+    stripped = original.strip("\n")
+    lead = original[: len(original) - len(original.lstrip("\n"))] if stripped else ""
+    tail = original[len(original.rstrip("\n")) :] if stripped else original
+    return lead + body + tail
 
 
 def parses(code: str, language_id: str) -> bool:

@@ -53,3 +53,12 @@ def test_parses_checks_python_only():
     assert parses("def f():\n    return 1\n", "python")
     assert not parses("def f(:\n", "python")
     assert parses("fn main( {", "rust")
+
+
+def test_fit_keeps_the_blank_lines_around_the_selection():
+    from lsp_server.extract import fit_to_selection
+
+    original = "def f(x):\n    return x - 1\n\n\n"
+    assert fit_to_selection("def f(x):\n    return x + 1\n", original) == "def f(x):\n    return x + 1\n\n\n"
+    assert fit_to_selection("y = 2", "\ny = 1") == "\ny = 2"
+    assert fit_to_selection("y = 2\n", "y = 1") == "y = 2"
