@@ -15,6 +15,12 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
+def _err(text: str) -> None:
+    """Messages for the person at the terminal go to stderr; stdout carries only answers."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 class UsageError(Exception):
     """Bad input from the user: one sentence, exit code 2."""
 
@@ -100,7 +106,7 @@ def _stream(client, request: dict, out=sys.stdout) -> dict:
             out.write(event["text"])
             out.flush()
         elif kind == "progress":
-            print(f"[{event['message']}…]", file=sys.stderr, flush=True)
+            _err(f"[{event['message']}…]")
         elif kind == "error":
             raise WorkerError(event["message"])
         elif kind == "done":
@@ -129,11 +135,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         done = _stream(client, request)
     sys.stdout.write("\n")
     if done.get("truncated"):
-        print("[cut to fit the context window: " + "; ".join(done["truncated"]) + "]", file=sys.stderr)
+        _err("[cut to fit the context window: " + "; ".join(done["truncated"]) + "]")
     if args.stats:
         u = done["usage"]
-        print(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
-                          "prompt_tokens": u["prompt_tokens"]}), file=sys.stderr)
+        _err(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
+                         "prompt_tokens": u["prompt_tokens"]}))
     return 0
 
 
@@ -144,13 +150,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     _check_model(args.model)
     params = _params(args)
     history: list[dict] = []
-    print("StarChat — /new starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.", file=sys.stderr)
+    _err("StarChat — /new starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.")
     with WorkerClient(args.model) as client:
         while True:
             try:
                 line = input("you> ")
             except (EOFError, KeyboardInterrupt):
-                print(file=sys.stderr)
+                _err("")
                 return 0
             if line.strip() in ("/exit", "/quit"):
                 return 0
@@ -169,9 +175,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                         sys.stdout.write(event["text"])
                         sys.stdout.flush()
                     elif event["type"] == "error":
-                        print(f"\n[error: {event['message']}]", file=sys.stderr)
+                        _err(f"\n[error: {event['message']}]")
             except KeyboardInterrupt:  # stops this answer (the generator sends cancel), not the chat
-                print("\n[stopped]", file=sys.stderr)
+                _err("\n[stopped]")
             sys.stdout.write("\n")
             if reply:
                 history.append({"role": "assistant", "content": "".join(reply)})
@@ -233,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        print(f"starchat {args.command}: {exc}", file=sys.stderr)
+        _err(f"starchat {args.command}: {exc}")
         return EXIT_USAGE
     except WorkerError as exc:
-        print(f"starchat {args.command}: {exc}", file=sys.stderr)
+        _err(f"starchat {args.command}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,4 +1,3 @@
-# ruff: noqa: T201  (a program that prints; the library modules never do)
 """``make demo``: a headless editor session against the real ``starchat lsp``.
 
 Starts the server as an editor would (a subprocess on stdio), opens the shipped sample
@@ -23,6 +22,13 @@ from pygls.lsp.client import LanguageClient
 
 from . import commands
 
+
+def show(*parts: object) -> None:
+    """Write a line of the demo transcript to stdout (this program's own terminal, not LSP)."""
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+    sys.stdout.flush()
+
+
 SAMPLE = Path(__file__).parent / "samples" / "buggy_stats.py"
 
 
@@ -44,7 +50,7 @@ class DemoEditor:
         self.client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)(lambda params: None)
         self.client.feature(types.WORKSPACE_APPLY_EDIT)(lambda params: self.on_apply_edit(params))
         self.client.feature(types.WINDOW_SHOW_MESSAGE)(
-            lambda params: print(f"\n[server says] {params.message}", flush=True)
+            lambda params: show(f"\n[server says] {params.message}")
         )
 
     def on_progress(self, params: types.ProgressParams) -> None:
@@ -55,26 +61,26 @@ class DemoEditor:
                 sys.stdout.write(message)  # a delta: the text generated since the last report
                 sys.stdout.flush()
             elif kind == "begin" and message:
-                print(f"  ({message})", flush=True)
+                show(f"  ({message})")
             return
         # Server-created progress, e.g. "Loading model".
         text = value.get("title") or message
-        print(f"[progress] {kind}: {text}", flush=True)
+        show(f"[progress] {kind}: {text}")
 
     def on_apply_edit(self, params: types.ApplyWorkspaceEditParams):
-        print("\n\n== workspace/applyEdit", f"({params.label})" if params.label else "")
+        show("\n\n== workspace/applyEdit", f"({params.label})" if params.label else "")
         for change in params.edit.document_changes or []:
             if not isinstance(change, types.TextDocumentEdit):
                 continue  # the server only sends text edits
             if change.text_document.version != self.version:
-                print("   refused: the edit is for another version of the document")
+                show("   refused: the edit is for another version of the document")
                 return types.ApplyWorkspaceEditResult(applied=False, failure_reason="stale")
             for edit in change.edits:
                 if not isinstance(edit, (types.TextEdit, types.AnnotatedTextEdit)):
                     continue
                 r = edit.range
-                print(f"   replace lines {r.start.line + 1}-{r.end.line} with:")
-                print("   | " + "\n   | ".join(edit.new_text.rstrip("\n").splitlines()))
+                show(f"   replace lines {r.start.line + 1}-{r.end.line} with:")
+                show("   | " + "\n   | ".join(edit.new_text.rstrip("\n").splitlines()))
                 before = self.text
                 self.text = apply_text_edit(self.text, r, edit.new_text)
                 self.version += 1
@@ -84,7 +90,7 @@ class DemoEditor:
                     "buggy_stats.py (before)",
                     "buggy_stats.py (after)",
                 )
-                print("\n== resulting diff\n" + "".join(diff))
+                show("\n== resulting diff\n" + "".join(diff))
         return types.ApplyWorkspaceEditResult(applied=True)
 
 
@@ -106,7 +112,7 @@ async def run_command(editor: DemoEditor, command: str, argument: dict) -> Any:
     result = await editor.client.workspace_execute_command_async(
         types.ExecuteCommandParams(command=command, arguments=[argument], work_done_token=token)
     )
-    print(f"\n   [{command} answered in {time.perf_counter() - started:.1f} s]")
+    show(f"\n   [{command} answered in {time.perf_counter() - started:.1f} s]")
     return result
 
 
@@ -114,7 +120,7 @@ async def main_async(max_new_tokens: int) -> int:
     text = SAMPLE.read_text()
     editor = DemoEditor(text)
     client = editor.client
-    print("== starting:", " ".join(server_command()))
+    show("== starting:", " ".join(server_command()))
     await client.start_io(*server_command())
     started = time.perf_counter()
     await client.initialize_async(
@@ -130,7 +136,7 @@ async def main_async(max_new_tokens: int) -> int:
             initialization_options={"starchat": {"generation": {"max_new_tokens": max_new_tokens}}},
         )
     )
-    print(f"== initialize answered in {time.perf_counter() - started:.2f} s")
+    show(f"== initialize answered in {time.perf_counter() - started:.2f} s")
     client.initialized(types.InitializedParams())
     uri = SAMPLE.as_uri()
     client.text_document_did_open(
@@ -139,7 +145,7 @@ async def main_async(max_new_tokens: int) -> int:
         )
     )
     selection = {"start": {"line": 3, "character": 0}, "end": {"line": 9, "character": 0}}
-    print("== selection (lines 4-9):\n" + "".join(text.splitlines(keepends=True)[3:9]))
+    show("== selection (lines 4-9):\n" + "".join(text.splitlines(keepends=True)[3:9]))
     actions = await client.protocol.send_request_async(
         types.TEXT_DOCUMENT_CODE_ACTION,
         types.CodeActionParams(
@@ -148,23 +154,23 @@ async def main_async(max_new_tokens: int) -> int:
             context=types.CodeActionContext(diagnostics=[]),
         ),
     )
-    print("== code actions:")
+    show("== code actions:")
     for action in actions or []:
-        print(f"   - {action.title}")
+        show(f"   - {action.title}")
 
-    print(f"\n== {commands.EXPLAIN} (streamed):")
+    show(f"\n== {commands.EXPLAIN} (streamed):")
     explained = await run_command(
         editor, commands.EXPLAIN, {"textDocument": {"uri": uri}, "range": selection}
     )
-    print(f"\n== {commands.FIX} (streamed):")
+    show(f"\n== {commands.FIX} (streamed):")
     fixed = await run_command(
         editor,
         commands.FIX,
         {"textDocument": {"uri": uri}, "range": selection},
     )
-    print(f"== fix result: applied={fixed.get('applied')} {fixed.get('message', '')}")
+    show(f"== fix result: applied={fixed.get('applied')} {fixed.get('message', '')}")
     if explained.get("truncated") or fixed.get("truncated"):
-        print("== truncated:", explained.get("truncated"), fixed.get("truncated"))
+        show("== truncated:", explained.get("truncated"), fixed.get("truncated"))
 
     await client.shutdown_async(None)
     client.exit(None)
