@@ -7,12 +7,13 @@ speed, and ``stream.finish_reason`` says why it ended (``stop``, ``length``, ``c
 The decode loop is ours rather than ``model.generate`` so that one request can be advanced
 one token at a time (``Decoder.step``): the worker interleaves concurrent requests fairly,
 cancellation is checked between steps, and stop strings are held back before they are
-emitted. Prefill computes logits for the last position only.
+emitted. Prefill computes logits for the last position only. The forward passes go through
+a runner (``LoadedModel.runner``: ``model.llama`` or ``model.hf_runner``), token choice
+through ``model.sampling``.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 from .chat_format import ChatFormat, chat_format_for
 from .loading import LoadedModel
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
+from .sampling import Sampler
 
 
 @dataclass
@@ -69,8 +71,6 @@ class Decoder:
 
     def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
                  cancel: threading.Event | None = None, stop_strings: Sequence[str] = ()):
-        import torch
-
         self.engine = engine
         self.params = params
         self.cancel = cancel or threading.Event()
@@ -81,16 +81,13 @@ class Decoder:
         self.emitted = 0  # characters of self.text already returned
         self.finish_reason: str | None = None
         self.cache: Any = None
-        self.next_input: Any = None
         self.fed: list[int] = []  # ids whose keys/values are in self.cache, in order
         self.reused = 0  # prompt tokens taken from the prefix cache
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self.t_end: float | None = None
-        self.generator = None
-        if params.seed is not None:
-            self.generator = torch.Generator(device=engine.device).manual_seed(params.seed)
-        self.processors = engine.logits_processors(params)
+        self.sampler = Sampler(params, engine.device)
+        self.needs_history = params.repetition_penalty != 1.0
 
     @property
     def done(self) -> bool:
@@ -104,15 +101,7 @@ class Decoder:
         self.cache = None  # the store keeps it (or frees it); the stream no longer needs it
 
     def _choose(self, logits: Any) -> int:
-        import torch
-
-        if self.processors:
-            history = torch.tensor([self.prompt_ids + self.generated], device=logits.device)
-            logits = self.processors(history, logits)
-        if self.params.temperature <= 0:
-            return int(logits.argmax(dim=-1)[0])
-        probs = torch.softmax(logits.float(), dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator)[0, 0])
+        return self.sampler.choose(logits, self.prompt_ids + self.generated if self.needs_history else ())
 
     def step(self) -> str:
         """Run one forward pass; return the new text (maybe empty). Check ``done`` after."""
@@ -128,16 +117,13 @@ class Decoder:
             if self.cache is None and not self.generated:
                 self.cache, self.reused = eng.prefix_cache.take(self.prompt_ids)
                 if self.cache is None:
-                    self.cache = eng.new_cache()
-                new_ids = self.prompt_ids[self.reused :]
-                inputs = torch.tensor([new_ids], device=eng.device)
-                self.fed = self.prompt_ids[: self.reused] + new_ids
+                    self.cache = eng.runner.new_cache()
+                self.fed = list(self.prompt_ids)
+                logits = eng.runner.prefill(self.prompt_ids[self.reused :], self.cache)
             else:
-                inputs = self.next_input
                 self.fed.append(self.generated[-1])
-            out = eng.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{eng.cache_arg: self.cache})
-            self.cache = getattr(out, eng.cache_arg)
-        return self._accept(out.logits[:, -1, :])
+                logits = eng.runner.decode_batch([self.generated[-1]], [self.cache])[0]
+        return self._accept(logits)
 
     @property
     def decoding(self) -> bool:
@@ -157,7 +143,6 @@ class Decoder:
             self._finish("stop")
             return self._flush(final=True)
         self.generated.append(token)
-        self.next_input = torch.tensor([[token]], device=eng.device)
         delta = self._flush(final=False)
         if self.done:
             return delta
@@ -244,89 +229,37 @@ class Engine:
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES):
         self.loaded = loaded
         self.model = loaded.model
+        self.runner = loaded.runner
+        if self.runner is None:  # a LoadedModel built by hand around a transformers model
+            from .hf_runner import HFRunner
+
+            self.runner = HFRunner(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.context_window = loaded.context_window
         self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
-        # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this one has.
-        params = inspect.signature(self.model.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        self.eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.eos_ids = set(getattr(self.runner, "eos_ids", ()))
 
     def step_batch(self, decoders: Sequence[Decoder]) -> list[str]:
         """One decode step for several requests in a single forward pass.
 
-        Per-token cost on small models is mostly fixed overhead, so four requests in one
-        pass cost little more than one. The requests' caches are left-padded into one
-        batch for the step and split back after it, so each request keeps its own cache
-        (and can finish, be cancelled or join the prefix store on its own).
+        Per-token cost on small models is mostly reading the weights, so four requests in
+        one pass cost little more than one. Each request keeps its own cache (and can
+        finish, be cancelled or join the prefix store on its own).
         """
         import torch
 
         if len(decoders) == 1:
             return [decoders[0].step()]
-        lengths = [len(d.fed) + 0 for d in decoders]  # tokens already in each cache
-        longest = max(lengths)
-        batch = len(decoders)
-        merged = self.new_cache()
         with torch.inference_mode():
-            for layer in range(len(decoders[0].cache.layers)):
-                k0 = decoders[0].cache.layers[layer].keys
-                shape = (batch, k0.shape[1], longest, k0.shape[3])
-                keys = k0.new_zeros(shape)
-                values = k0.new_zeros(shape)
-                for i, d in enumerate(decoders):
-                    src = d.cache.layers[layer]
-                    keys[i, :, longest - lengths[i] :] = src.keys[0]
-                    values[i, :, longest - lengths[i] :] = src.values[0]
-                merged.update(keys, values, layer)
-            mask = torch.zeros((batch, longest + 1), dtype=torch.long, device=self.device)
-            for i, n in enumerate(lengths):
-                mask[i, longest - n :] = 1
-            inputs = torch.cat([d.next_input for d in decoders], dim=0)
-            positions = torch.tensor([[n] for n in lengths], device=self.device)
-            out = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **{self.cache_arg: merged})
-            merged = getattr(out, self.cache_arg)
-            for i, d in enumerate(decoders):
-                own = self.new_cache()
-                start = longest - lengths[i]
-                for layer, stacked in enumerate(merged.layers):
-                    own.update(stacked.keys[i : i + 1, :, start:].clone(),
-                               stacked.values[i : i + 1, :, start:].clone(), layer)
-                d.cache = own
+            for d in decoders:
                 d.fed.append(d.generated[-1])
-        return [d._accept(out.logits[i : i + 1, -1, :]) for i, d in enumerate(decoders)]
+            logits = self.runner.decode_batch([d.generated[-1] for d in decoders], [d.cache for d in decoders])
+        return [d._accept(logits[i]) for i, d in enumerate(decoders)]
 
     def clear_prefix_cache(self) -> None:
         self.prefix_cache.clear()
-
-    def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
-
-    def logits_processors(self, params: GenerationParams) -> Any:
-        from transformers import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
-
-        procs = LogitsProcessorList()
-        if params.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-        if params.temperature > 0:
-            procs.append(TemperatureLogitsWarper(params.temperature))
-            if params.top_k:
-                procs.append(TopKLogitsWarper(params.top_k))
-            if params.top_p < 1.0:
-                procs.append(TopPLogitsWarper(params.top_p))
-        return procs
 
     def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
                 cancel: threading.Event | None = None) -> Decoder:

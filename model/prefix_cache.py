@@ -29,6 +29,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def _nbytes(cache: Any) -> int:
+    if hasattr(cache, "nbytes"):  # model.llama.KVCache
+        return int(cache.nbytes)
     total = 0
     for layer in getattr(cache, "layers", []):
         for name in ("keys", "values"):

@@ -118,6 +118,7 @@ class Scheduler(threading.Thread):
         self.info = {
             "spec": self.spec, "ready": True, "model": loaded.name, "device": loaded.device,
             "context_window": loaded.context_window, "chat_format": self.engine.chat_format.kind,
+            "runner": loaded.runner_kind, "quantize": loaded.quantize,
             "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
         }
         log.info("Model %s ready on %s in %.1f s", loaded.name, loaded.device, self.info["load_s"])

@@ -17,8 +17,20 @@ def loaded():
 
 
 @pytest.fixture(scope="session")
-def tokenizer(loaded):
-    return loaded.tokenizer
+def hf_loaded():
+    """The same model run by transformers: the reference our own runner must equal."""
+    from model.loading import load_model
+
+    return load_model("default", runner="transformers")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """transformers' tokenizer (training adds tokens to copies of it); the worker's own
+    tokenizer is compared with it in test_tokenizer.py."""
+    from model.loading import load_tokenizer
+
+    return load_tokenizer("default")
 
 
 @pytest.fixture(scope="session")

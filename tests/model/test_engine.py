@@ -7,19 +7,21 @@ import threading
 import pytest
 import torch
 
-from model.engine import GenerationParams
+from model.engine import Engine, GenerationParams
 
 QUESTION = [{"role": "user", "content": "Write a Python function is_even(n)."}]
 
 
-def test_stream_is_greedy_equal_to_model_generate(engine, loaded):
+def test_stream_is_greedy_equal_to_model_generate(engine, loaded, hf_loaded):
+    assert loaded.runner_kind == "lean" and hf_loaded.runner_kind == "transformers"
     stream = engine.generate(QUESTION, {"max_new_tokens": 40})
     deltas = list(stream)
     assert len(deltas) > 5  # streamed, not one blob
     ids = engine.chat_format.encode(QUESTION)
+    assert ids == Engine(hf_loaded).chat_format.encode(QUESTION)  # same prompt from both tokenizers
     with torch.inference_mode():
-        out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)
-    expected = loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        out = hf_loaded.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)
+    expected = hf_loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
     assert "".join(deltas) == expected
     assert "def is_even" in "".join(deltas)
     u = stream.usage
@@ -85,3 +87,16 @@ def test_batched_steps_give_each_request_its_own_answer(engine):
             texts[decoders.index(d)] += delta
     assert texts[1:] == solo[1:]  # prompts of different lengths, left-padded together
     assert solo[0].startswith(texts[0]) and decoders[0].finish_reason == "length"  # finished early, alone
+
+
+def test_transformers_runner_streams_the_same_answer(engine, hf_loaded):
+    """The fallback runner (any architecture) and our own forward pass agree, batch included."""
+    hf_engine = Engine(hf_loaded)
+    questions = [QUESTION, [{"role": "user", "content": "What does a mutex do?"}]]
+    own = ["".join(engine.generate(q, {"max_new_tokens": 24})) for q in questions]
+    decoders = [hf_engine.decoder(hf_engine.chat_format.encode(q), {"max_new_tokens": 24}) for q in questions]
+    for d in decoders:
+        d.step()  # prefill
+    while not all(d.done for d in decoders):
+        hf_engine.step_batch([d for d in decoders if not d.done])
+    assert [d.text for d in decoders] == own

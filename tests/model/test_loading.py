@@ -21,7 +21,30 @@ def test_gguf_is_converted_once_into_the_cache(loaded):
     files = {p.name for p in Path(folder).iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
     assert loaded.context_window == 8192 and loaded.device == "cpu"
-    assert not getattr(loaded.model, "is_quantized", False)
+    assert loaded.runner_kind == "lean" and loaded.quantize == "none"
+
+
+def test_runner_choice_and_refusals(tmp_path):
+    from model.loading import split_spec
+
+    assert split_spec("default@int4") == ("default", "int4") and split_spec("/m") == ("/m", "none")
+    assert resolve_spec("default@int4").kind == "gguf"
+    with pytest.raises(ModelSpecError, match="Unknown runner"):
+        load_model("default", runner="onnx")
+    with pytest.raises(ModelSpecError, match="Unknown quantize mode"):
+        load_model("default", quantize="int3")
+    # A model our own runner does not know falls back to transformers, and refuses int4.
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, folder = local_folder("default")
+    tiny = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=49152, n_positions=64)).save_pretrained(tiny)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tiny / name).write_bytes((Path(folder) / name).read_bytes())
+    lm = load_model(str(tiny))
+    assert lm.runner_kind == "transformers" and lm.context_window == 64
+    with pytest.raises(ModelSpecError, match="not a plain Llama model"):
+        load_model(str(tiny) + "@int4")
 
 
 def test_folder_and_hub_id_from_a_local_cache(tmp_path, monkeypatch):

@@ -1,0 +1,376 @@
+"""Our own forward pass for Llama-architecture models (SmolLM2, Llama 2/3, TinyLlama, ...).
+
+Why not transformers' modules: a 135M model decoding one token on 2 CPU cores is bound by
+memory bandwidth (~8 GB/s measured here) plus a fixed cost per tensor op. transformers'
+LlamaForCausalLM spends ~80 ops and a DynamicCache update per layer; this file does the
+same arithmetic with fused q/k/v and gate/up weights, a preallocated KV cache and a plain
+attention for single-token steps, and loads straight from ``config.json`` + safetensors
+without importing transformers (which is most of a worker's start-up time).
+
+In fp32/bf16 it computes what ``LlamaForCausalLM`` computes (greedy output is identical,
+see tests/model/test_llama.py). ``quantize="int4"`` stores the layers' weights in 4-bit
+groups (exactly the weights of a Q4_1 GGUF file such as the default model's) and reads a
+sixth of the layers' weight bytes per token; its activations are bf16, so its output may differ slightly
+from fp32.
+
+Batched decoding (``decode_batch``) runs the matmuls of several requests as one batch and
+the attention of each request against its own cache, so requests of any length share a
+step without padding or cache copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_TYPES = ("llama",)
+QUANTIZE_MODES = ("none", "int4")
+
+
+def supports(config: dict) -> bool:
+    """True when ``config`` (a parsed config.json) describes a model this file can run."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return (
+        config.get("model_type") in SUPPORTED_TYPES
+        and config.get("hidden_act", "silu") == "silu"
+        and not config.get("attention_bias", False)
+        and not config.get("mlp_bias", False)
+        and rope.get("rope_type", rope.get("type", "default")) == "default"
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    eps: float
+    rope_theta: float
+    context_window: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> Shape:
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        rope = config.get("rope_parameters") or {}
+        return cls(
+            layers=int(config["num_hidden_layers"]),
+            hidden=hidden,
+            heads=heads,
+            kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            vocab=int(config["vocab_size"]),
+            eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            context_window=int(config.get("max_position_embeddings") or 2048),
+        )
+
+
+class KVCache:
+    """Keys and values of one request: ``[layers, kv_heads, capacity, head_dim]`` each.
+
+    ``length`` tokens are valid; the capacity grows by doubling. ``crop`` follows
+    transformers' convention (a negative count drops that many tokens from the end), so the
+    prefix store treats this cache and a DynamicCache alike.
+    """
+
+    def __init__(self, shape: Shape, dtype: torch.dtype, device: str | torch.device, capacity: int = 64):
+        self.shape = shape
+        size = (shape.layers, shape.kv_heads, max(1, capacity), shape.head_dim)
+        self.keys = torch.empty(size, dtype=dtype, device=device)
+        self.values = torch.empty(size, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.keys.numel() * self.keys.element_size()
+
+    def reserve(self, tokens: int) -> None:
+        """Make room for ``tokens`` more tokens."""
+        need = self.length + tokens
+        if need <= self.capacity:
+            return
+        self._resize(max(need, 2 * self.capacity))
+
+    def _resize(self, capacity: int) -> None:
+        keys = self.keys.new_empty((*self.keys.shape[:2], capacity, self.keys.shape[3]))
+        values = torch.empty_like(keys)
+        keys[:, :, : self.length] = self.keys[:, :, : self.length]
+        values[:, :, : self.length] = self.values[:, :, : self.length]
+        self.keys, self.values = keys, values
+
+    def crop(self, max_length: int) -> None:
+        self.length = max(0, self.length + max_length if max_length < 0 else min(self.length, max_length))
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def __deepcopy__(self, memo: dict) -> KVCache:
+        copy = KVCache.__new__(KVCache)
+        copy.shape = self.shape
+        copy.length = self.length
+        room = self.length + 64  # the copy is about to grow by a prompt's tail
+        copy.keys = self.keys.new_empty((*self.keys.shape[:2], room, self.keys.shape[3]))
+        copy.values = torch.empty_like(copy.keys)
+        copy.keys[:, :, : self.length] = self.keys[:, :, : self.length]
+        copy.values[:, :, : self.length] = self.values[:, :, : self.length]
+        return copy
+
+
+class Linear:
+    """``y = x @ W.T`` with W in the model dtype or in 4-bit groups.
+
+    - ``none``: on the CPU the weight is kept in both layouts: MKL reads a ``[in, out]``
+      copy ~2x faster for one row (a single request's decode step), and ``W @ x.T`` with the
+      ``[out, in]`` layout is ~2x faster than ``F.linear`` for 2-16 rows (a batched step).
+      That costs a second copy of the weights (measured in benchmarks/bench_model.py).
+    - ``int4``: groups of 32 input weights share a scale and a minimum (the layout of GGUF's
+      Q4_1, so weights that came from a Q4_1 file are reproduced exactly); activations are
+      rounded to bf16 for PyTorch's int4 CPU kernel. (fbgemm's dynamic int8 was tried and
+      dropped: quantizing activations per step changed the default model's first token.)
+    """
+
+    GROUP = 32
+
+    def __init__(self, weight: torch.Tensor, quantize: str = "none", both_layouts: bool = False):
+        self.out_features, self.in_features = weight.shape
+        self.weight = self.weight_t = None
+        if quantize == "int4":
+            self.packed, self.scales_zeros = _pack_int4(weight.float(), self.GROUP)
+        else:
+            self.weight = weight.contiguous()
+            if both_layouts:
+                self.weight_t = weight.t().contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), self.packed,
+                                                           self.GROUP, self.scales_zeros)
+            return y.to(x.dtype)
+        rows = x.shape[0]
+        if rows == 1 and self.weight_t is not None:
+            return torch.mm(x, self.weight_t)
+        if rows <= 16 and self.weight_t is not None:
+            return torch.mm(self.weight, x.t()).t()
+        return F.linear(x, self.weight)
+
+
+def quantize_groups(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """4-bit codes per group of ``group`` inputs: w ~= q * scale + low, q in [0, 15] (GGUF's Q4_1)."""
+    out, inp = w.shape
+    if inp % group:
+        raise ValueError(f"int4 needs input sizes divisible by {group}; this model has {inp}.")
+    g = w.view(out, inp // group, group)
+    low, high = g.amin(-1), g.amax(-1)
+    scale = ((high - low) / 15).clamp(min=1e-12)
+    q = ((g - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(out, inp)
+    return q, scale, low
+
+
+def _pack_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's int4 CPU layout, whose groups decode as (q - 8) * scale + zero."""
+    q, scale, low = quantize_groups(w, group)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    scales_zeros = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
+    return packed, scales_zeros.to(torch.bfloat16)
+
+
+@dataclass
+class Layer:
+    attn_norm: torch.Tensor
+    qkv: Linear
+    out: Linear
+    mlp_norm: torch.Tensor
+    gate_up: Linear
+    down: Linear
+
+
+class LlamaModel:
+    """Weights plus ``prefill`` / ``decode_batch``; stateless apart from the caches it is given."""
+
+    def __init__(self, config: dict, weights: dict[str, torch.Tensor], *, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, quantize: str = "none"):
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"Unknown quantize mode {quantize!r}: use {' or '.join(QUANTIZE_MODES)}.")
+        on_cpu = str(device).startswith("cpu")
+        if quantize != "none" and not on_cpu:
+            raise ValueError(f"{quantize} weights run on the CPU only; use quantize 'none' on a GPU.")
+        self.config = config
+        self.shape = s = Shape.from_config(config)
+        self.device = device
+        self.dtype = dtype
+        self.quantize = quantize
+
+        def w(name: str) -> torch.Tensor:
+            if name not in weights:
+                raise ValueError(f"The checkpoint lacks the tensor {name}; it is not a Llama model.")
+            return weights[name].to(device=device, dtype=dtype)
+
+        self.layers = []
+        for i in range(s.layers):
+            p = f"model.layers.{i}."
+            qkv = torch.cat([w(p + "self_attn.q_proj.weight"), w(p + "self_attn.k_proj.weight"),
+                             w(p + "self_attn.v_proj.weight")])
+            gate_up = torch.cat([w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight")])
+            self.layers.append(Layer(
+                attn_norm=w(p + "input_layernorm.weight"),
+                qkv=Linear(qkv, quantize, on_cpu),
+                out=Linear(w(p + "self_attn.o_proj.weight"), quantize, on_cpu),
+                mlp_norm=w(p + "post_attention_layernorm.weight"),
+                gate_up=Linear(gate_up, quantize, on_cpu),
+                down=Linear(w(p + "mlp.down_proj.weight"), quantize, on_cpu),
+            ))
+        self.embed = w("model.embed_tokens.weight")
+        self.norm = w("model.norm.weight")
+        head = self.embed if "lm_head.weight" not in weights or config.get("tie_word_embeddings") else w("lm_head.weight")
+        # The output layer keeps the model dtype under int4: GGUF files keep it at 8 bits or more.
+        self.head = Linear(head, "none", on_cpu)
+        self.eos_ids: set[int] = set()  # from generation_config.json, set by the loader
+        inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
+        self._inv_freq = inv_freq.to(device)
+        self._rope_len = 0
+        self._grow_rope(min(s.context_window, 4096))
+        self.scale = 1.0 / math.sqrt(s.head_dim)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _grow_rope(self, length: int) -> None:
+        """cos/sin tables for positions [0, length), computed as transformers does (fp32)."""
+        positions = torch.arange(length, device=self.device).float()
+        freqs = torch.outer(positions, self._inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = emb.cos().to(self.dtype)
+        self.sin = emb.sin().to(self.dtype)
+        self._rope_len = length
+
+    def _rope(self, positions: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if end > self._rope_len:
+            self._grow_rope(max(end, 2 * self._rope_len))
+        return self.cos[positions], self.sin[positions]
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.shape.eps)
+        return weight * h.to(x.dtype)
+
+    def new_cache(self, capacity: int = 64) -> KVCache:
+        return KVCache(self.shape, self.dtype, self.device, capacity)
+
+    def _attend_one(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """One query token against a request's cache: q [heads, d], keys/values [kv, T, d]."""
+        s = self.shape
+        group = s.heads // s.kv_heads
+        q = q.view(s.kv_heads, group, s.head_dim)
+        scores = torch.matmul(q, keys.transpose(1, 2)) * self.scale  # [kv, group, T]
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        return torch.matmul(probs, values).reshape(1, s.heads * s.head_dim)
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def prefill(self, ids: Sequence[int], cache: KVCache) -> torch.Tensor:
+        """Feed ``ids`` after what ``cache`` holds; return the last position's logits [vocab]."""
+        s = self.shape
+        n = len(ids)
+        start = cache.length
+        cache.reserve(n)
+        positions = torch.arange(start, start + n, device=self.device)
+        cos, sin = self._rope(positions, start + n)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        x = self.embed[torch.tensor(list(ids), device=self.device)]
+        mask = None
+        if start and n > 1:  # new tokens see all cached ones and the new ones before them
+            mask = torch.ones(n, start + n, dtype=torch.bool, device=self.device).tril(start)
+        half = s.head_dim // 2
+        for i, layer in enumerate(self.layers):
+            qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(n, s.heads + 2 * s.kv_heads, s.head_dim)
+            qk = qkv[:, : s.heads + s.kv_heads]
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            cache.keys[i, :, start : start + n] = qk[:, s.heads :].transpose(0, 1)
+            cache.values[i, :, start : start + n] = qkv[:, s.heads + s.kv_heads :].transpose(0, 1)
+            keys = cache.keys[i, :, : start + n].unsqueeze(0)
+            values = cache.values[i, :, : start + n].unsqueeze(0)
+            q = qk[:, : s.heads].transpose(0, 1).unsqueeze(0)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None and n > 1,
+                                                  scale=self.scale, enable_gqa=True)
+            x = x + layer.out(attn[0].transpose(0, 1).reshape(n, s.heads * s.head_dim))
+            x = self._mlp(x, layer)
+        cache.length = start + n
+        return self.head(self._norm(x[-1:], self.norm))[0]
+
+    def _mlp(self, x: torch.Tensor, layer: Layer) -> torch.Tensor:
+        gate, up = layer.gate_up(self._norm(x, layer.mlp_norm)).chunk(2, dim=-1)
+        return x + layer.down(F.silu(gate) * up)
+
+    def decode_batch(self, tokens: Sequence[int], caches: Sequence[KVCache]) -> torch.Tensor:
+        """One new token for each request (token i after cache i); logits [batch, vocab]."""
+        s = self.shape
+        b = len(tokens)
+        starts = [c.length for c in caches]
+        for c in caches:
+            c.reserve(1)
+        positions = torch.tensor(starts, device=self.device)
+        cos, sin = self._rope(positions, max(starts) + 1)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        x = self.embed[torch.tensor(list(tokens), device=self.device)]
+        half = s.head_dim // 2
+        for i, layer in enumerate(self.layers):
+            qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(b, s.heads + 2 * s.kv_heads, s.head_dim)
+            qk = qkv[:, : s.heads + s.kv_heads]
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            outs = []
+            for r, (cache, start) in enumerate(zip(caches, starts, strict=True)):
+                cache.keys[i, :, start] = qk[r, s.heads :]
+                cache.values[i, :, start] = qkv[r, s.heads + s.kv_heads :]
+                outs.append(self._attend_one(qk[r, : s.heads], cache.keys[i, :, : start + 1],
+                                             cache.values[i, :, : start + 1]))
+            attn = outs[0] if b == 1 else torch.cat(outs)
+            x = x + layer.out(attn)
+            x = self._mlp(x, layer)
+        for c in caches:
+            c.length += 1
+        return self.head(self._norm(x, self.norm))
+
+
+def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors checkpoint (one file or an index of shards)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise ValueError(f"{folder} holds no model.safetensors; the lean runner needs safetensors weights.")
+    weights: dict[str, torch.Tensor] = {}
+    for name in files:
+        weights.update(load_file(str(folder / name)))
+    return weights
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def load(folder: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+         quantize: str = "none") -> LlamaModel:
+    """Load a Llama checkpoint folder (config.json + safetensors) without transformers."""
+    config = read_config(folder)
+    if not supports(config):
+        raise ValueError(f"{folder} is not a plain Llama model (model_type {config.get('model_type')!r}).")
+    return LlamaModel(config, load_weights(folder), device=device, dtype=dtype, quantize=quantize)
