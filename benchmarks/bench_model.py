@@ -2,11 +2,13 @@
 
 - cold load (GGUF -> safetensors conversion into an empty cache) and warm load, each in a
   fresh process, so the import of torch/transformers is counted as a user would see it;
-- worker cold start: process start to model ready;
+- worker cold start (process start to model ready), full precision and ``@int4``;
 - TTFT at ~40 / ~500 / ~2,000 prompt tokens, decode tok/s, through the engine;
-- the same prompt through plain ``model.generate``: engine/generate decode ratio;
+- decode tok/s for each option: our runner fp32 (default), our runner int4, the engine
+  over transformers' model, and plain ``model.generate``;
+- int4 vs fp32 greedy agreement on a few prompts (identical answers, first divergence);
 - a second turn of a ~2,000-token conversation (prefix reuse) vs its first turn;
-- aggregate tok/s of 1 and 4 concurrent requests through one worker;
+- aggregate tok/s of 1, 4 and 8 concurrent requests through one worker, fp32 and int4;
 - peak RSS of this process.
 Medians over ``--repeats`` runs. Usage: python benchmarks/bench_model.py [--quick]
 """
@@ -41,13 +43,13 @@ def timed_load(env: dict) -> float:
     return round(time.perf_counter() - t, 2)
 
 
-def worker_cold_start() -> float:
+def worker_cold_start(spec: str = "default") -> float:
     from model.client import WorkerClient, ensure_worker
 
     with tempfile.TemporaryDirectory() as rt:
         path = Path(rt) / "w.sock"
         t = time.perf_counter()
-        ensure_worker("default", path)
+        ensure_worker(spec, path)
         with WorkerClient(socket_path=path) as client:
             while not client.info().get("ready"):
                 time.sleep(0.02)
@@ -69,8 +71,45 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def engine_figures(engine, loaded, repeats: int, decode_tokens: int) -> dict:
+BANK = [{"role": "user", "content": "Write a Python class for a bank account with deposit, withdraw and balance, with docstrings."}]
+
+
+def decode_rate(engine, repeats: int, decode_tokens: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        s = engine.generate(BANK, {"max_new_tokens": decode_tokens})
+        list(s)
+        rates.append(s.usage["tok_per_s"])
+    return median(rates)
+
+
+AGREEMENT_PROMPTS = [
+    "Write a Python function that reverses a string.",
+    "Explain what a mutex is, briefly.",
+    "Fix this code:\n```python\ndef mean(xs):\n    return sum(xs) / len(xs) + 1\n```",
+    "Write a SQL query that counts orders per customer.",
+    "What does `git rebase` do?",
+    "Write a JavaScript function that debounces another function.",
+]
+
+
+def agreement(reference, other, tokens: int = 64) -> dict:
+    """How often ``other`` gives the reference's greedy answer, and where they part."""
+    same, diverge = 0, []
+    for q in AGREEMENT_PROMPTS:
+        msgs = [{"role": "user", "content": q}]
+        a, b = reference.generate(msgs, {"max_new_tokens": tokens}), other.generate(msgs, {"max_new_tokens": tokens})
+        list(a), list(b)
+        ga, gb = a.decoder.generated, b.decoder.generated
+        same += ga == gb
+        diverge.append(next((i for i, (x, y) in enumerate(zip(ga, gb, strict=False)) if x != y), min(len(ga), len(gb))))
+    return {"int4_identical_answers": f"{same}/{len(AGREEMENT_PROMPTS)}", "int4_first_divergence_tokens": diverge}
+
+
+def engine_figures(engine, loaded, hf_loaded, repeats: int, decode_tokens: int) -> dict:
     import torch
+
+    from model.engine import Engine
 
     out: dict = {}
     for n in (40, 500, 2000):
@@ -83,25 +122,23 @@ def engine_figures(engine, loaded, repeats: int, decode_tokens: int) -> dict:
             ttfts.append(s.usage["ttft_s"])
             prompt_tokens = s.usage["prompt_tokens"]
         out[f"ttft_s@{prompt_tokens}"] = median(ttfts)
-    msgs = [{"role": "user", "content": "Write a Python class for a bank account with deposit, withdraw and balance, with docstrings."}]
-    rates, ref_rates = [], []
-    ids = engine.chat_format.encode(msgs)
+    ids = engine.chat_format.encode(BANK)
+    ref_rates = []
+    model = hf_loaded.model
     for _ in range(repeats):
-        s = engine.generate(msgs, {"max_new_tokens": decode_tokens})
-        list(s)
-        rates.append(s.usage["tok_per_s"])
         with torch.inference_mode():
             inp = torch.tensor([ids], device=engine.device)
-            loaded.model.generate(inp, max_new_tokens=1, do_sample=False)  # prefill only
+            model.generate(inp, max_new_tokens=1, do_sample=False)  # prefill only
             t0 = time.perf_counter()
-            g = loaded.model.generate(inp, max_new_tokens=1, do_sample=False)
+            g = model.generate(inp, max_new_tokens=1, do_sample=False)
             prefill = time.perf_counter() - t0
             t0 = time.perf_counter()
-            g = loaded.model.generate(inp, max_new_tokens=decode_tokens, do_sample=False,
-                                      min_new_tokens=decode_tokens)
+            g = model.generate(inp, max_new_tokens=decode_tokens, do_sample=False,
+                               min_new_tokens=decode_tokens)
             total = time.perf_counter() - t0
         ref_rates.append((g.shape[1] - len(ids) - 1) / max(1e-9, total - prefill))
-    out["decode_tok_s"] = median(rates)
+    out["decode_tok_s"] = decode_rate(engine, repeats, decode_tokens)
+    out["transformers_engine_decode_tok_s"] = decode_rate(Engine(hf_loaded), repeats, decode_tokens)
     out["generate_decode_tok_s"] = median(ref_rates)
     out["engine_vs_generate"] = round(out["decode_tok_s"] / out["generate_decode_tok_s"], 3)
     # Second turn of a ~2,000-token conversation: only the new tokens are prefilled.
@@ -122,13 +159,14 @@ def engine_figures(engine, loaded, repeats: int, decode_tokens: int) -> dict:
     return out
 
 
-def concurrency_figures(tokens: int) -> dict:
+def concurrency_figures(tokens: int, spec: str = "default") -> dict:
     from model.client import WorkerClient, ensure_worker
 
     out: dict = {}
+    tag = "" if spec == "default" else "_" + spec.split("@")[-1]
     with tempfile.TemporaryDirectory() as rt:
         path = Path(rt) / "w.sock"
-        ensure_worker("default", path)
+        ensure_worker(spec, path)
         prompts = ["Write a Python function that checks if a number is prime.",
                    "Write a Python function that reverses a linked list.",
                    "Write a JavaScript function that debounces another function.",
@@ -145,7 +183,7 @@ def concurrency_figures(tokens: int) -> dict:
         with WorkerClient(socket_path=path) as c:  # warm the worker
             while not c.info().get("ready"):
                 time.sleep(0.05)
-        for n in (1, 4):
+        for n in (1, 4, 8):
             counts = [0] * n
             threads = [threading.Thread(target=one, args=(i, counts)) for i in range(n)]
             t = time.perf_counter()
@@ -153,15 +191,16 @@ def concurrency_figures(tokens: int) -> dict:
                 th.start()
             for th in threads:
                 th.join()
-            out[f"aggregate_tok_s@{n}"] = round(sum(counts) / (time.perf_counter() - t), 2)
-        out["concurrency_speedup@4"] = round(out["aggregate_tok_s@4"] / out["aggregate_tok_s@1"], 2)
+            out[f"aggregate{tag}_tok_s@{n}"] = round(sum(counts) / (time.perf_counter() - t), 2)
+        for n in (4, 8):
+            out[f"concurrency{tag}_speedup@{n}"] = round(out[f"aggregate{tag}_tok_s@{n}"] / out[f"aggregate{tag}_tok_s@1"], 2)
         with WorkerClient(socket_path=path) as c:
             t = time.perf_counter()
             first = None
             for ev in c.generate({"messages": [{"role": "user", "content": "Hi"}], "params": {"max_new_tokens": 4}}):
                 if ev["type"] == "delta" and first is None:
                     first = time.perf_counter() - t
-            out["warm_worker_client_ttft_s"] = round(first or 0, 3)
+            out[f"warm_worker{tag}_client_ttft_s"] = round(first or 0, 3)
             os.kill(c.info()["pid"], 15)
     return out
 
@@ -183,13 +222,20 @@ def main() -> None:
             env = dict(os.environ, STARCHAT_CACHE_DIR=cache)
             result["cold_load_s"] = timed_load(env)
             result["warm_load_s"] = median([timed_load(env) for _ in range(args.repeats)])
-    result["worker_cold_start_s"] = worker_cold_start()
+    result["worker_cold_start_s"] = median([worker_cold_start() for _ in range(args.repeats)])
+    result["worker_cold_start_int4_s"] = median([worker_cold_start("default@int4") for _ in range(args.repeats)])
     from model.engine import Engine
     from model.loading import load_model
 
     loaded = load_model("default")
-    result.update(engine_figures(Engine(loaded), loaded, args.repeats, args.decode_tokens))
+    engine = Engine(loaded)
+    result.update(engine_figures(engine, loaded, load_model("default", runner="transformers"),
+                                 args.repeats, args.decode_tokens))
+    int4 = Engine(load_model("default@int4"))
+    result["decode_int4_tok_s"] = decode_rate(int4, args.repeats, args.decode_tokens)
+    result.update(agreement(engine, int4))
     result.update(concurrency_figures(args.decode_tokens))
+    result.update(concurrency_figures(args.decode_tokens, "default@int4"))
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result, indent=1))
 

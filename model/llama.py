@@ -153,7 +153,7 @@ class Linear:
             self.packed, self.scales_zeros = _pack_int4(weight.float(), self.GROUP)
         else:
             self.weight = weight.contiguous()
-            if both_layouts:
+            if both_layouts and weight.dtype == torch.float32:  # MKL's bf16 kernels want [out, in]
                 self.weight_t = weight.t().contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,13 +237,20 @@ class LlamaModel:
         self.embed = w("model.embed_tokens.weight")
         self.norm = w("model.norm.weight")
         head = self.embed if "lm_head.weight" not in weights or config.get("tie_word_embeddings") else w("lm_head.weight")
-        # The output layer keeps the model dtype under int4: GGUF files keep it at 8 bits or more.
+        # The output layer keeps the model dtype under int4: GGUF files keep it at 8 bits or
+        # more, and a bf16 head changed the default model's answers without a clear speed-up.
         self.head = Linear(head, "none", on_cpu)
         self.eos_ids: set[int] = set()  # from generation_config.json, set by the loader
         inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
         self._inv_freq = inv_freq.to(device)
         self._rope_len = 0
         self._grow_rope(min(s.context_window, 4096))
+        # rotate_half(x) = cat(-x2, x1) as one matmul with a signed permutation (exact).
+        half = s.head_dim // 2
+        rotate = torch.zeros(s.head_dim, s.head_dim, dtype=dtype, device=device)
+        rotate[torch.arange(half) + half, torch.arange(half)] = -1
+        rotate[torch.arange(half), torch.arange(half) + half] = 1
+        self._rotate = rotate
         self.scale = 1.0 / math.sqrt(s.head_dim)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -294,11 +301,10 @@ class LlamaModel:
         mask = None
         if start and n > 1:  # new tokens see all cached ones and the new ones before them
             mask = torch.ones(n, start + n, dtype=torch.bool, device=self.device).tril(start)
-        half = s.head_dim // 2
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(n, s.heads + 2 * s.kv_heads, s.head_dim)
             qk = qkv[:, : s.heads + s.kv_heads]
-            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            qk = qk * cos + torch.matmul(qk, self._rotate) * sin
             cache.keys[i, :, start : start + n] = qk[:, s.heads :].transpose(0, 1)
             cache.values[i, :, start : start + n] = qkv[:, s.heads + s.kv_heads :].transpose(0, 1)
             keys = cache.keys[i, :, : start + n].unsqueeze(0)
@@ -309,7 +315,7 @@ class LlamaModel:
             x = x + layer.out(attn[0].transpose(0, 1).reshape(n, s.heads * s.head_dim))
             x = self._mlp(x, layer)
         cache.length = start + n
-        return self.head(self._norm(x[-1:], self.norm))[0]
+        return self._logits(x[-1:])[0]
 
     def _mlp(self, x: torch.Tensor, layer: Layer) -> torch.Tensor:
         gate, up = layer.gate_up(self._norm(x, layer.mlp_norm)).chunk(2, dim=-1)
@@ -326,11 +332,10 @@ class LlamaModel:
         cos, sin = self._rope(positions, max(starts) + 1)
         cos, sin = cos[:, None, :], sin[:, None, :]
         x = self.embed[torch.tensor(list(tokens), device=self.device)]
-        half = s.head_dim // 2
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(b, s.heads + 2 * s.kv_heads, s.head_dim)
             qk = qkv[:, : s.heads + s.kv_heads]
-            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            qk = qk * cos + torch.matmul(qk, self._rotate) * sin
             outs = []
             for r, (cache, start) in enumerate(zip(caches, starts, strict=True)):
                 cache.keys[i, :, start] = qk[r, s.heads :]
@@ -342,6 +347,9 @@ class LlamaModel:
             x = self._mlp(x, layer)
         for c in caches:
             c.length += 1
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self._norm(x, self.norm))
 
 
