@@ -157,10 +157,11 @@ class Linear:
                 self.weight_t = weight.t().contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), self.packed,
-                                                           self.GROUP, self.scales_zeros)
-            return y.to(x.dtype)
+        if self.weight is None:  # int4: answers in bf16; residual adds promote back to fp32
+            if x.dtype != torch.bfloat16:
+                x = x.to(torch.bfloat16)
+            return torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), self.packed, self.GROUP,
+                                                              self.scales_zeros)
         rows = x.shape[0]
         if rows == 1 and self.weight_t is not None:
             return torch.mm(x, self.weight_t)
@@ -245,12 +246,6 @@ class LlamaModel:
         self._inv_freq = inv_freq.to(device)
         self._rope_len = 0
         self._grow_rope(min(s.context_window, 4096))
-        # rotate_half(x) = cat(-x2, x1) as one matmul with a signed permutation (exact).
-        half = s.head_dim // 2
-        rotate = torch.zeros(s.head_dim, s.head_dim, dtype=dtype, device=device)
-        rotate[torch.arange(half) + half, torch.arange(half)] = -1
-        rotate[torch.arange(half), torch.arange(half) + half] = 1
-        self._rotate = rotate
         self.scale = 1.0 / math.sqrt(s.head_dim)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -269,10 +264,23 @@ class LlamaModel:
             self._grow_rope(max(end, 2 * self._rope_len))
         return self.cos[positions], self.sin[positions]
 
+    # A decode step is ~50 small ops per layer, so each op and each no-op ``.to()`` that is
+    # not dispatched shows in tokens per second: dtypes are checked in Python first.
+
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        h = x.float()
+        h = x if x.dtype == torch.float32 else x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.shape.eps)
-        return weight * h.to(x.dtype)
+        return weight * (h if h.dtype == x.dtype else h.to(x.dtype))
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = self.shape.head_dim // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+    def _qkv(self, x: torch.Tensor, layer: Layer, rows: int) -> torch.Tensor:
+        qkv = layer.qkv(self._norm(x, layer.attn_norm))
+        if qkv.dtype != self.dtype:  # int4 layers answer in bf16
+            qkv = qkv.to(self.dtype)
+        return qkv.reshape(rows, self.shape.heads + 2 * self.shape.kv_heads, self.shape.head_dim)
 
     def new_cache(self, capacity: int = 64) -> KVCache:
         return KVCache(self.shape, self.dtype, self.device, capacity)
@@ -282,9 +290,12 @@ class LlamaModel:
         s = self.shape
         group = s.heads // s.kv_heads
         q = q.view(s.kv_heads, group, s.head_dim)
-        scores = torch.matmul(q, keys.transpose(1, 2)) * self.scale  # [kv, group, T]
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        return torch.matmul(probs, values).reshape(1, s.heads * s.head_dim)
+        scores = torch.bmm(q, keys.transpose(1, 2)).mul_(self.scale)  # [kv, group, T]
+        if scores.dtype == torch.float32:
+            probs = torch.softmax(scores, dim=-1)
+        else:
+            probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        return torch.bmm(probs, values).view(1, s.heads * s.head_dim)
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -302,9 +313,9 @@ class LlamaModel:
         if start and n > 1:  # new tokens see all cached ones and the new ones before them
             mask = torch.ones(n, start + n, dtype=torch.bool, device=self.device).tril(start)
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(n, s.heads + 2 * s.kv_heads, s.head_dim)
+            qkv = self._qkv(x, layer, n)
             qk = qkv[:, : s.heads + s.kv_heads]
-            qk = qk * cos + torch.matmul(qk, self._rotate) * sin
+            qk = self._rotate(qk, cos, sin)
             cache.keys[i, :, start : start + n] = qk[:, s.heads :].transpose(0, 1)
             cache.values[i, :, start : start + n] = qkv[:, s.heads + s.kv_heads :].transpose(0, 1)
             keys = cache.keys[i, :, : start + n].unsqueeze(0)
@@ -333,9 +344,9 @@ class LlamaModel:
         cos, sin = cos[:, None, :], sin[:, None, :]
         x = self.embed[torch.tensor(list(tokens), device=self.device)]
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._norm(x, layer.attn_norm)).reshape(b, s.heads + 2 * s.kv_heads, s.head_dim)
+            qkv = self._qkv(x, layer, b)
             qk = qkv[:, : s.heads + s.kv_heads]
-            qk = qk * cos + torch.matmul(qk, self._rotate) * sin
+            qk = self._rotate(qk, cos, sin)
             outs = []
             for r, (cache, start) in enumerate(zip(caches, starts, strict=True)):
                 cache.keys[i, :, start] = qk[r, s.heads :]

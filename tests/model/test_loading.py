@@ -79,3 +79,18 @@ def test_bad_specs_are_one_sentence(spec, message):
 def test_folder_without_config_is_rejected(tmp_path):
     with pytest.raises(ModelSpecError, match="config.json"):
         resolve_spec(str(tmp_path))
+
+
+def test_default_model_loads_without_transformers(loaded):
+    """The worker's start-up cost: our runner, tokenizer and sampler never import transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from model.loading import load_model; from model.engine import Engine; "
+            "e = Engine(load_model('default')); "
+            "print(''.join(e.generate([{'role': 'user', 'content': 'Hi'}], {'max_new_tokens': 4, 'temperature': 0.5, 'seed': 1}))); "
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "False" and lines[0].strip()

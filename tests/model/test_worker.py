@@ -146,3 +146,22 @@ def test_killed_worker_gives_an_error_and_the_next_request_restarts(tmp_path):
     assert new_pid != pid
     client.close()
     os.kill(new_pid, signal.SIGTERM)
+
+
+def test_int4_spec_gets_its_own_worker(tmp_path, worker_socket):
+    """`default@int4` is a different worker (own socket) running 4-bit weights."""
+    from tests.model.conftest import kill_workers
+
+    assert protocol.socket_path_for("default@int4") != protocol.socket_path_for("default")
+    path = ensure_worker("default@int4", tmp_path / "worker-int4.sock")
+    try:
+        with WorkerClient(socket_path=path) as client:
+            text, done, _ = collect(client, ASK)
+            info = client.info()
+        assert info["quantize"] == "int4" and info["runner"] == "lean" and info["model"].endswith("@int4")
+        assert done["finish_reason"] == "length" and "def is_even" in text
+        with WorkerClient(socket_path=worker_socket) as client:
+            full = client.info()
+        assert full["quantize"] == "none" and full["runner"] == "lean"
+    finally:
+        kill_workers(tmp_path)
