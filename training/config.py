@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import DataClassType
 
 
 class ConfigError(ValueError):
@@ -81,7 +82,9 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoraArguments, TrainingArgume
 
 
 def _parser() -> HfArgumentParser:
-    return HfArgumentParser(ARGUMENT_CLASSES)
+    # DataClassType is NewType("DataClassType", Any), so no real dataclass matches it;
+    # HfArgumentParser does take a tuple of dataclass types.
+    return HfArgumentParser(cast("tuple[DataClassType, ...]", ARGUMENT_CLASSES))
 
 
 def print_help() -> None:

@@ -129,6 +129,12 @@ def load_dialogues(source: str | Path, split: str | None = None) -> list[dict]:
     return dialogues
 
 
+def _oasst_role(row: dict) -> str | None:
+    """The chat role of an OpenAssistant message ("user"/"assistant"), None for any other role."""
+    name = row.get("role")
+    return OASST_ROLES.get(name) if isinstance(name, str) else None
+
+
 def oasst_trees_to_dialogues(rows: Iterable[dict], lang: str | None = "en") -> list[dict]:
     """Turn OpenAssistant message rows into linear dialogues, one per conversation tree.
 
@@ -162,16 +168,17 @@ def oasst_trees_to_dialogues(rows: Iterable[dict], lang: str | None = "en") -> l
     for root in roots:
         if lang is not None and root.get("lang") != lang:
             continue
-        path, node = [], root
+        path: list[dict[str, str]] = []
+        node: dict | None = root
         while node is not None:
-            role = OASST_ROLES.get(node.get("role"))
+            role = _oasst_role(node)
             text = node.get("text") or ""
             if role is None or not text.strip():
                 break
             path.append({"role": role, "content": text})
-            replies = [r for r in children.get(node["message_id"], []) if OASST_ROLES.get(r.get("role"))]
+            replies = [r for r in children.get(node["message_id"], []) if _oasst_role(r)]
             # A reply of the same role as its parent would break the alternation; skip it.
-            replies = [r for r in replies if OASST_ROLES[r["role"]] != role]
+            replies = [r for r in replies if _oasst_role(r) != role]
             node = min(enumerate(replies), key=rank_key)[1] if replies else None
         while path and path[-1]["role"] != "assistant":
             path.pop()

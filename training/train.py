@@ -153,12 +153,15 @@ def run(argv: list[str]) -> int:
     from transformers import AutoTokenizer, Trainer
 
     from model.loading import local_folder
-    from training.config import parse_config
+    from training.config import ConfigError, parse_config
     from training.packing import PackedCollator, PaddingCollator
     from training.progress import JsonlLogCallback, plot_loss_curve
     from training.tokenize import add_chat_tokens, end_of_turn_id
 
     model_args, data_args, lora_args, training_args = parse_config(argv)
+    output_dir = training_args.output_dir
+    if output_dir is None:  # TrainingArguments fills in "trainer_output"; None would be a bug there
+        raise ConfigError("output_dir is not set; give --output_dir or set it in the recipe.")
     _setup_logging(training_args)
     _, folder = local_folder(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=model_args.trust_remote_code)
@@ -177,12 +180,12 @@ def run(argv: list[str]) -> int:
         eval_dataset=eval_rows,
         data_collator=collator_class(tokenizer.pad_token_id, pad_to_multiple_of=8),
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(training_args.output_dir)],
+        callbacks=[JsonlLogCallback(output_dir)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     save_output(trainer, tokenizer, lora_args, training_args)
     if trainer.is_world_process_zero():
-        plot = plot_loss_curve(training_args.output_dir)
+        plot = plot_loss_curve(output_dir)
         log.info("loss curve: %s", plot)
     return 0
 

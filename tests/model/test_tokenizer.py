@@ -217,8 +217,13 @@ def test_decode_cleans_up_spaces_only_where_transformers_does(pair, wordpiece_fo
 @pytest.mark.parametrize("conversation", CONVERSATIONS)
 def test_chat_template_matches(pair, conversation):
     lite, hf = pair
-    if hf.chat_template is None:
-        pytest.skip("this tokenizer has no chat template")
+    if hf.chat_template is None:  # both refuse, with a sentence
+        assert lite.chat_template is None
+        with pytest.raises(ValueError, match="chat_template"):
+            hf.apply_chat_template(conversation, tokenize=False)
+        with pytest.raises(ValueError, match="no chat_template"):
+            lite.apply_chat_template(conversation, tokenize=False)
+        return
     texts = []
     for prompt in (True, False):
         text = lite.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -106,7 +107,7 @@ def run_humaneval(backend, out: str | Path, *, limit: int | None = None, samples
                   raw: bool = False, max_new_tokens: int = 256, progress: bool = True) -> list[dict]:
     """Generate and execute `samples` answers per problem, appending rows to `out` (resumable)."""
     problems = load_problems(limit)
-    params = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
+    params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
     if samples > 1:
         params.update(temperature=0.8, top_p=0.95)
     if raw:
@@ -139,8 +140,8 @@ def run_humaneval(backend, out: str | Path, *, limit: int | None = None, samples
                 status, error = "no_code", ""
             else:
                 result = run_python(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
-                status, error = result.status, result.stderr.strip().splitlines()[-1:] or [""]
-                error = error[0][:300]
+                stderr_lines = result.stderr.strip().splitlines()
+                status, error = result.status, (stderr_lines[-1] if stderr_lines else "")[:300]
             row = {"task_id": problem["task_id"], "sample": sample, "status": status,
                    "passed": status == "passed", "error": error, "reply": completion.text,
                    "tokens": completion.usage.get("tokens"), "generate_s": round(gen_s, 2),
