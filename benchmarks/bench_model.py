@@ -67,6 +67,17 @@ def prompt_of(tokenizer, n_tokens: int) -> list[dict]:
     return [{"role": "user", "content": "Explain this code briefly:\n" + text}]
 
 
+def peak_rss_mib(pid: int) -> float | None:
+    """A process's peak resident memory (Linux /proc), after it served the requests."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
@@ -201,7 +212,9 @@ def concurrency_figures(tokens: int, spec: str = "default") -> dict:
                 if ev["type"] == "delta" and first is None:
                     first = time.perf_counter() - t
             out[f"warm_worker{tag}_client_ttft_s"] = round(first or 0, 3)
-            os.kill(c.info()["pid"], 15)
+            pid = c.info()["pid"]
+            out[f"worker{tag}_peak_rss_mib"] = peak_rss_mib(pid)
+            os.kill(pid, 15)
     return out
 
 

@@ -1,14 +1,18 @@
 """The `starchat` command: lsp, chat, ask, worker, train, eval.
 
 Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
-torch. Usage errors (unknown model spec, unreadable file, bad line range) print one
-sentence and exit with code 2; a failing worker exits with code 1.
+torch. `ask` and `chat` use the local model worker, or with ``--url`` an OpenAI-compatible
+server (``model.openai_backend``). Usage errors (unknown model spec, unreadable file, bad
+line range, bad url) print one sentence and exit with code 2; a failing worker or an
+unreachable server exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +37,14 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama)")
+    g.add_argument("--url", help="the server's API base, e.g. http://gpu-box:8000/v1; "
+                                 "when given, the server answers instead of the local worker")
+    g.add_argument("--api-model", metavar="NAME",
+                   help="the served model's name (default: the one model the server lists)")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="name of the environment variable holding the API key "
+                        "(default: STARCHAT_OPENAI_API_KEY)")
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -46,6 +58,57 @@ def _params(args: argparse.Namespace) -> dict:
         }).to_dict()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _client(args: argparse.Namespace):
+    """The local worker's client for ``--model``, or with ``--url`` the OpenAI-compatible one.
+
+    Checks the options first (UsageError); nothing connects until the first request.
+    """
+    from model.openai_backend import make_client
+
+    if args.url is None:
+        for flag in ("api_model", "api_key_env"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} needs --url.")
+        _check_model(args.model)
+        return make_client(args.model)
+    if args.model != "default":
+        raise UsageError("--model picks a local model and cannot be combined with --url; "
+                         "use --api-model for the server's model name.")
+    if not args.url.strip():
+        raise UsageError("--url is empty; give the server's API base, e.g. http://127.0.0.1:8000/v1.")
+    settings: dict = {"backend": "openai", "url": args.url}
+    if args.api_model is not None:
+        if not args.api_model.strip():
+            raise UsageError("--api-model is empty; give the served model's name or leave the option out.")
+        settings["model"] = args.api_model.strip()
+    if args.api_key_env is not None:
+        if not _ENV_NAME.fullmatch(args.api_key_env.strip()):
+            # Never echo the value: people paste the key itself here.
+            raise UsageError("--api-key-env takes the name of an environment variable (such as TEAM_KEY), "
+                             "not the key itself.")
+        settings["api_key_env"] = args.api_key_env.strip()
+        if not os.environ.get(settings["api_key_env"], "").strip():
+            _err(f"[{settings['api_key_env']} is not set: sending no API key]")
+    try:
+        return make_client(settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _backend_error(exc: Exception, args: argparse.Namespace) -> Exception:
+    """Connection failures of the OpenAI-compatible server, worded for the command line."""
+    from model.client import WorkerError
+
+    text = str(exc)
+    prefix = "Set the backend's model:"  # model.openai_backend's wording for the settings file
+    if args.url is not None and text.startswith(prefix):
+        return WorkerError("Pass --api-model NAME:" + text[len(prefix):])
+    return exc
 
 
 def _check_model(spec: str) -> None:
@@ -116,9 +179,8 @@ def _stream(client, request: dict, out=sys.stdout) -> dict:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerClient
+    from model.client import WorkerError
 
-    _check_model(args.model)
     params = _params(args)
     if args.lines and not args.file:
         raise UsageError("--lines needs --file.")
@@ -131,8 +193,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         request = {"messages": [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
                                 {"role": "user", "content": args.question}]}
     request["params"] = params
-    with WorkerClient(args.model) as client:
-        done = _stream(client, request)
+    with _client(args) as client:
+        try:
+            done = _stream(client, request)
+        except WorkerError as exc:
+            raise _backend_error(exc, args) from None
     sys.stdout.write("\n")
     if done.get("truncated"):
         _err("[cut to fit the context window: " + "; ".join(done["truncated"]) + "]")
@@ -145,13 +210,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerClient
+    from model.openai_backend import OpenAIBackendError
 
-    _check_model(args.model)
     params = _params(args)
     history: list[dict] = []
-    _err("StarChat — /new starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.")
-    with WorkerClient(args.model) as client:
+    with _client(args) as client:
+        if args.url is not None:  # an unreachable server fails now, not after the first question
+            try:
+                client.connect()
+            except OpenAIBackendError as exc:
+                raise _backend_error(exc, args) from None
+        _err("StarChat — /new starts over, /exit or Ctrl-D quits, Ctrl-C stops an answer.")
         while True:
             try:
                 line = input("you> ")
@@ -178,6 +247,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                         _err(f"\n[error: {event['message']}]")
             except KeyboardInterrupt:  # stops this answer (the generator sends cancel), not the chat
                 _err("\n[stopped]")
+            except OpenAIBackendError as exc:  # the server went away mid-chat; the next turn reconnects
+                _err(f"\n[error: {exc}]")
             sys.stdout.write("\n")
             if reply:
                 history.append({"role": "assistant", "content": "".join(reply)})

@@ -273,7 +273,6 @@ def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | No
     import json
 
     from .llama import supports
-    from .tokenizer import can_load_lite
 
     if trust_remote_code:
         return "the model asks for its own code (trust_remote_code)"
@@ -284,8 +283,6 @@ def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | No
         return f"it is not a plain Llama model (model_type {config.get('model_type')!r})"
     if not any(Path(folder).glob("*.safetensors")):
         return "its weights are not in safetensors files"
-    if not can_load_lite(folder):
-        return "its tokenizer needs transformers (no tokenizer.json in the standard format)"
     return None
 
 
@@ -299,11 +296,13 @@ def _generation_eos(folder: str) -> set[int]:
 
 def _load_lean(source: ModelSource, folder: str, spec: str, device: str, dtype: Any, quantize: str) -> LoadedModel:
     from . import llama
-    from .tokenizer import load_lite_tokenizer
+    from .tokenizer import can_load_lite, load_lite_tokenizer
 
     model = llama.load(folder, device=device, dtype=pick_dtype(device, dtype), quantize=quantize)
     model.eos_ids = _generation_eos(folder)
-    tokenizer = load_lite_tokenizer(folder)
+    # Tokenizers saved in the standard tokenizer.json form need no transformers; others
+    # (model-specific classes that transformers rebuilds) are loaded by transformers.
+    tokenizer = load_lite_tokenizer(folder) if can_load_lite(folder) else load_tokenizer(spec)
     name = source.name if quantize == "none" else f"{source.name}@{quantize}"
     return LoadedModel(model, tokenizer, spec, name, device, _window(model.shape.context_window, tokenizer),
                        runner=model, runner_kind="lean", quantize=quantize)

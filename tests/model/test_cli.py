@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,61 @@ def test_usage_errors_exit_2_with_a_sentence(args, message, cli_env):
 def test_every_subcommand_has_help(command):
     r = starchat(command, "--help")
     assert r.returncode == 0 and "usage: starchat" in r.stdout, r.stderr
+
+
+# --url: an OpenAI-compatible server instead of the worker. These need no server (the real
+# one runs in tests/e2e/test_openai_backend.py); none of them may start a local worker.
+
+
+@pytest.fixture
+def closed_url():
+    """A loopback URL on a port that is bound but not listening: connecting is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["ask", "hi", "--url", "ftp://x"], "must start with http:// or https://"),
+    (["chat", "--url", "ftp://x"], "must start with http:// or https://"),
+    (["ask", "hi", "--url", ""], "--url is empty"),
+    (["ask", "hi", "--url", "http://h:99999/v1"], "invalid port"),
+    (["ask", "hi", "--url", "http://h/v1", "--model", "some/local-model"], "cannot be combined with --url"),
+    (["ask", "hi", "--url", "http://h/v1", "--api-model", " "], "--api-model is empty"),
+    (["ask", "hi", "--url", "http://h/v1", "--api-key-env", "sk-secret-123"], "name of an environment variable"),
+    (["ask", "hi", "--api-model", "m"], "--api-model needs --url"),
+    (["chat", "--api-key-env", "TEAM_KEY"], "--api-key-env needs --url"),
+])
+def test_bad_url_options_exit_2_with_a_sentence(args, message, cli_env):
+    r = starchat(*args, env=cli_env)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "sk-secret-123" not in r.stderr  # a key pasted as the variable's name is not echoed
+    assert r.stdout == ""
+    assert not list(Path(cli_env["STARCHAT_RUNTIME_DIR"]).glob("*.sock"))
+
+
+@pytest.mark.parametrize("command", [["ask", "Write a Python function is_even(n)."], ["chat"]])
+def test_unreachable_server_fails_fast_with_a_sentence(command, closed_url, cli_env):
+    import time
+
+    started = time.monotonic()
+    # --model default is the default, so it may go with --url
+    r = subprocess.run([sys.executable, "-m", "lsp_server", *command, "--url", closed_url,
+                        "--model", "default"], input="hi\n", capture_output=True, text=True,
+                       timeout=60, env=cli_env)
+    assert time.monotonic() - started < 15  # refused at once; 15 s covers python start on busy cores
+    assert r.returncode == 1, r.stderr
+    assert f"The server at {closed_url} is unreachable" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert "you>" not in r.stdout  # chat checks the server before the first prompt
+    assert not list(Path(cli_env["STARCHAT_RUNTIME_DIR"]).glob("*.sock"))
+
+
+def test_url_options_are_in_help():
+    for command in ("ask", "chat"):
+        r = starchat(command, "--help")
+        assert all(flag in r.stdout for flag in ("--url", "--api-model", "--api-key-env"))

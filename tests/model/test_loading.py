@@ -94,3 +94,19 @@ def test_default_model_loads_without_transformers(loaded):
                          cwd=Path(__file__).resolve().parents[2])
     lines = out.stdout.strip().splitlines()
     assert lines[-1] == "False" and lines[0].strip()
+
+
+def test_llama_with_a_model_specific_tokenizer_class_keeps_our_runner(tmp_path):
+    """Only the tokenizer falls back to transformers when it is not a plain tokenizer.json."""
+    import json
+
+    _, folder = local_folder("default")
+    for f in Path(folder).iterdir():
+        if f.name != "tokenizer_config.json":
+            os.symlink(f, tmp_path / f.name)
+    config = json.loads((Path(folder) / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    lm = load_model(str(tmp_path))
+    assert lm.runner_kind == "lean" and type(lm.tokenizer).__name__ != "LiteTokenizer"
+    assert lm.tokenizer.decode(lm.tokenizer("def f(): pass")["input_ids"]) == "def f(): pass"

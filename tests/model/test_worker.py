@@ -160,8 +160,9 @@ def test_int4_spec_gets_its_own_worker(tmp_path, worker_socket):
             info = client.info()
         assert info["quantize"] == "int4" and info["runner"] == "lean" and info["model"].endswith("@int4")
         assert done["finish_reason"] == "length" and "def is_even" in text
-        with WorkerClient(socket_path=worker_socket) as client:
-            full = client.info()
+        with WorkerClient(socket_path=worker_socket) as client:  # restarts if it idled out
+            while not (full := client.info()).get("ready"):
+                time.sleep(0.05)
         assert full["quantize"] == "none" and full["runner"] == "lean"
     finally:
         kill_workers(tmp_path)
