@@ -235,7 +235,7 @@ def main() -> None:
             env = dict(os.environ, STARCHAT_CACHE_DIR=cache)
             result["cold_load_s"] = timed_load(env)
             result["warm_load_s"] = median([timed_load(env) for _ in range(args.repeats)])
-    result["worker_cold_start_s"] = median([worker_cold_start() for _ in range(args.repeats)])
+    result["worker_cold_start_s"] = median([worker_cold_start() for _ in range(max(5, args.repeats))])
     result["worker_cold_start_int4_s"] = median([worker_cold_start("default@int4") for _ in range(args.repeats)])
     from model.engine import Engine
     from model.loading import load_model

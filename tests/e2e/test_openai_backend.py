@@ -179,3 +179,61 @@ async def test_model_settings_select_the_backend_and_bad_ones_warn():
         "Setting starchat.model is invalid: The backend url 'ftp://h' must start with http:// or "
         "https:// and name a host. Using \"default\".",
     ]
+
+
+# `starchat ask/chat --url`: the command line against the same server, as a subprocess.
+
+CLI_ENV = {**ENV, "STARCHAT_RUNTIME_DIR": str(_TMP / "cli-run"), "STARCHAT_DATA_DIR": str(_TMP / "cli-data")}
+
+
+async def starchat_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m lsp_server ARGS`` in a thread, so the module's event loop is not blocked."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "lsp_server", *args], input=stdin,
+        capture_output=True, text=True, timeout=300, env=CLI_ENV,
+    )
+
+
+def no_local_worker() -> bool:
+    return not list((_TMP / "cli-run").rglob("*.sock"))
+
+
+async def test_cli_ask_url_streams_code_and_prints_stats(openai_server):
+    import json
+
+    url, log_path = openai_server
+    posts = log_path.read_text().count("POST /v1/chat/completions")
+    r = await starchat_cli("ask", "Write a Python function is_even(n).", "--url", url,
+                           "--stats", "--max-new-tokens", "32")
+    assert r.returncode == 0, r.stderr
+    assert "def is_even" in r.stdout
+    assert "Traceback" not in r.stderr
+    stats = json.loads(r.stderr.strip().splitlines()[-1])
+    assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens"}
+    assert stats["tokens"] > 0 and stats["prompt_tokens"] > 10 and stats["ttft_s"] > 0
+    assert log_path.read_text().count("POST /v1/chat/completions") == posts + 1
+    assert no_local_worker()
+
+
+async def test_cli_chat_url_answers_two_turns_from_stdin(openai_server):
+    url, log_path = openai_server
+    posts = log_path.read_text().count("POST /v1/chat/completions")
+    r = await starchat_cli("chat", "--url", url, "--max-new-tokens", "24",
+                           stdin="Write a Python function is_even(n).\nNow write is_odd(n) the same way.\n/exit\n")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "[error" not in r.stderr
+    # stdout: "you> ANSWER1\nyou> ANSWER2\nyou> " (the last prompt reads /exit)
+    turns = r.stdout.split("you> ")
+    assert len(turns) == 4 and turns[0] == "" and turns[3] == "", r.stdout
+    assert "def is_even" in turns[1]
+    assert "def is_odd" in turns[2]
+    assert log_path.read_text().count("POST /v1/chat/completions") == posts + 2
+    assert no_local_worker()
+
+
+async def test_cli_url_http_error_is_one_sentence_and_exit_1(openai_server):
+    url, _ = openai_server
+    r = await starchat_cli("ask", "hi", "--url", url, "--api-model", "no-such-model", "--max-new-tokens", "4")
+    assert r.returncode == 1
+    assert f"starchat ask: The server at {url} answered HTTP 4" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout.strip() == ""
