@@ -265,6 +265,8 @@ class Engine:
                 cancel: threading.Event | None = None) -> Decoder:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.from_dict(params)
+        if not prompt_ids:
+            raise ValueError("The prompt is empty: give at least one message or token.")
         return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings)
 
     def generate(self, messages: Sequence[dict] | Sequence[int], params: GenerationParams | dict | None = None,

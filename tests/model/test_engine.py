@@ -100,3 +100,8 @@ def test_transformers_runner_streams_the_same_answer(engine, hf_loaded):
     while not all(d.done for d in decoders):
         hf_engine.step_batch([d for d in decoders if not d.done])
     assert [d.text for d in decoders] == own
+
+
+def test_empty_prompt_is_a_clear_error(engine):
+    with pytest.raises(ValueError, match="prompt is empty"):
+        engine.generate([], {"max_new_tokens": 4})
