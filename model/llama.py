@@ -32,6 +32,9 @@ import torch.nn.functional as F
 
 SUPPORTED_TYPES = ("llama",)
 QUANTIZE_MODES = ("none", "int4")
+# Above this many bytes of weights the second (faster single-row) weight layout is not kept:
+# doubling a 1B+ model's memory costs more than the decode speed it buys.
+BOTH_LAYOUTS_MAX_BYTES = 2 * 1024**3
 
 
 def supports(config: dict) -> bool:
@@ -134,7 +137,8 @@ class KVCache:
 class Linear:
     """``y = x @ W.T`` with W in the model dtype or in 4-bit groups.
 
-    - ``none``: on the CPU the weight is kept in both layouts: MKL reads a ``[in, out]``
+    - ``none``: on the CPU (models up to ``BOTH_LAYOUTS_MAX_BYTES`` of weights) the weight
+      is kept in both layouts: MKL reads a ``[in, out]``
       copy ~2x faster for one row (a single request's decode step), and ``W @ x.T`` with the
       ``[out, in]`` layout is ~2x faster than ``F.linear`` for 2-16 rows (a batched step).
       That costs a second copy of the weights (measured in benchmarks/bench_model.py).
@@ -204,12 +208,16 @@ class LlamaModel:
     """Weights plus ``prefill`` / ``decode_batch``; stateless apart from the caches it is given."""
 
     def __init__(self, config: dict, weights: dict[str, torch.Tensor], *, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, quantize: str = "none"):
+                 dtype: torch.dtype = torch.float32, quantize: str = "none", both_layouts: bool | None = None):
         if quantize not in QUANTIZE_MODES:
             raise ValueError(f"Unknown quantize mode {quantize!r}: use {' or '.join(QUANTIZE_MODES)}.")
         on_cpu = str(device).startswith("cpu")
         if quantize != "none" and not on_cpu:
             raise ValueError(f"{quantize} weights run on the CPU only; use quantize 'none' on a GPU.")
+        if both_layouts is None:
+            size = sum(t.numel() for t in weights.values()) * torch.tensor([], dtype=dtype).element_size()
+            both_layouts = on_cpu and size <= BOTH_LAYOUTS_MAX_BYTES
+        self.both_layouts = both_layouts
         self.config = config
         self.shape = s = Shape.from_config(config)
         self.device = device
@@ -229,18 +237,18 @@ class LlamaModel:
             gate_up = torch.cat([w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight")])
             self.layers.append(Layer(
                 attn_norm=w(p + "input_layernorm.weight"),
-                qkv=Linear(qkv, quantize, on_cpu),
-                out=Linear(w(p + "self_attn.o_proj.weight"), quantize, on_cpu),
+                qkv=Linear(qkv, quantize, both_layouts),
+                out=Linear(w(p + "self_attn.o_proj.weight"), quantize, both_layouts),
                 mlp_norm=w(p + "post_attention_layernorm.weight"),
-                gate_up=Linear(gate_up, quantize, on_cpu),
-                down=Linear(w(p + "mlp.down_proj.weight"), quantize, on_cpu),
+                gate_up=Linear(gate_up, quantize, both_layouts),
+                down=Linear(w(p + "mlp.down_proj.weight"), quantize, both_layouts),
             ))
         self.embed = w("model.embed_tokens.weight")
         self.norm = w("model.norm.weight")
         head = self.embed if "lm_head.weight" not in weights or config.get("tie_word_embeddings") else w("lm_head.weight")
         # The output layer keeps the model dtype under int4: GGUF files keep it at 8 bits or
         # more, and a bf16 head changed the default model's answers without a clear speed-up.
-        self.head = Linear(head, "none", on_cpu)
+        self.head = Linear(head, "none", both_layouts)
         self.eos_ids: set[int] = set()  # from generation_config.json, set by the loader
         inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
         self._inv_freq = inv_freq.to(device)

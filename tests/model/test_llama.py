@@ -15,8 +15,8 @@ import torch
 from model import llama
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+@pytest.fixture(scope="module", params=[True, False], ids=["two-layouts", "one-layout"])
+def tiny(request, tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -26,7 +26,9 @@ def tiny(tmp_path_factory):
     ref = LlamaForCausalLM(config).eval()
     folder = tmp_path_factory.mktemp("tiny-llama")
     ref.save_pretrained(folder)
-    return ref, llama.load(folder)
+    own = llama.LlamaModel(llama.read_config(folder), llama.load_weights(folder), both_layouts=request.param)
+    assert (own.head.weight_t is not None) == request.param
+    return ref, own
 
 
 def _ref_logits(ref, ids):
