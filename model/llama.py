@@ -144,23 +144,30 @@ class Linear:
       That costs a second copy of the weights (measured in benchmarks/bench_model.py).
     - ``int4``: groups of 32 input weights share a scale and a minimum (the layout of GGUF's
       Q4_1, so weights that came from a Q4_1 file are reproduced exactly); activations are
-      rounded to bf16 for PyTorch's int4 CPU kernel. (fbgemm's dynamic int8 was tried and
-      dropped: quantizing activations per step changed the default model's first token.)
+      rounded to bf16 for PyTorch's int4 CPU kernel. That kernel is slow for many rows, so a
+      prefill of more than ``PREFILL_ROWS`` tokens decodes the groups back to fp32 weights
+      (exactly the original ones) for one matrix product. (fbgemm's dynamic int8 was tried
+      and dropped: quantizing activations per step changed the default model's first token.)
     """
 
     GROUP = 32
+    PREFILL_ROWS = 128  # measured crossover: the int4 kernel costs ~0.075 ms per row, decoding ~6 ms
 
     def __init__(self, weight: torch.Tensor, quantize: str = "none", both_layouts: bool = False):
         self.out_features, self.in_features = weight.shape
         self.weight = self.weight_t = None
         if quantize == "int4":
-            self.packed, self.scales_zeros = _pack_int4(weight.float(), self.GROUP)
+            q, self.scale, self.low = quantize_groups(weight.float(), self.GROUP)
+            self.packed, self.scales_zeros = _pack_int4(q, self.scale, self.low)
+            self.codes = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)  # two codes per byte
         else:
             self.weight = weight.contiguous()
             if both_layouts and weight.dtype == torch.float32:  # MKL's bf16 kernels want [out, in]
                 self.weight_t = weight.t().contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None and x.shape[0] > self.PREFILL_ROWS:
+            return F.linear(x.float(), self.dequantized())
         if self.weight is None:  # int4: answers in bf16; residual adds promote back to fp32
             if x.dtype != torch.bfloat16:
                 x = x.to(torch.bfloat16)
@@ -172,6 +179,12 @@ class Linear:
         if rows <= 16 and self.weight_t is not None:
             return torch.mm(self.weight, x.t()).t()
         return F.linear(x, self.weight)
+
+
+    def dequantized(self) -> torch.Tensor:
+        """The int4 weight as fp32 ``[out, in]``: q * scale + low per group."""
+        q = torch.stack((self.codes & 15, self.codes >> 4), dim=-1).view(self.out_features, -1, self.GROUP)
+        return (q.float() * self.scale[..., None] + self.low[..., None]).view(self.out_features, self.in_features)
 
 
 def quantize_groups(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -186,9 +199,8 @@ def quantize_groups(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, tor
     return q, scale, low
 
 
-def _pack_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pack_int4(q: torch.Tensor, scale: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PyTorch's int4 CPU layout, whose groups decode as (q - 8) * scale + zero."""
-    q, scale, low = quantize_groups(w, group)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
     scales_zeros = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous()
     return packed, scales_zeros.to(torch.bfloat16)

@@ -113,6 +113,9 @@ def test_int4_holds_the_gguf_weights_exactly(loaded):
         q, scale, low = llama.quantize_groups(w, 32)
         back = (q.view(*scale.shape, 32) * scale[..., None] + low[..., None]).view_as(w)
         assert (back - w).abs().max().item() < 1e-6 * w.abs().max().item() + 1e-7, name
+        # What a long prefill multiplies with: the same weights, from the stored codes.
+        linear = llama.Linear(w, "int4")
+        assert torch.allclose(linear.dequantized(), back, rtol=0, atol=1e-7), name
 
 
 def test_int4_model_answers_like_full_precision(loaded):
