@@ -1,17 +1,18 @@
 """Our own forward pass for Llama-architecture models (SmolLM2, Llama 2/3, TinyLlama, ...).
 
 Why not transformers' modules: a 135M model decoding one token on 2 CPU cores is bound by
-memory bandwidth (~8 GB/s measured here) plus a fixed cost per tensor op. transformers'
-LlamaForCausalLM spends ~80 ops and a DynamicCache update per layer; this file does the
-same arithmetic with fused q/k/v and gate/up weights, a preallocated KV cache and a plain
-attention for single-token steps, and loads straight from ``config.json`` + safetensors
-without importing transformers (which is most of a worker's start-up time).
+memory bandwidth (~13 GB/s with the best weight layout, ~6.5 GB/s with ``F.linear``'s) plus
+a fixed cost per tensor op. transformers' LlamaForCausalLM spends ~80 ops and a DynamicCache
+update per layer; this file does the same arithmetic with fused q/k/v and gate/up weights,
+a preallocated KV cache, the faster weight layout and a plain attention for single-token
+steps, and loads straight from ``config.json`` + safetensors without importing transformers
+(which is most of a worker's start-up time). Measurements: docs/performance.md.
 
 In fp32/bf16 it computes what ``LlamaForCausalLM`` computes (greedy output is identical,
 see tests/model/test_llama.py). ``quantize="int4"`` stores the layers' weights in 4-bit
 groups (exactly the weights of a Q4_1 GGUF file such as the default model's) and reads a
-sixth of the layers' weight bytes per token; its activations are bf16, so its output may differ slightly
-from fp32.
+sixth of the layers' weight bytes per token; its activations are bf16, so its output may
+differ slightly from fp32.
 
 Batched decoding (``decode_batch``) runs the matmuls of several requests as one batch and
 the attention of each request against its own cache, so requests of any length share a
@@ -121,6 +122,11 @@ class KVCache:
 
     def get_seq_length(self) -> int:
         return self.length
+
+    def compact(self) -> None:
+        """Drop unused capacity (before the prefix store keeps this cache)."""
+        if self.capacity > self.length:
+            self._resize(max(1, self.length))
 
     def __deepcopy__(self, memo: dict) -> KVCache:
         copy = KVCache.__new__(KVCache)

@@ -66,6 +66,8 @@ class PrefixCache:
         if self.max_bytes <= 0 or len(ids) < MIN_REUSE:
             return
         key = tuple(ids)
+        if hasattr(cache, "compact"):  # model.llama.KVCache: keep no spare capacity in the store
+            cache.compact()
         size = _nbytes(cache)
         if size > self.max_bytes:
             return

@@ -92,6 +92,9 @@ def test_cache_crop_and_copy(tiny):
         torch.testing.assert_close(own.prefill(IDS[-4:], twin), own.prefill(IDS[-4:], fresh))
         cache.crop(3)
         assert cache.length == 3
+        cache.compact()
+        assert cache.capacity == 3 and cache.nbytes == 2 * (3 * 2 * 3 * 16) * 4  # k+v, layers x kv x tokens x dim, fp32
+        torch.testing.assert_close(cache.keys, twin.keys[:, :, :3])
     assert twin.nbytes == 2 * twin.keys.numel() * 4
 
 
