@@ -10,9 +10,10 @@ steps, and loads straight from ``config.json`` + safetensors without importing t
 
 In fp32/bf16 it computes what ``LlamaForCausalLM`` computes (greedy output is identical,
 see tests/model/test_llama.py). ``quantize="int4"`` stores the layers' weights in 4-bit
-groups (exactly the weights of a Q4_1 GGUF file such as the default model's) and reads a
-sixth of the layers' weight bytes per token; its activations are bf16, so its output may
-differ slightly from fp32.
+groups and the output layer in 8-bit groups (exactly the weights of a Q4_1 GGUF file such
+as the default model's) and reads ~1/5 of the bytes per token; with the native kernels
+(``model/native.py``) activations stay fp32, so answers differ from fp32 only where the
+order of additions tips a near-tie.
 
 Batched decoding (``decode_batch``) runs the matmuls of several requests as one batch and
 the attention of each request against its own cache, so requests of any length share a
@@ -149,48 +150,96 @@ class Linear:
       ``[out, in]`` layout is ~2x faster than ``F.linear`` for 2-16 rows (a batched step).
       That costs a second copy of the weights (measured in benchmarks/bench_model.py).
     - ``int4``: groups of 32 input weights share a scale and a minimum (the layout of GGUF's
-      Q4_1, so weights that came from a Q4_1 file are reproduced exactly); activations are
-      rounded to bf16 for PyTorch's int4 CPU kernel. That kernel is slow for many rows, so a
-      prefill of more than ``PREFILL_ROWS`` tokens decodes the groups back to fp32 weights
-      (exactly the original ones) for one matrix product. (fbgemm's dynamic int8 was tried
-      and dropped: quantizing activations per step changed the default model's first token.)
+      Q4_1, so weights that came from a Q4_1 file are reproduced exactly). Decode steps run
+      the AVX2 kernels of ``model/native.py`` (fp32 activations, ~2x PyTorch's int4 kernel);
+      without them PyTorch's int4 kernel runs with bf16 activations. A prefill of more than
+      ``PREFILL_ROWS`` tokens decodes the groups back to the exact fp32 weights for one
+      matrix product.
+    - ``int8``: symmetric 8-bit groups of 32 (GGUF's Q8_0), for the output layer under int4;
+      native kernels only. (fbgemm's dynamic int8 with per-step activation quantization was
+      tried and dropped: it changed the default model's first answer token.)
     """
 
     GROUP = 32
     PREFILL_ROWS = 128  # measured crossover: the int4 kernel costs ~0.075 ms per row, decoding ~6 ms
+    NATIVE_ROWS = 16  # up to this many rows (decode steps) the native kernels are used
 
     def __init__(self, weight: torch.Tensor, quantize: str = "none", both_layouts: bool = False):
         self.out_features, self.in_features = weight.shape
         self.weight = self.weight_t = None
+        self.native: Any = None
         if quantize == "int4":
             q, self.scale, self.low = quantize_groups(weight.float(), self.GROUP)
             self.packed, self.scales_zeros = _pack_int4(q, self.scale, self.low)
-            self.codes = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)  # two codes per byte
+            groups = q.view(self.out_features, -1, self.GROUP)  # byte c: q[c] | q[c + 16] << 4
+            self.codes = (groups[..., :16] | (groups[..., 16:] << 4)).to(torch.uint8).reshape(self.out_features, -1)
+            self.native = _native()
+        elif quantize == "int8":
+            self.codes, self.scale = quantize_groups8(weight.float(), self.GROUP)
+            self.native = _native()
+            if self.native is None:
+                raise ValueError("int8 groups need the native kernels (model/native.py).")
         else:
             self.weight = weight.contiguous()
             if both_layouts and weight.dtype == torch.float32:  # MKL's bf16 kernels want [out, in]
                 self.weight_t = weight.t().contiguous()
+        self.kind = quantize
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is None and x.shape[0] > self.PREFILL_ROWS:
-            return F.linear(x.float(), self.dequantized())
-        if self.weight is None:  # int4: answers in bf16; residual adds promote back to fp32
+        rows = x.shape[0]
+        if self.weight is None:
+            if self.native is not None and rows <= self.NATIVE_ROWS:
+                return self._native(x)
+            if self.kind == "int8" or rows > self.PREFILL_ROWS:
+                return F.linear(x.float(), self.dequantized())
+            # int4 through PyTorch's kernel: answers in bf16; residual adds promote to fp32
             if x.dtype != torch.bfloat16:
                 x = x.to(torch.bfloat16)
             return torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), self.packed, self.GROUP,
                                                               self.scales_zeros)
-        rows = x.shape[0]
         if rows == 1 and self.weight_t is not None:
             return torch.mm(x, self.weight_t)
         if rows <= 16 and self.weight_t is not None:
             return torch.mm(self.weight, x.t()).t()
         return F.linear(x, self.weight)
 
+    def _native(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous() if x.dtype == torch.float32 else x.float().contiguous()
+        y = x.new_empty((x.shape[0], self.out_features))
+        if self.kind == "int4":
+            self.native.q4_matmul(x.data_ptr(), x.shape[0], self.in_features, self.codes.data_ptr(),
+                                  self.scale.data_ptr(), self.low.data_ptr(), self.out_features, y.data_ptr())
+        else:
+            self.native.q8_matmul(x.data_ptr(), x.shape[0], self.in_features, self.codes.data_ptr(),
+                                  self.scale.data_ptr(), self.out_features, y.data_ptr())
+        return y
 
     def dequantized(self) -> torch.Tensor:
-        """The int4 weight as fp32 ``[out, in]``: q * scale + low per group."""
-        q = torch.stack((self.codes & 15, self.codes >> 4), dim=-1).view(self.out_features, -1, self.GROUP)
+        """A quantized weight as fp32 ``[out, in]`` (q * scale + low, or q * scale, per group)."""
+        if self.kind == "int8":
+            q = self.codes.view(self.out_features, -1, self.GROUP).float()
+            return (q * self.scale[..., None]).view(self.out_features, self.in_features)
+        codes = self.codes.view(self.out_features, -1, self.GROUP // 2)
+        q = torch.cat((codes & 15, codes >> 4), dim=-1)
         return (q.float() * self.scale[..., None] + self.low[..., None]).view(self.out_features, self.in_features)
+
+
+def _native() -> Any:
+    """The ctypes library of model/native.py, or None (then PyTorch's kernels are used)."""
+    from . import native
+
+    return native.kernels()
+
+
+def quantize_groups8(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit codes per group: w ~= q * scale, q in [-127, 127] (GGUF's Q8_0)."""
+    out, inp = w.shape
+    if inp % group:
+        raise ValueError(f"int8 groups need input sizes divisible by {group}; this model has {inp}.")
+    g = w.view(out, inp // group, group)
+    scale = (g.abs().amax(-1) / 127).clamp(min=1e-12)
+    q = (g / scale[..., None]).round().clamp(-127, 127).to(torch.int8).view(out, inp)
+    return q.contiguous(), scale.contiguous()
 
 
 def quantize_groups(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -264,9 +313,10 @@ class LlamaModel:
         self.embed = w("model.embed_tokens.weight")
         self.norm = w("model.norm.weight")
         head = self.embed if "lm_head.weight" not in weights or config.get("tie_word_embeddings") else w("lm_head.weight")
-        # The output layer keeps the model dtype under int4: GGUF files keep it at 8 bits or
-        # more, and a bf16 head changed the default model's answers without a clear speed-up.
-        self.head = Linear(head, "none", both_layouts)
+        # Under int4 the output layer is kept in 8-bit groups (GGUF's Q8_0, the default model's
+        # form) when the native kernels run, else in the model dtype.
+        head_kind = "int8" if quantize == "int4" and _native() is not None else "none"
+        self.head = Linear(head, head_kind, both_layouts)
         self.eos_ids: set[int] = set()  # from generation_config.json, set by the loader
         inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
         self._inv_freq = inv_freq.to(device)

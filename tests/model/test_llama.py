@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import llama
 
@@ -119,6 +120,10 @@ def test_int4_holds_the_gguf_weights_exactly(loaded):
         # What a long prefill multiplies with: the same weights, from the stored codes.
         linear = llama.Linear(w, "int4")
         assert torch.allclose(linear.dequantized(), back, rtol=0, atol=1e-7), name
+    # The output layer (tied embeddings) came from Q8_0 blocks: 8-bit groups hold it exactly.
+    head = weights["model.embed_tokens.weight"]
+    q, scale = llama.quantize_groups8(head, 32)
+    assert torch.equal((q.view(*scale.shape, 32).float() * scale[..., None]).view_as(head), head)
 
 
 def test_int4_model_answers_like_full_precision(loaded):
@@ -132,3 +137,42 @@ def test_int4_model_answers_like_full_precision(loaded):
     fast = "".join(Engine(quick).generate(question, {"max_new_tokens": 24}))
     assert "[::-1]" in fast
     assert fast == full  # measured: identical greedy answers on this prompt (bf16 activations)
+
+
+def test_native_kernels_equal_the_decoded_weights(tmp_path, monkeypatch):
+    """model/native/qmatmul.c against F.linear on the weights its codes stand for."""
+    from model import native
+
+    native.kernels.cache_clear()
+    monkeypatch.setenv("STARCHAT_CACHE_DIR", str(tmp_path))  # a fresh build, as on a new machine
+    try:
+        assert native.kernels() is not None, "this machine has gcc and AVX2: the kernels must build"
+        assert list((tmp_path / "native").glob("qmatmul-*.so"))
+        torch.manual_seed(1)
+        w = torch.randn(96, 128)
+        for kind in ("int4", "int8"):
+            linear = llama.Linear(w, kind)
+            for rows in (1, 3, 16):
+                x = torch.randn(rows, 128)
+                torch.testing.assert_close(linear(x), F.linear(x, linear.dequantized()), rtol=1e-4, atol=1e-4)
+            assert (linear.dequantized() - w).abs().max() < (0.6 if kind == "int4" else 0.03)
+    finally:
+        native.kernels.cache_clear()
+
+
+def test_without_native_kernels_int4_falls_back_to_pytorch(monkeypatch):
+    from model import native
+
+    monkeypatch.setenv("STARCHAT_NATIVE", "0")
+    native.kernels.cache_clear()
+    try:
+        torch.manual_seed(2)
+        w = torch.randn(64, 64)
+        linear = llama.Linear(w, "int4")
+        assert linear.native is None
+        x = torch.randn(1, 64)
+        torch.testing.assert_close(linear(x).float(), F.linear(x, linear.dequantized()), rtol=0.02, atol=0.05)
+        with pytest.raises(ValueError, match="native kernels"):
+            llama.Linear(w, "int8")
+    finally:
+        native.kernels.cache_clear()
