@@ -10,6 +10,7 @@
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 static inline float hsum(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -25,30 +26,39 @@ void q4_matmul(const float *x, int rows, int k, const uint8_t *codes, const floa
                const float *low, int n, float *y) {
     const int groups = k / 32;
     const __m128i m4 = _mm_set1_epi8(0x0F);
+    /* sum of each group of x, shared by every output row: the "+ low" half of the product */
+    float *xsum = (float *)malloc(sizeof(float) * (size_t)rows * groups);
+    if (!xsum) return;
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < groups; g++) {
+            const float *xg = x + (int64_t)r * k + g * 32;
+            __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xg), _mm256_loadu_ps(xg + 8)),
+                                     _mm256_add_ps(_mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24)));
+            xsum[r * groups + g] = hsum(s);
+        }
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < n; j++) {
         const uint8_t *c = codes + (int64_t)j * (k / 2);
         const float *sc = scale + (int64_t)j * groups, *lw = low + (int64_t)j * groups;
         for (int r = 0; r < rows; r++) {
-            const float *xr = x + (int64_t)r * k;
-            __m256 acc = _mm256_setzero_ps(), sums = _mm256_setzero_ps();
+            const float *xr = x + (int64_t)r * k, *xs = xsum + r * groups;
+            __m256 acc = _mm256_setzero_ps();
+            float lows = 0.f;
             for (int g = 0; g < groups; g++) {
                 const float *xg = xr + g * 32;
                 __m128i b = _mm_loadu_si128((const __m128i *)(c + g * 16));
                 __m128i lo = _mm_and_si128(b, m4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m4);
-                __m256 x0 = _mm256_loadu_ps(xg), x1 = _mm256_loadu_ps(xg + 8);
-                __m256 x2 = _mm256_loadu_ps(xg + 16), x3 = _mm256_loadu_ps(xg + 24);
-                __m256 d = _mm256_mul_ps(bytes_to_float(lo), x0);
-                d = _mm256_fmadd_ps(bytes_to_float(_mm_srli_si128(lo, 8)), x1, d);
-                d = _mm256_fmadd_ps(bytes_to_float(hi), x2, d);
-                d = _mm256_fmadd_ps(bytes_to_float(_mm_srli_si128(hi, 8)), x3, d);
-                __m256 s = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+                __m256 d = _mm256_mul_ps(bytes_to_float(lo), _mm256_loadu_ps(xg));
+                d = _mm256_fmadd_ps(bytes_to_float(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xg + 8), d);
+                d = _mm256_fmadd_ps(bytes_to_float(hi), _mm256_loadu_ps(xg + 16), d);
+                d = _mm256_fmadd_ps(bytes_to_float(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xg + 24), d);
                 acc = _mm256_fmadd_ps(d, _mm256_set1_ps(sc[g]), acc);
-                sums = _mm256_fmadd_ps(s, _mm256_set1_ps(lw[g]), sums);
+                lows += lw[g] * xs[g];
             }
-            y[(int64_t)r * n + j] = hsum(acc) + hsum(sums);
+            y[(int64_t)r * n + j] = hsum(acc) + lows;
         }
     }
+    free(xsum);
 }
 
 void q8_matmul(const float *x, int rows, int k, const int8_t *codes, const float *scale, int n, float *y) {
