@@ -36,7 +36,7 @@ void q4_matmul(const float *x, int rows, int k, const uint8_t *codes, const floa
                                      _mm256_add_ps(_mm256_loadu_ps(xg + 16), _mm256_loadu_ps(xg + 24)));
             xsum[r * groups + g] = hsum(s);
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
     for (int j = 0; j < n; j++) {
         const uint8_t *c = codes + (int64_t)j * (k / 2);
         const float *sc = scale + (int64_t)j * groups, *lw = low + (int64_t)j * groups;
@@ -63,7 +63,7 @@ void q4_matmul(const float *x, int rows, int k, const uint8_t *codes, const floa
 
 void q8_matmul(const float *x, int rows, int k, const int8_t *codes, const float *scale, int n, float *y) {
     const int groups = k / 32;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 64)
     for (int j = 0; j < n; j++) {
         const int8_t *c = codes + (int64_t)j * k;
         const float *sc = scale + (int64_t)j * groups;
