@@ -142,13 +142,13 @@ class KVCache:
 
 
 class Linear:
-    """``y = x @ W.T`` with W in the model dtype or in 4-bit groups.
+    """``y = x @ W.T`` with W in the model dtype, in 4-bit groups or in 8-bit groups.
 
-    - ``none``: on the CPU (models up to ``BOTH_LAYOUTS_MAX_BYTES`` of weights) the weight
-      is kept in both layouts: MKL reads a ``[in, out]``
-      copy ~2x faster for one row (a single request's decode step), and ``W @ x.T`` with the
-      ``[out, in]`` layout is ~2x faster than ``F.linear`` for 2-16 rows (a batched step).
-      That costs a second copy of the weights (measured in benchmarks/bench_model.py).
+    - ``none``: on the CPU (models up to ``BOTH_LAYOUTS_MAX_BYTES`` of weights) the weight is
+      kept in both layouts: MKL reads a ``[in, out]`` copy ~2x faster for one row (a single
+      request's decode step), and ``W @ x.T`` with the ``[out, in]`` layout is ~2x faster
+      than ``F.linear`` for 2-16 rows (a batched step). That costs a second copy of the
+      weights (measured in benchmarks/bench_model.py).
     - ``int4``: groups of 32 input weights share a scale and a minimum (the layout of GGUF's
       Q4_1, so weights that came from a Q4_1 file are reproduced exactly). Decode steps run
       the AVX2 kernels of ``model/native.py`` (fp32 activations, ~2x PyTorch's int4 kernel);
