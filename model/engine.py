@@ -87,7 +87,6 @@ class Decoder:
         self.t_first: float | None = None
         self.t_end: float | None = None
         self.sampler = Sampler(params, engine.device)
-        self.needs_history = params.repetition_penalty != 1.0
 
     @property
     def done(self) -> bool:
@@ -101,7 +100,7 @@ class Decoder:
         self.cache = None  # the store keeps it (or frees it); the stream no longer needs it
 
     def _choose(self, logits: Any) -> int:
-        return self.sampler.choose(logits, self.prompt_ids + self.generated if self.needs_history else ())
+        return self.sampler.choose(logits, self.prompt_ids + self.generated if self.sampler.needs_history else ())
 
     def step(self) -> str:
         """Run one forward pass; return the new text (maybe empty). Check ``done`` after."""
@@ -230,16 +229,12 @@ class Engine:
         self.loaded = loaded
         self.model = loaded.model
         self.runner = loaded.runner
-        if self.runner is None:  # a LoadedModel built by hand around a transformers model
-            from .hf_runner import HFRunner
-
-            self.runner = HFRunner(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.context_window = loaded.context_window
         self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
-        self.eos_ids = set(getattr(self.runner, "eos_ids", ()))
+        self.eos_ids = set(self.runner.eos_ids)
 
     def step_batch(self, decoders: Sequence[Decoder]) -> list[str]:
         """One decode step for several requests in a single forward pass.

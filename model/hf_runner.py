@@ -27,8 +27,9 @@ class HFRunner:
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this one has.
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        self.eos_ids = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        from .loading import eos_id_set
+
+        self.eos_ids = eos_id_set(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
 
     def new_cache(self) -> Any:
         from transformers import DynamicCache

@@ -284,7 +284,6 @@ class LlamaModel:
         if both_layouts is None:
             size = sum(t.numel() for t in weights.values()) * torch.tensor([], dtype=dtype).element_size()
             both_layouts = on_cpu and size <= BOTH_LAYOUTS_MAX_BYTES
-        self.both_layouts = both_layouts
         self.config = config
         self.shape = s = Shape.from_config(config)
         self.device = device

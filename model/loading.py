@@ -54,8 +54,8 @@ class LoadedModel:
     name: str
     device: str
     context_window: int
-    runner: Any = None  # what Engine drives: the LlamaModel itself or an HFRunner
-    runner_kind: str = "transformers"  # "lean" | "transformers"
+    runner: Any  # what Engine drives: the LlamaModel itself or an HFRunner
+    runner_kind: str  # "lean" | "transformers"
     quantize: str = "none"
 
 
@@ -286,12 +286,16 @@ def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | No
     return None
 
 
+def eos_id_set(eos: Any) -> set[int]:
+    """generation_config's ``eos_token_id`` (an id, a list of ids or None) as a set."""
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
 def _generation_eos(folder: str) -> set[int]:
     import json
 
     path = Path(folder) / "generation_config.json"
-    eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return eos_id_set(json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None)
 
 
 def _load_lean(source: ModelSource, folder: str, spec: str, device: str, dtype: Any, quantize: str) -> LoadedModel:

@@ -30,6 +30,7 @@ class Sampler:
         self.temperature = float(params.temperature)
         self.greedy = self.temperature <= 0
         self.penalty = float(params.repetition_penalty)
+        self.needs_history = self.penalty != 1.0  # callers may skip building the history
         self.top_k = 0 if self.greedy else int(params.top_k or 0)
         self.top_p = 1.0 if self.greedy else float(params.top_p)
         self.generator = None
