@@ -17,15 +17,52 @@ def invalid(message: str) -> JsonRpcInvalidParams:
     return JsonRpcInvalidParams(message=message)
 
 
+#: LSP's ``uinteger``/``integer`` bound: lines and characters above it are not positions.
+MAX_POSITION = 2**31 - 1
+
+
 def one_argument(command: str, arguments: Any) -> dict[str, Any]:
-    """The single argument object of a command (none at all means ``{}``)."""
-    if arguments is None or arguments == []:
+    """The single argument object of a command (none at all, or ``[]``, means ``{}``)."""
+    if arguments is None or (isinstance(arguments, (list, tuple)) and not arguments):
         return {}
     if not isinstance(arguments, (list, tuple)) or len(arguments) != 1:
         raise invalid(f"Command {command} takes exactly one argument object.")
     if not isinstance(arguments[0], dict):
         raise invalid(f"The argument of {command} must be an object, not {_kind(arguments[0])}.")
+    where = _not_unicode(arguments[0])
+    if where is not None:
+        raise invalid(
+            f"{command}: {where} is not valid Unicode text (it holds a lone surrogate such "
+            "as \\ud800)."
+        )
     return arguments[0]
+
+
+def _not_unicode(value: Any) -> str | None:
+    """The path of the first string (key or value) that cannot be UTF-8, else None."""
+    stack: list[tuple[str, Any]] = [("the argument", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if not is_unicode(item):
+                return where
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not is_unicode(key):
+                    return f"a key of {where}"
+                stack.append((key if where == "the argument" else f"{where}.{key}", child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (JSON can carry lone surrogates; files cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:
@@ -59,6 +96,8 @@ def _position(value: Any, where: str, command: str) -> tuple[int, int]:
     for name, number in (("line", line), ("character", character)):
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise invalid(f"{command}: {where}.{name} must be a non-negative integer.")
+        if number > MAX_POSITION:  # type: ignore[operator]  # an int, checked just above
+            raise invalid(f"{command}: {where}.{name} must be at most {MAX_POSITION}.")
     return int(line), int(character)  # type: ignore[arg-type]  # checked just above
 
 
@@ -135,6 +174,8 @@ def document_range(
     start = (server_range.start.line, server_range.start.character) if server_range else (0, 0)
     end = (server_range.end.line, server_range.end.character) if server_range else (0, 0)
     before, text, after = select(lines, start, end, surrounding) if lines else ("", "", "")
+    if not all(is_unicode(part) for part in (before, text, after)):
+        raise invalid(f"{command}: the document holds text that is not valid Unicode.")
     end_line = end[0] - 1 if end[1] == 0 and end[0] > start[0] else end[0]
     selection = Selection(
         path=document.path or document.uri,

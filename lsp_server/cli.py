@@ -259,8 +259,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_lsp(args: argparse.Namespace) -> int:
     from lsp_server.server import run
 
-    run(tcp=args.tcp)
-    return 0
+    return run(tcp=args.tcp)
 
 
 def build_parser() -> argparse.ArgumentParser:

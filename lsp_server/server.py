@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
+import sys
+from threading import Event
+from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from . import commands
 from .config import SECTION, Settings, parse_settings, section_of
 from .features.code_actions import KINDS, code_actions
 from .features.model_link import ModelLink
+from .jsonrpc import read_messages
 from .protocol import StarChatProtocol
 from .store import ConversationStore
 
@@ -33,6 +36,8 @@ class StarChatServer(LanguageServer):
         self.cancel_on_token: dict[Any, asyncio.Task] = {}
         self._store: ConversationStore | None = None
         self._tasks: set[asyncio.Future] = set()
+        #: The process's exit code once serving ended (LSP: 1 for exit without shutdown).
+        self.exit_code = 0
 
     @property
     def store(self) -> ConversationStore:
@@ -72,23 +77,48 @@ class StarChatServer(LanguageServer):
         self.settings = settings
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """A body that is not JSON gets a JSON-RPC parse error; others are logged."""
-        if isinstance(error, json.JSONDecodeError):
-            # JSON-RPC wants "id": null here; pygls' own responses would drop a None id.
-            self.protocol._send_data(
-                {
-                    "jsonrpc": "2.0",
-                    "id": None,
-                    "error": {
-                        "code": int(types.ErrorCodes.ParseError),
-                        "message": f"The message body is not valid JSON: {error.msg}.",
-                    },
-                }
-            )
-            return
+        """Errors pygls reports (the client has been answered already): log them."""
         if isinstance(error, JsonRpcException) and not error.message:
             return
         log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve on stdio until ``exit`` or end of input; :attr:`exit_code` says how it ended.
+
+        Like pygls' own loop, but each body goes unparsed to ``StarChatProtocol.receive``.
+        """
+        self._stop_event = Event()
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        self._serve(read_messages(self._stop_event, reader, self.protocol.receive))
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one client at a time on TCP (the same message handling as stdio)."""
+        self._stop_event = stop_event = Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)  # type: ignore[arg-type]  # pygls does the same
+            await read_messages(stop_event, reader, self.protocol.receive)
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        self._serve(serve())
+
+    def _serve(self, main: Any) -> None:
+        try:
+            asyncio.run(main)
+        except BrokenPipeError:
+            log.error("the connection to the client is lost; shutting down")
+        except SystemExit as exc:  # the exit notification: 0 after shutdown, else 1 (LSP)
+            self.exit_code = exc.code if isinstance(exc.code, int) else 1
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
+        finally:
+            self.shutdown()
 
 
 def create_server() -> StarChatServer:
@@ -141,8 +171,8 @@ def _listed_only(*args: Any) -> None:  # pragma: no cover - never called
     raise RuntimeError("StarChatProtocol handles StarChat commands")
 
 
-def run(tcp: str | None = None) -> None:
-    """Serve on stdio, or on TCP when ``tcp`` is ``"HOST:PORT"``."""
+def run(tcp: str | None = None) -> int:
+    """Serve on stdio, or on TCP when ``tcp`` is ``"HOST:PORT"``; returns the exit code."""
     server = create_server()
     if tcp:
         host, _, port = tcp.rpartition(":")
@@ -151,3 +181,4 @@ def run(tcp: str | None = None) -> None:
         server.start_tcp(host, int(port))
     else:
         server.start_io()
+    return server.exit_code

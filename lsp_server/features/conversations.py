@@ -33,22 +33,49 @@ def delete_conversation(server: Any, args: dict[str, Any]) -> dict:
     return {"conversationId": conversation_id, "deleted": True}
 
 
+#: Longer paths are refused with a sentence before the file system is asked (Linux PATH_MAX).
+MAX_PATH_CHARS = 4096
+
+
 def export_conversations(server: Any, args: dict[str, Any]) -> dict:
-    """``starchat.exportConversations {path}`` -> ``{path, conversations}`` (JSONL rows)."""
-    raw = required_str(args, "path", commands.EXPORT_CONVERSATIONS)
+    """``starchat.exportConversations {path}`` -> ``{path, conversations}`` (JSONL rows).
+
+    A relative path is taken from the workspace root and must stay inside it once ``..``
+    and symlinks are resolved; an absolute path (or ``~/...``) is the user's explicit choice.
+    """
+    name = commands.EXPORT_CONVERSATIONS
+    raw = required_str(args, "path", name)
+    if "\0" in raw:
+        raise invalid(f"{name}: path contains a NUL character; no file can have that name.")
+    if len(raw) > MAX_PATH_CHARS:
+        raise invalid(f"{name}: path has {len(raw)} characters; at most {MAX_PATH_CHARS} work.")
     path = Path(os.path.expanduser(raw))
-    if not path.is_absolute():
-        root = server.workspace.root_path
-        if root is None:
-            raise invalid(f"{commands.EXPORT_CONVERSATIONS}: path must be absolute (no workspace).")
-        path = Path(root) / path
-    if path.is_dir():
-        raise invalid(f"{commands.EXPORT_CONVERSATIONS}: {path} is a directory, not a file.")
     try:
+        if not path.is_absolute():
+            path = _inside_workspace(server, path, raw)
+        if path.is_dir():
+            raise invalid(f"{name}: {path} is a directory, not a file.")
         count = server.store.export_jsonl(path, system_prompt())
     except OSError as exc:
-        raise invalid(f"{commands.EXPORT_CONVERSATIONS}: cannot write {path}: {exc.strerror}.") from exc
+        reason = exc.strerror or str(exc)
+        raise invalid(f"{name}: cannot write {path}: {reason}.") from exc
     return {"path": str(path), "conversations": count}
+
+
+def _inside_workspace(server: Any, path: Path, raw: str) -> Path:
+    """``path`` under the workspace root, resolved; refused when it leads outside."""
+    name = commands.EXPORT_CONVERSATIONS
+    root = server.workspace.root_path
+    if root is None:
+        raise invalid(f"{name}: path must be absolute (no workspace).")
+    real_root = Path(root).resolve()
+    target = (real_root / path).resolve()
+    if not target.is_relative_to(real_root):
+        raise invalid(
+            f"{name}: {raw} leads outside the workspace ({real_root}); a relative path must "
+            "stay inside it, give an absolute path to write elsewhere."
+        )
+    return target
 
 
 HANDLERS = {
