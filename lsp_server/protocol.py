@@ -196,6 +196,9 @@ class StarChatProtocol(LanguageServerProtocol):
     def lsp_work_done_progress_cancel(self, params: types.WorkDoneProgressCancelParams) -> None:
         """The user pressed cancel on a progress: cancel the command that owns the token."""
         server: Any = self._server
+        if isinstance(params.token, bool) or not isinstance(params.token, (int, str)):
+            log.warning("workDoneProgress/cancel with a token that is not an integer or string")
+            return
         task = server.cancel_on_token.get(params.token)
         if task is not None and not task.done():
             log.info("cancelling the request of progress token %s", params.token)

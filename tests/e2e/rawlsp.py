@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,8 @@ from typing import Any
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server", "lsp"]
 #: A client that offers nothing: the server then never asks us (no progress tokens).
 NO_CAPABILITIES: dict = {}
-#: Settings that keep the fuzzed server away from any model: no worker is started.
-#: (The path is filled in per server: a socket that does not exist.)
-TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "', "line ", ".py\", line")
+#: What Python traceback text looks like inside a JSON string (quotes escaped or not).
+TRACEBACK = re.compile(r'Traceback \(most recent call last\)|File \\?"[^"\\]+\\?", line \d+')
 
 
 def strict_loads(raw: bytes) -> Any:
@@ -46,9 +46,17 @@ def frame(body: bytes) -> bytes:
     return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
+#: Stand-ins for the JSON numbers 1e400 and -1e400 (valid JSON that Python reads as
+#: infinity; ``json.dumps`` would write ``Infinity``, which is not JSON).
+HUGE, MINUS_HUGE = "\x00json-number:1e400", "\x00json-number:-1e400"
+
+
 def encode(message: Any) -> bytes:
     """A message as JSON bytes (lone surrogates are written as JSON escapes)."""
-    return json.dumps(message).encode("ascii")
+    text = json.dumps(message, allow_nan=False)
+    for marker, number in ((HUGE, "1e400"), (MINUS_HUGE, "-1e400")):
+        text = text.replace(json.dumps(marker), number)
+    return text.encode("ascii")
 
 
 class RawServer:
@@ -114,10 +122,10 @@ class RawServer:
             frames = list(self.frames)
         return [strict_loads(body) for body in frames]
 
-    def wait_for(self, predicate, timeout: float = 30.0) -> Any:
-        """The first message (parsed) for which ``predicate`` is true; fails after ``timeout``."""
+    def wait_for(self, predicate, timeout: float = 30.0, start: int = 0) -> Any:
+        """The first message from index ``start`` (parsed) for which ``predicate`` is true."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = start
         with self._cond:
             while True:
                 while seen < len(self.frames):
@@ -141,6 +149,11 @@ class RawServer:
             if isinstance(m, dict) and "method" not in m and m.get("id") == msg_id
             and type(m.get("id")) is type(msg_id)
         ]
+
+    def tracebacks_sent(self) -> list[bytes]:
+        """Frames the server sent that contain Python traceback text."""
+        with self._cond:
+            return [body for body in self.frames if TRACEBACK.search(body.decode("utf-8", "replace"))]
 
     def stderr_tail(self, chars: int = 2000) -> str:
         self._stderr.flush()
