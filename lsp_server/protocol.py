@@ -50,7 +50,7 @@ class StarChatProtocol(LanguageServerProtocol):
 
     def receive(self, body: bytes) -> None:
         """Handle one message body; whatever is wrong with it is answered, never raised."""
-        msg_id = None
+        msg_id = message = None
         try:
             message = parse_body(body)
             check_envelope(message)
@@ -59,8 +59,9 @@ class StarChatProtocol(LanguageServerProtocol):
         except BadMessage as bad:
             log.warning("refused a message: %s", bad.message)
             self._send_data(bad.response())
-        except JsonRpcException as exc:  # a notification pygls could not structure
+        except JsonRpcException as exc:  # a notification or response pygls could not structure
             log.warning("dropped a message: %s", exc.message or exc)
+            self._fail_waiting_request(message, exc)
         except Exception:
             # A defect of ours: the log gets the traceback, the client a sentence.
             log.error("could not handle a message", exc_info=True)
@@ -69,6 +70,13 @@ class StarChatProtocol(LanguageServerProtocol):
                     msg_id, int(types.ErrorCodes.InternalError),
                     "The StarChat server failed on this request; its log has the details.",
                 ))
+
+    def _fail_waiting_request(self, message: Any, exc: JsonRpcException) -> None:
+        """A malformed response to one of our requests still ends that request's wait."""
+        if isinstance(message, dict) and "method" not in message:
+            future = self._request_futures.pop(message.get("id"), None)  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_exception(exc)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         method = message.get("method")
