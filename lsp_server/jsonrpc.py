@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PARSE_ERROR = int(types.ErrorCodes.ParseError)
 INVALID_REQUEST = int(types.ErrorCodes.InvalidRequest)
 _CONTENT_LENGTH = re.compile(rb"^Content-Length: (\d+)\r\n$")
+_DECODER = json.JSONDecoder()
 
 
 class BadMessage(Exception):
@@ -95,7 +96,7 @@ def top_level_id(text: str) -> int | str | None:
         ch = text[i]
         if ch == '"':
             try:
-                string, end = json.decoder.scanstring(text, i + 1)
+                string, end = _DECODER.raw_decode(text, i)  # just the string literal at i
             except ValueError:
                 return None
             if depth == 1 and expect_key:
@@ -113,7 +114,7 @@ def top_level_id(text: str) -> int | str | None:
             expect_key = False
             if key_at_depth_1 == "id":
                 try:
-                    value, _ = json.JSONDecoder().raw_decode(text, _skip_space(text, i + 1))
+                    value, _ = _DECODER.raw_decode(text, _skip_space(text, i + 1))
                 except (ValueError, RecursionError):
                     return None
                 return value if valid_id(value) else None
@@ -130,7 +131,11 @@ def _skip_space(text: str, i: int) -> int:
 def _kind(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return {list: "an array", str: "a string", dict: "an object"}.get(type(value), "a number")
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def check_envelope(message: Any) -> None:

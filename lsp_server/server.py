@@ -29,6 +29,8 @@ VERSION = "0.1.0"
 class StarChatServer(LanguageServer):
     """A LanguageServer that holds the settings, the model link and the conversations."""
 
+    protocol: StarChatProtocol
+
     def __init__(self) -> None:
         super().__init__("starchat-lsp", VERSION, protocol_cls=StarChatProtocol)
         self.settings = Settings()
