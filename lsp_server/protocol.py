@@ -141,7 +141,9 @@ class StarChatProtocol(LanguageServerProtocol):
             ))
         raw = body.encode("utf-8")  # ASCII: json.dumps escapes everything else
         if self._include_headers:
-            raw = b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw)
+            header = (f"Content-Length: {len(raw)}\r\nContent-Type: {self.CONTENT_TYPE}; "
+                      f"charset={self.CHARSET}\r\n\r\n")
+            raw = header.encode("ascii") + raw
         try:
             result = self.writer.write(raw)
             if inspect.isawaitable(result):
