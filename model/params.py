@@ -55,48 +55,35 @@ def _utf8(text: str) -> bool:
     return True
 
 
+# The numeric fields: (conversion, lowest, lowest allowed itself?, highest, the sentence).
+_RANGES: dict[str, tuple[Any, float, bool, float, str]] = {
+    "max_new_tokens": (_integer, 1, True, MAX_NEW_TOKENS,
+                       f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}."),
+    "temperature": (_number, 0, True, 10, "temperature must be a number from 0 (greedy) to 10."),
+    "top_p": (_number, 0, False, 1, "top_p must be a number greater than 0 and at most 1."),
+    "top_k": (_integer, 0, True, MAX_TOP_K, f"top_k must be an integer from 0 (off) to {MAX_TOP_K}."),
+    "repetition_penalty": (_number, 0, False, 10,
+                           "repetition_penalty must be a number greater than 0 and at most 10 (1 is off)."),
+    "seed": (_integer, 0, True, MAX_SEED,
+             f"seed must be an integer from 0 to {MAX_SEED}, or null for a random one."),
+}
+_STOP_SENTENCE = (f"stop must be a list of at most {MAX_STOP_STRINGS} non-empty strings "
+                  f"of at most {MAX_STOP_CHARS} characters each.")
+
+
 def _check(name: str, value: Any) -> tuple[Any, str | None]:
     """The normalised value of one field, or a sentence saying what is wrong with it."""
-    if name == "max_new_tokens":
-        n = _integer(value)
-        if n is None or not 1 <= n <= MAX_NEW_TOKENS:
-            return None, f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}."
-        return n, None
-    if name == "temperature":
-        x = _number(value)
-        if x is None or not 0 <= x <= 10:
-            return None, "temperature must be a number from 0 (greedy) to 10."
-        return x, None
-    if name == "top_p":
-        x = _number(value)
-        if x is None or not 0 < x <= 1:
-            return None, "top_p must be a number greater than 0 and at most 1."
-        return x, None
-    if name == "top_k":
-        n = _integer(value)
-        if n is None or not 0 <= n <= MAX_TOP_K:
-            return None, f"top_k must be an integer from 0 (off) to {MAX_TOP_K}."
-        return n, None
-    if name == "repetition_penalty":
-        x = _number(value)
-        if x is None or not 0 < x <= 10:
-            return None, "repetition_penalty must be a number greater than 0 and at most 10 (1 is off)."
-        return x, None
     if name == "stop":
         ok = (isinstance(value, (list, tuple)) and len(value) <= MAX_STOP_STRINGS
               and all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS and _utf8(s) for s in value))
-        if not ok:
-            return None, (f"stop must be a list of at most {MAX_STOP_STRINGS} non-empty strings "
-                          f"of at most {MAX_STOP_CHARS} characters each.")
-        return tuple(value), None
-    if name == "seed":
-        if value is None:
-            return None, None
-        n = _integer(value)
-        if n is None or not 0 <= n <= MAX_SEED:
-            return None, f"seed must be an integer from 0 to {MAX_SEED}, or null for a random one."
-        return n, None
-    raise KeyError(name)
+        return (tuple(value), None) if ok else (None, _STOP_SENTENCE)
+    if name == "seed" and value is None:
+        return None, None
+    convert, low, low_allowed, high, sentence = _RANGES[name]
+    x = convert(value)
+    if x is None or x > high or x < low or (x == low and not low_allowed):
+        return None, sentence
+    return x, None
 
 
 @dataclass(frozen=True)
