@@ -30,13 +30,17 @@ class UsageError(Exception):
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    # Defaults and rules live in model.params (torch-free); a flag left out is not sent.
+    from model.params import GenerationParams
+
+    d = GenerationParams()
     p.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or an HF id")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="most tokens to generate (default 512)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, help=f"most tokens to generate (default {d.max_new_tokens})")
+    p.add_argument("--temperature", type=float, help=f"0 = greedy (default {d.temperature:g})")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling (default {d.top_p:g})")
+    p.add_argument("--top-k", type=int, help=f"0 = off (default {d.top_k})")
+    p.add_argument("--repetition-penalty", type=float, help=f"1 = off (default {d.repetition_penalty:g})")
+    p.add_argument("--seed", type=int, help="seed for sampling (default: random)")
     g = p.add_argument_group("OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama)")
     g.add_argument("--url", help="the server's API base, e.g. http://gpu-box:8000/v1; "
                                  "when given, the server answers instead of the local worker")
@@ -47,15 +51,16 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                         "(default: STARCHAT_OPENAI_API_KEY)")
 
 
-def _params(args: argparse.Namespace) -> dict:
-    from model.engine import GenerationParams
+_GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 
+
+def _params(args: argparse.Namespace) -> dict:
+    """The request's ``params``: the flags given, checked by the worker's own rules."""
+    from model.params import GenerationParams
+
+    given = {name: getattr(args, name) for name in _GENERATION_FLAGS if getattr(args, name) is not None}
     try:
-        return GenerationParams.from_dict({
-            "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-            "top_p": args.top_p, "top_k": args.top_k,
-            "repetition_penalty": args.repetition_penalty, "seed": args.seed,
-        }).to_dict()
+        return GenerationParams.from_dict(given).to_dict()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -11,19 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.params import FIELD_NAMES, GenerationParams
+
 SECTION = "starchat"
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Sampling parameters sent to the worker (``model.engine.GenerationParams`` fields)."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,16 +43,15 @@ class Settings:
     #: Set for a model behind an OpenAI-compatible server: the ``model`` object's items
     #: (backend, url, model, api_key_env, timeouts) as ``model.openai_backend`` reads them.
     backend: tuple[tuple[str, Any], ...] = ()
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    #: The worker's own type and rules (``model.params``), checked here so that a value the
+    #: worker would refuse is one warning now, not a failure of every chat later.
+    generation: GenerationParams = field(default_factory=GenerationParams)
     context: ContextSettings = field(default_factory=ContextSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
 
 def _check_value(name: str, value: Any, default: Any) -> str | None:
     """Return a sentence when ``value`` does not fit the type of ``default``."""
-    if name == "seed":
-        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-        return None if ok else "must be an integer or null"
     if name == "socket_path":
         return None if value is None or isinstance(value, str) else "must be a string or null"
     if isinstance(default, bool):
@@ -70,14 +59,10 @@ def _check_value(name: str, value: Any, default: Any) -> str | None:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return "must be a non-negative integer"
-        if name == "max_new_tokens" and value < 1:
-            return "must be at least 1"
         return None
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             return "must be a non-negative number"
-        if name == "top_p" and not 0 < value <= 1:
-            return "must be in (0, 1]"
         return None
     return None
 
@@ -103,6 +88,21 @@ def _parse_group(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
             continue
         values[key] = float(value) if isinstance(getattr(default, key), float) else value
     return dataclasses.replace(default, **values)
+
+
+def _parse_generation(raw: Any, problems: list[str]) -> GenerationParams:
+    path = f"{SECTION}.generation"
+    if raw is not None and not isinstance(raw, dict):
+        problems.append(f"Setting {path} must be an object; using the defaults.")
+        return GenerationParams()
+    params, bad = GenerationParams.parse(raw)
+    for key, sentence in bad.items():
+        if key in FIELD_NAMES:
+            default = getattr(GenerationParams(), key)
+            problems.append(f"Setting {path}.{key} is invalid: {sentence} Using the default {default!r}.")
+        else:
+            problems.append(f"Unknown setting {path}.{key[:40]} is ignored.")
+    return params
 
 
 OPENAI_KEYS = ("backend", "url", "model", "api_key_env", "connect_timeout", "read_timeout",
@@ -163,9 +163,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
     settings = Settings(
         model=model,
         backend=backend,
-        generation=_parse_group(
-            GenerationSettings, raw.get("generation"), f"{SECTION}.generation", problems
-        ),
+        generation=_parse_generation(raw.get("generation"), problems),
         context=_parse_group(ContextSettings, raw.get("context"), f"{SECTION}.context", problems),
         worker=_parse_group(WorkerSettings, raw.get("worker"), f"{SECTION}.worker", problems),
     )
@@ -181,8 +179,10 @@ def model_backend(settings: Settings) -> dict[str, Any]:
 
 
 def generation_params(settings: Settings) -> dict[str, Any]:
-    """The ``params`` dict of a worker request."""
-    params = dataclasses.asdict(settings.generation)
+    """The ``params`` dict of a worker request (unset seed and stop left out)."""
+    params = settings.generation.to_dict()
     if params["seed"] is None:
         del params["seed"]
+    if not params["stop"]:
+        del params["stop"]
     return params

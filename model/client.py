@@ -88,8 +88,9 @@ def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
         raise WorkerError(f"The model worker did not open its socket within {START_TIMEOUT:.0f} s.")
 
 
-class WorkerClient:
-    """Blocking client: one request at a time (CLI, evaluation, benchmarks)."""
+class _WorkerAddress:
+    """Where a client finds its worker and how it says hello: the set-up the blocking and
+    the asyncio client share."""
 
     def __init__(self, model: str = "default", *, socket_path: str | Path | None = None,
                  autostart: bool = True, tcp: str | None = None, secret: str | None = None):
@@ -98,6 +99,34 @@ class WorkerClient:
         self.autostart = autostart
         self.tcp = tcp
         self.secret = secret if secret is not None else os.environ.get("STARCHAT_WORKER_SECRET")
+
+    def _tcp_address(self) -> tuple[str, int]:
+        return protocol.parse_hostport(self.tcp or "")
+
+    def _hello(self) -> dict:
+        return {"type": "hello", "secret": self.secret or ""}
+
+    @staticmethod
+    def _check_hello(reply: dict | None) -> None:
+        if not reply or reply.get("type") != "hello":
+            raise WorkerError((reply or {}).get("message", "The worker refused the connection."))
+
+    def _unix_path(self) -> Path:
+        """The worker's socket; with ``autostart``, starts the worker first (blocking)."""
+        if self.autostart:
+            return ensure_worker(self.model, self.socket_path)
+        return self.socket_path or protocol.socket_path_for(self.model)
+
+    @staticmethod
+    def _not_listening(path: Path) -> WorkerError:
+        return WorkerError(f"No model worker is listening on {path}.")
+
+
+class WorkerClient(_WorkerAddress):
+    """Blocking client: one request at a time (CLI, evaluation, benchmarks)."""
+
+    def __init__(self, model: str = "default", **where: Any):
+        super().__init__(model, **where)
         self.sock: socket.socket | None = None
         self._ids = itertools.count(1)
 
@@ -105,21 +134,15 @@ class WorkerClient:
         if self.sock is not None:
             return
         if self.tcp:
-            host, port = protocol.parse_hostport(self.tcp)
-            self.sock = socket.create_connection((host, port), timeout=10)
+            self.sock = socket.create_connection(self._tcp_address(), timeout=10)
             self.sock.settimeout(None)
-            self._send({"type": "hello", "secret": self.secret or ""})
-            reply = self._recv()
-            if reply.get("type") != "hello":
-                raise WorkerError(reply.get("message", "The worker refused the connection."))
+            self._send(self._hello())
+            self._check_hello(self._recv())
             return
-        if self.autostart:
-            path = ensure_worker(self.model, self.socket_path)
-        else:
-            path = self.socket_path or protocol.socket_path_for(self.model)
+        path = self._unix_path()
         sock = _connect_unix(path)
         if sock is None:
-            raise WorkerError(f"No model worker is listening on {path}.")
+            raise self._not_listening(path)
         self.sock = sock
 
     def _send(self, frame: dict) -> None:
@@ -194,16 +217,11 @@ class WorkerClient:
         self.close()
 
 
-class AsyncWorkerClient:
+class AsyncWorkerClient(_WorkerAddress):
     """asyncio client for the language server: many requests over one connection."""
 
-    def __init__(self, model: str = "default", *, socket_path: str | Path | None = None,
-                 autostart: bool = True, tcp: str | None = None, secret: str | None = None):
-        self.model = model
-        self.socket_path = Path(socket_path) if socket_path else None
-        self.autostart = autostart
-        self.tcp = tcp
-        self.secret = secret if secret is not None else os.environ.get("STARCHAT_WORKER_SECRET")
+    def __init__(self, model: str = "default", **where: Any):
+        super().__init__(model, **where)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._queues: dict[Any, asyncio.Queue] = {}
@@ -218,22 +236,19 @@ class AsyncWorkerClient:
             if self.connected:
                 return
             if self.tcp:
-                host, port = protocol.parse_hostport(self.tcp)
-                reader, writer = await asyncio.open_connection(host, port)
-                writer.write(protocol.pack({"type": "hello", "secret": self.secret or ""}))
-                hello = await protocol.read_frame(reader)
-                if not hello or hello.get("type") != "hello":
+                reader, writer = await asyncio.open_connection(*self._tcp_address())
+                writer.write(protocol.pack(self._hello()))
+                try:
+                    self._check_hello(await protocol.read_frame(reader))
+                except WorkerError:
                     writer.close()
-                    raise WorkerError((hello or {}).get("message", "The worker refused the connection."))
+                    raise
             else:
-                if self.autostart:
-                    path = await asyncio.to_thread(ensure_worker, self.model, self.socket_path)
-                else:
-                    path = self.socket_path or protocol.socket_path_for(self.model)
+                path = await asyncio.to_thread(self._unix_path)
                 try:
                     reader, writer = await asyncio.open_unix_connection(str(path))
                 except OSError:
-                    raise WorkerError(f"No model worker is listening on {path}.") from None
+                    raise self._not_listening(path) from None
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read_loop(reader))
 

@@ -54,7 +54,7 @@ class Job:
 def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]:
     """Validate a generate request and fit it into the context window."""
     from .budget import fit_request
-    from .engine import GenerationParams
+    from .params import GenerationParams
 
     params = GenerationParams.from_dict(request.get("params"))
     limit = engine.context_window - params.max_new_tokens

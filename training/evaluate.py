@@ -120,8 +120,12 @@ def cmd_judge(args) -> dict:
     start = time.monotonic()
     # Small local judges need their reply started for them; remote and worker judges cannot.
     primed = bool(args.judge) and not args.via_worker and not args.free
-    judgments = judge_pairs(judge, pairs, out_dir / "judgments.jsonl", primed=primed,
-                            progress=not args.no_progress)
+    try:
+        judgments = judge_pairs(judge, pairs, out_dir / "judgments.jsonl", primed=primed,
+                                progress=not args.no_progress)
+    finally:
+        if hasattr(judge, "close"):  # a worker or server connection
+            judge.close()
     summary = summarize(judgments)
     a_name, b_name = _config_name(pairs[0][0], args.a), _config_name(pairs[0][1], args.b)
     (out_dir / "judge_report.md").write_text(judge_markdown(summary, a_name, b_name, f"{judge.spec}, {'primed' if primed else 'free'} scoring"), encoding="utf-8")

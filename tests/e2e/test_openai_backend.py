@@ -9,13 +9,10 @@ private runtime dir so that a worker started by mistake would show up there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,50 +35,10 @@ CONFIG = ClientServerConfig(
 )
 
 
-@contextlib.contextmanager
-def transformers_serve(log_path: Path):
-    """``transformers serve`` on the embedded model's folder; yields (base url, log path)."""
-    from model.loading import local_folder
-
-    with contextlib.closing(__import__("socket").socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           # One intra-op thread: on 2 shared cores, more threads spin against the other
-           # processes (measured: TTFT 1.8 s instead of 14 s, decode 3.5 instead of 1.5 tok/s).
-           "OMP_NUM_THREADS": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
-             "serve", local_folder("default")[1], "--host", "127.0.0.1", "--port", str(port),
-             "--device", "cpu"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not start in 180 s")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="module")
-def openai_server():
-    log_path = _TMP / "serve.log"
-    with transformers_serve(log_path) as url:
-        yield url, log_path
+def openai_server(transformers_server):
+    """(base url, log path) of ``transformers serve`` (tests/conftest.py)."""
+    return transformers_server.url, transformers_server.log
 
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")

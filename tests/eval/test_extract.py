@@ -1,6 +1,6 @@
 """Code extraction from model replies: fences, unclosed blocks, bare code, raw completions."""
 
-from training.evaluation.extract import code_blocks, defines, extract_python, truncate_completion
+from training.evaluation.extract import defines, extract_python, truncate_completion
 
 
 def test_picks_the_python_block_that_defines_the_entry_point():
@@ -16,10 +16,8 @@ def test_picks_the_python_block_that_defines_the_entry_point():
 
 def test_unclosed_block_from_a_reply_cut_by_the_token_limit():
     reply = "Sure!\n```python\ndef add(a, b):\n    return a + b\n"
-    blocks = code_blocks(reply)
-    assert len(blocks) == 1 and not blocks[0].closed
     assert extract_python(reply, "add") == "def add(a, b):\n    return a + b\n"
-    assert code_blocks("```python\nx = 1\n```")[0].closed
+    assert extract_python("```python\nx = 1   \n\n```\nprose") == "x = 1\n"
 
 
 def test_untagged_and_tilde_fences_count_as_python():

@@ -45,9 +45,20 @@ def test_summary_counts_wins_consistency_and_unparseable():
 
 
 class _Judge(BaseHTTPRequestHandler):
-    """Answers like an OpenAI chat endpoint; the second request of each pair gets garbage."""
+    """Answers like an OpenAI chat endpoint (a streamed answer, as vLLM or llama.cpp's server
+    send it); the second request of each pair gets garbage: a judge ignoring the format."""
 
     seen: list = []
+
+    def _send(self, status: int, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self._send(200, "application/json", json.dumps({"data": [{"id": "judge-x"}]}).encode())
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -60,13 +71,11 @@ class _Judge(BaseHTTPRequestHandler):
             text = "9 3\nAssistant 1 reverses the string; Assistant 2 does not."
         else:
             text = "3 9\nAssistant 2 reverses the string."
-        payload = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        chunks = [{"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
+                  for piece in text.split(" ")[:1] + [" " + p for p in text.split(" ")[1:]]]
+        chunks.append({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+        events = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        self._send(200, "text/event-stream", events.encode())
 
     def log_message(self, *args):
         pass
@@ -108,7 +117,8 @@ def test_judge_command_against_an_openai_compatible_endpoint(tmp_path, judge_url
     assert summary["mean_score_a"] == 9 and summary["mean_score_b"] == 3
     path, auth, body = _Judge.seen[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test-123"
-    assert body["model"] == "judge-x" and body["temperature"] == 0.0
+    assert body["model"] == "judge-x" and body["temperature"] == 0.0 and body["stream"] is True
+    assert body["max_tokens"] == 160
     # Both orders were asked: A's answer appears first in one request and second in the other.
     firsts = [b_["messages"][-1]["content"].split("[The End of Assistant 1")[0] for _, _, b_ in _Judge.seen[:2]]
     assert ("return s[::-1]" in firsts[0]) != ("return s[::-1]" in firsts[1])
@@ -123,9 +133,10 @@ def test_judge_command_against_an_openai_compatible_endpoint(tmp_path, judge_url
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path):
-    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")
-    with pytest.raises(BackendError, match="could not be reached"):
+    backend = OpenAIBackend("http://127.0.0.1:9/v1/chat/completions", "m")
+    with pytest.raises(BackendError, match=r"^The server at http://127\.0\.0\.1:9/v1 is unreachable"):
         backend.complete([{"role": "user", "content": "hi"}], {})
+    backend.close()
     with pytest.raises(BackendError, match="must start with http"):
         OpenAIBackend("ftp://x", "m")
 

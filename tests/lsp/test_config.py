@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lsp_server.config import Settings, generation_params, parse_settings, section_of
 
 
@@ -41,3 +43,33 @@ def test_bad_values_give_sentences_and_defaults():
 def test_section_is_found_with_or_without_the_wrapper():
     assert section_of({"starchat": {"model": "a"}}) == {"model": "a"}
     assert section_of({"model": "a"}) == {"model": "a"}
+
+
+def test_a_value_the_worker_would_refuse_is_one_warning_and_its_default():
+    """The server checks generation settings with the worker's own rules (model.params)."""
+    from model.params import GenerationParams
+
+    for field, value in [("temperature", 50), ("repetition_penalty", 0), ("max_new_tokens", 2**64),
+                         ("max_new_tokens", 200_000), ("temperature", float("nan")),
+                         ("stop", "###"), ("seed", -1)]:
+        settings, problems = parse_settings(
+            {"generation": {field: value, "top_k": 40, "max_new_tokens": 64}
+             if field != "max_new_tokens" else {field: value, "top_k": 40}}
+        )
+        with pytest.raises(ValueError) as worker_says:
+            GenerationParams.from_dict({field: value})
+        assert len(problems) == 1, problems
+        assert f"starchat.generation.{field}" in problems[0]
+        assert str(worker_says.value) in problems[0]  # the same sentence as the worker's
+        assert getattr(settings.generation, field) == getattr(GenerationParams(), field)
+        assert settings.generation.top_k == 40  # the valid fields beside it are kept
+        # What is sent to the worker is accepted by it.
+        assert GenerationParams.from_dict(generation_params(settings)) == settings.generation
+
+
+def test_stop_strings_are_a_setting_and_reach_the_request():
+    settings, problems = parse_settings({"generation": {"stop": ["###"], "seed": 5}})
+    assert problems == []
+    assert generation_params(settings)["stop"] == ["###"] and generation_params(settings)["seed"] == 5
+    settings, problems = parse_settings({"generation": {"beams": 4}})
+    assert problems == ["Unknown setting starchat.generation.beams is ignored."]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lsp_server.extract import code_blocks, extract_code, fit_to_selection, parses
+from lsp_server.extract import extract_code, fit_to_selection, parses
 
 ANSWER = """Here is the fix:
 
@@ -28,7 +28,7 @@ def test_first_block_in_the_document_language_wins():
 
 def test_untagged_and_unclosed_blocks_count():
     assert extract_code("```\nx = 1\n```", "python") == "x = 1\n"
-    assert code_blocks("text\n```py\ny = 2\n") == [("py", "y = 2\n")]
+    assert extract_code("text\n```py\ny = 2\n", "python") == "y = 2\n"
 
 
 def test_no_block_means_none():

@@ -1,9 +1,10 @@
 """The OpenAI-compatible backend against a real server on loopback.
 
 The server is ``transformers serve`` running the embedded model (its safetensors folder,
-no hub), started once for this module. Faults that a healthy server cannot produce (a
-401, a server that never answers, a broken event stream) use FAKE servers defined here,
-each named ``fake_*``; everything else talks to the real one.
+no hub), started once for this module (``transformers_server``, tests/conftest.py). Faults
+that a healthy server cannot produce (a 401, a server that never answers, a broken event
+stream) use FAKE servers defined here, each named ``fake_*``; everything else talks to the
+real one.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -30,62 +27,14 @@ from model.openai_backend import (
     make_client,
     parse_backend,
 )
+from tests.servers import free_port
 
 CODE_QUESTION = [{"role": "user", "content": "Write a Python function that reverses a string."}]
-START_TIMEOUT = 180  # the server imports torch, transformers, fastapi and loads the model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def transformers_serve(tmp_path):
-    """Run ``transformers serve`` on the embedded model; yield its base url (``.../v1``)."""
-    from model.loading import local_folder
-
-    folder = local_folder("default")[1]
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           # One intra-op thread: on 2 shared cores, more threads spin against the other
-           # processes (measured: TTFT 1.8 s instead of 14 s, decode 3.5 instead of 1.5 tok/s).
-           "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
-             "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not start in {START_TIMEOUT} s")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    with transformers_serve(tmp_path_factory.mktemp("serve")) as url:
-        yield url
+def server_url(transformers_server):
+    return transformers_server.url
 
 
 def closed_port_url() -> str:

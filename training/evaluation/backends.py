@@ -3,17 +3,14 @@
 Every backend has `complete(messages, params, stop_when=None) -> Completion`. The default for
 evaluation is in-process (`EngineBackend`): a batch job should not compete with the editor's
 shared worker, and it can pick the chat format (template or dialogue prompting) per run.
+The worker and OpenAI-compatible backends are the editor's own clients (`model.client`,
+`model.openai_backend`): one wire format, one set of parameter rules (`model.params`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,7 +66,7 @@ class EngineBackend:
         return self._run(list(ids), params, stop_when)
 
     def _run(self, prompt, params: dict, stop_when: StopWhen) -> Completion:
-        from model.engine import GenerationParams
+        from model.params import GenerationParams
 
         cancel = threading.Event()
         stream = self.engine.generate(prompt, GenerationParams.from_dict(params), cancel=cancel)
@@ -84,78 +81,67 @@ class EngineBackend:
         return Completion(text, dict(stream.usage or {}), finish)
 
 
-class WorkerBackend:
+class ClientBackend:
+    """A model behind a client with ``model.client.WorkerClient``'s interface: the shared
+    worker, or an OpenAI-compatible server through ``model.openai_backend`` (one HTTP
+    client for the editor and the evaluation)."""
+
+    def __init__(self, client, spec: str, chat_mode: str) -> None:
+        self.client = client
+        self.spec = spec
+        self.chat_mode = chat_mode
+
+    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
+        from model.client import WorkerError
+
+        text, usage, finish = "", {}, "stop"
+        events = self.client.generate({"messages": messages, "params": params})
+        try:
+            for event in events:
+                kind = event.get("type")
+                if kind == "delta":
+                    text += event["text"]
+                    if stop_when is not None and stop_when(text):
+                        break  # closing the events (below) cancels the request
+                elif kind == "done":
+                    usage, finish = event.get("usage", {}), event.get("finish_reason", "stop")
+                elif kind == "error":
+                    raise BackendError(event.get("message", "The model failed."))
+        except WorkerError as exc:  # a dead worker, an unreachable or broken server
+            raise BackendError(str(exc)) from None
+        finally:
+            events.close()
+        return Completion(text, usage, finish)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class WorkerBackend(ClientBackend):
     """The shared model worker (the same process the language server uses)."""
 
     def __init__(self, spec: str = "default") -> None:
         from model.client import WorkerClient
 
-        self.spec = spec
-        self.chat_mode = "worker"
-        self.client = WorkerClient(spec)
-
-    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
-        text, usage, finish = "", {}, "stop"
-        events = self.client.generate({"messages": messages, "params": params})
-        for event in events:
-            kind = event.get("type")
-            if kind == "delta":
-                text += event["text"]
-                if stop_when is not None and stop_when(text):
-                    close = getattr(events, "close", None)
-                    if close:
-                        close()  # leaving the iteration cancels the request in the worker
-                    break
-            elif kind == "done":
-                usage, finish = event.get("usage", {}), event.get("finish_reason", "stop")
-            elif kind == "error":
-                raise BackendError(event.get("message", "The model worker failed."))
-        return Completion(text, usage, finish)
+        super().__init__(WorkerClient(spec), spec, "worker")
 
 
-class OpenAIBackend:
+class OpenAIBackend(ClientBackend):
     """Any OpenAI-compatible chat-completions endpoint (the judge can live elsewhere)."""
 
     def __init__(self, url: str, model: str, *, api_key_env: str = DEFAULT_API_KEY_ENV,
                  timeout_s: float = 120.0) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise BackendError(f"The judge URL {url!r} must start with http:// or https://.")
-        base = url.rstrip("/")
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        self.spec = url
-        self.chat_mode = "remote"
-        self.model = model
-        self.api_key = os.environ.get(api_key_env, "")
-        self.timeout_s = timeout_s
+        from model.openai_backend import make_client
 
-    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
-        body = {
-            "model": self.model, "messages": messages,
-            "temperature": float(params.get("temperature", 0.0)),
-            "max_tokens": int(params.get("max_new_tokens", 512)),
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
-        start = time.monotonic()
+        base = url.strip().rstrip("/")
+        base = base.removesuffix("/chat/completions")  # the endpoint's own URL is accepted too
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            raise BackendError(f"The judge endpoint answered HTTP {exc.code} ({exc.reason}).") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise BackendError(f"The judge endpoint {self.url} could not be reached: {exc}.") from exc
-        except json.JSONDecodeError as exc:
-            raise BackendError("The judge endpoint did not answer with JSON.") from exc
-        try:
-            choice = payload["choices"][0]
-            text = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
-            raise BackendError("The judge endpoint's answer has no choices[0].message.content.") from exc
-        usage = dict(payload.get("usage") or {})
-        usage["total_s"] = time.monotonic() - start
-        return Completion(text, usage, choice.get("finish_reason") or "stop")
+            client = make_client({"backend": "openai", "url": base, "model": model,
+                                  "api_key_env": api_key_env, "read_timeout": timeout_s})
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        super().__init__(client, url, "remote")
+        self.model = model
 
 
 def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):

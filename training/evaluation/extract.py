@@ -1,40 +1,22 @@
-"""Pull runnable code out of a model's reply (fenced blocks, bare code, raw completions)."""
+"""Pull runnable code out of a model's reply (fenced blocks, bare code, raw completions).
+
+The fences are parsed by ``model.extract`` (shared with the language server's edits).
+"""
 
 from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
 
-# An opening fence (``` or ~~~, optional language tag) up to the matching closing fence,
-# or to the end of the text when the model ran out of tokens inside the block.
-FENCE = re.compile(
-    r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n(?P<code>.*?)(?:^[ \t]*(?P=fence)[ \t]*$|\Z)",
-    re.DOTALL | re.MULTILINE,
-)
-PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
+from model.extract import LANGUAGE_TAGS, CodeBlock, code_blocks
+
+__all__ = ["PYTHON_TAGS", "COMPLETION_STOPS", "CodeBlock", "code_blocks", "defines", "extract_python",
+           "parses", "truncate_completion"]
+
+PYTHON_TAGS = frozenset({""}) | LANGUAGE_TAGS["python"]  # untagged blocks count as python
 # The stop sequences of the Codex paper: a completion ends where top-level code starts.
 COMPLETION_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
 CODE_START = re.compile(r"^(?:def |class |import |from |@|async def )", re.MULTILINE)
-
-
-@dataclass
-class CodeBlock:
-    language: str
-    code: str
-    closed: bool
-
-
-def code_blocks(text: str) -> list[CodeBlock]:
-    """All fenced code blocks in `text`, in order; an unclosed final block is included."""
-    blocks = []
-    for match in FENCE.finditer(text):
-        closed = match.end() < len(text) or text.rstrip().endswith(match.group("fence"))
-        code = match.group("code")
-        if not closed:
-            code = code.rstrip()
-        blocks.append(CodeBlock(match.group("lang").lower(), code.rstrip() + "\n", closed))
-    return [b for b in blocks if b.code.strip()]
 
 
 def parses(code: str) -> bool:
@@ -53,14 +35,15 @@ def extract_python(text: str, entry_point: str | None = None) -> str | None:
     `entry_point` when one is given, else the longest. Without fences, the reply itself
     when it parses, else the part from the first `def`/`import` line on.
     """
-    blocks = [b for b in code_blocks(text) if b.language in PYTHON_TAGS]
+    blocks = [b.code.rstrip() + "\n" for b in code_blocks(text)
+              if b.language in PYTHON_TAGS and b.code.strip()]
     if blocks:
         if entry_point:
             pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
-            defining = [b for b in blocks if pattern.search(b.code)]
+            defining = [code for code in blocks if pattern.search(code)]
             if defining:
-                return defining[0].code
-        return max(blocks, key=lambda b: len(b.code)).code
+                return defining[0]
+        return max(blocks, key=len)
     if "```" in text or "~~~" in text:
         return None  # fenced, but only in other languages
     stripped = text.strip("\n")
