@@ -207,11 +207,13 @@ function M.attach(bufnr, client)
     -- Neovim 0.12+: the built-in client draws and accepts.
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
     states[bufnr] = { client = client, native = true }
-    vim.keymap.set("i", o.accept_key, function()
-      if not vim.lsp.inline_completion.get() then
-        return o.accept_key
-      end
-    end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = "StarChat: accept the suggestion" })
+    if o.accept_key and o.accept_key ~= "" then
+      vim.keymap.set("i", o.accept_key, function()
+        if not vim.lsp.inline_completion.get() then
+          return o.accept_key
+        end
+      end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = "StarChat: accept the suggestion" })
+    end
     return
   end
   states[bufnr] = { client = client }
