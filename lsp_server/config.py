@@ -36,6 +36,17 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class CompletionSettings:
+    """Inline completion (``starchat.completion``; camelCase keys, like the LSP)."""
+
+    enabled: bool = True
+    max_new_tokens: int = 64
+    context_tokens: int = 1024
+    model: str | None = None  # a separate (usually smaller FIM) model spec; None: the chat model
+    template: str = "auto"  # a FIM family of model.fim.TEMPLATES, or auto-detect
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of the section ``starchat``."""
 
@@ -48,6 +59,7 @@ class Settings:
     generation: GenerationParams = field(default_factory=GenerationParams)
     context: ContextSettings = field(default_factory=ContextSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
 
 
 def _check_value(name: str, value: Any, default: Any) -> str | None:
@@ -157,7 +169,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         problems.append(f"Settings section {SECTION} must be an object; using the defaults.")
         return Settings(), problems
     for key in raw:
-        if key not in ("model", "generation", "context", "worker"):
+        if key not in ("model", "generation", "context", "worker", "completion"):
             problems.append(f"Unknown setting {SECTION}.{key} is ignored.")
     model, backend = _parse_model(raw.get("model"), problems)
     settings = Settings(
@@ -166,8 +178,47 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         generation=_parse_generation(raw.get("generation"), problems),
         context=_parse_group(ContextSettings, raw.get("context"), f"{SECTION}.context", problems),
         worker=_parse_group(WorkerSettings, raw.get("worker"), f"{SECTION}.worker", problems),
+        completion=parse_completion(raw.get("completion"), problems),
     )
     return settings, problems
+
+
+# The FIM families of model.fim.TEMPLATES (not imported: start-up stays free of the model layer).
+FIM_TEMPLATES = ("auto", "qwen", "starcoder", "deepseek", "codellama", "none")
+_COMPLETION_CHECKS: dict[str, tuple[str, Any, str]] = {
+    # key: (field, check, what a good value is)
+    "enabled": ("enabled", lambda v: isinstance(v, bool), "must be true or false"),
+    "maxNewTokens": ("max_new_tokens", lambda v: _int_in(v, 1, 1024), "must be an integer from 1 to 1024"),
+    "contextTokens": ("context_tokens", lambda v: _int_in(v, 32, 32768), "must be an integer from 32 to 32768"),
+    "model": ("model", lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "must be a model spec (a non-empty string) or null"),
+    "template": ("template", lambda v: v in FIM_TEMPLATES, "must be one of " + ", ".join(FIM_TEMPLATES)),
+}
+
+
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def parse_completion(raw: Any, problems: list[str]) -> CompletionSettings:
+    """``starchat.completion``: each bad value -> one sentence in ``problems`` and its default."""
+    default = CompletionSettings()
+    path = f"{SECTION}.completion"
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        problems.append(f"Setting {path} must be an object; using the defaults.")
+        return default
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _COMPLETION_CHECKS:
+            problems.append(f"Unknown setting {path}.{key} is ignored.")
+            continue
+        name, ok, why = _COMPLETION_CHECKS[key]
+        if not ok(value):
+            problems.append(f"Setting {path}.{key} {why}; using the default {getattr(default, name)!r}.")
+            continue
+        values[name] = value.strip() if isinstance(value, str) else value
+    return dataclasses.replace(default, **values)
 
 
 def model_backend(settings: Settings) -> dict[str, Any]:

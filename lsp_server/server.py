@@ -15,6 +15,7 @@ from pygls.lsp.server import LanguageServer
 
 from . import commands
 from .config import SECTION, Settings, parse_settings, section_of
+from .features import completion
 from .features.code_actions import KINDS, code_actions
 from .features.model_link import ModelLink
 from .jsonrpc import read_messages
@@ -158,8 +159,11 @@ def create_server() -> StarChatServer:
     def on_code_action(ls: StarChatServer, params: types.CodeActionParams):
         return code_actions(ls, params)
 
+    inline_completion = completion.setup(server)
+
     @server.feature(types.SHUTDOWN)
     async def on_shutdown(ls: StarChatServer, params: Any) -> None:
+        await inline_completion.close()
         await ls.link.close()
 
     # Registered so that executeCommandProvider lists them; StarChatProtocol runs them.

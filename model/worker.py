@@ -50,9 +50,18 @@ class Job:
     decoder: Any = None
     truncated: list[str] = field(default_factory=list)
 
+    @property
+    def background(self) -> bool:
+        """Code completions wait for chat: they run only between chat steps."""
+        return "fim" in self.request
+
 
 def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]:
-    """Validate a generate request and fit it into the context window."""
+    """Validate a generate request and fit it into the context window.
+
+    A chat request has ``messages`` (or ``system``/``history``/``user_parts``); a code
+    completion has ``fim`` (``model.fim``). Every engine consumes the ids made here.
+    """
     from .budget import fit_request
     from .params import GenerationParams
 
@@ -63,8 +72,33 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
             f"max_new_tokens ({params.max_new_tokens}) leaves no room for the prompt in a "
             f"{engine.context_window}-token context window."
         )
+    if "fim" in request:
+        from .fim import build_fim_prompt
+
+        fim = build_fim_prompt(engine.tokenizer, request["fim"], limit)
+        return fim.ids, fim.truncated, params
     fitted = fit_request(engine.chat_format, limit, request)
     return fitted.prompt_ids, fitted.truncated, params
+
+
+def plan_round(jobs: list[Job], batch: bool, turn: int) -> tuple[list[Job], list[Job], list[Job]]:
+    """One scheduler round: (step one by one first, step together, step one by one last).
+
+    Chat comes first: while any chat request is active, at most one code completion takes
+    a step of its own per round (its prefill, or its decode without batching), after the
+    chat's steps, so it delays a streaming chat by at most one step. Completions past their
+    prefill join the batched pass, which costs the chat little. Cancelled requests finish at
+    once (no forward pass).
+    """
+    together = [j for j in jobs if batch and j.decoder.decoding]
+    if len(together) < 2:
+        together = []
+    alone = [j for j in jobs if j not in together]
+    first = [j for j in alone if not j.background or j.cancel.is_set()]
+    last = [j for j in alone if j not in first]
+    if last and any(not j.background for j in jobs):
+        last = [last[turn % len(last)]]
+    return first, together, last
 
 
 class Scheduler(threading.Thread):
@@ -82,6 +116,9 @@ class Scheduler(threading.Thread):
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._active: list[Job] = []
+        self._turn = 0
+        #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests).
+        self.trace: list | None = None
 
     def submit(self, job: Job) -> None:
         with self._cond:
@@ -143,13 +180,14 @@ class Scheduler(threading.Thread):
                 new, self._pending = self._pending, []
             for job in new:
                 self._start(job)
-            jobs = list(self._active)
-            together = [j for j in jobs if self.batch and j.decoder.decoding]
-            for job in jobs:
-                if len(together) < 2 or job not in together:
-                    self._advance(job)
-            if len(together) >= 2:
+            self._turn += 1
+            first, together, last = plan_round(list(self._active), self.batch, self._turn)
+            for job in first:
+                self._advance(job)
+            if together:
                 self._advance_batch(together)
+            for job in last:
+                self._advance(job)
 
     def _start(self, job: Job) -> None:
         try:
@@ -162,6 +200,8 @@ class Scheduler(threading.Thread):
             self._active.append(job)
 
     def _advance(self, job: Job) -> None:
+        if self.trace is not None:
+            self.trace.append(("step", job.key))
         try:
             delta = job.decoder.step()
         except Exception as exc:  # one request's failure must not take the worker down
@@ -172,6 +212,8 @@ class Scheduler(threading.Thread):
         self._emit_step(job, delta)
 
     def _advance_batch(self, jobs: list[Job]) -> None:
+        if self.trace is not None:
+            self.trace.append(("batch", [j.key for j in jobs]))
         try:
             deltas = self.engine.step_batch([j.decoder for j in jobs])
         except Exception:  # fall back to one at a time rather than fail every request

@@ -38,7 +38,7 @@ export const ExtensionCommands = {
 /** The settings section, both in VS Code and on the server. */
 export const SECTION = 'starchat';
 /** Keys of the section that are passed to the server. */
-export const SERVER_SETTING_KEYS = ['model', 'generation', 'context', 'worker'] as const;
+export const SERVER_SETTING_KEYS = ['model', 'generation', 'context', 'worker', 'completion'] as const;
 /** The default server command. */
 export const DEFAULT_SERVER_COMMAND: readonly string[] = ['starchat', 'lsp'];
 

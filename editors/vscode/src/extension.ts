@@ -50,7 +50,11 @@ function createClient(output: vscode.OutputChannel): LanguageClient | undefined 
       },
     },
   };
-  return new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions, clientOptions);
+  const languageClient = new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions, clientOptions);
+  // LSP 3.18 textDocument/inlineCompletion (ghost text) is vscode-languageclient 9's only
+  // "proposed" feature; it drives VS Code's stable inline completion API.
+  languageClient.registerProposedFeatures();
+  return languageClient;
 }
 
 async function ensureConversation(): Promise<string | undefined> {

@@ -12,7 +12,7 @@ test('package.json contributes exactly the extension commands', () => {
   const contributed = manifest.contributes.commands.map((c: { command: string }) => c.command).sort();
   assert.deepEqual(contributed, Object.values(ExtensionCommands).sort());
   assert.equal(manifest.contributes.chatParticipants[0].id, CHAT_PARTICIPANT_ID);
-  for (const key of ['starchat.model', 'starchat.generation', 'starchat.context', 'starchat.worker', 'starchat.server.command']) {
+  for (const key of ['starchat.model', 'starchat.generation', 'starchat.context', 'starchat.worker', 'starchat.completion', 'starchat.server.command']) {
     assert.ok(key in manifest.contributes.configuration.properties, key);
   }
 });

@@ -11,6 +11,11 @@ test('server settings go under the section starchat, empty groups left to the se
   assert.deepEqual(s, { starchat: { model: '/models/mine.gguf', generation: { max_new_tokens: 64 } } });
 });
 
+test('inline completion settings reach the server as they are', () => {
+  const s = serverSettings(conf({ completion: { maxNewTokens: 32, model: 'tiny.gguf' } }));
+  assert.deepEqual(s, { starchat: { completion: { maxNewTokens: 32, model: 'tiny.gguf' } } });
+});
+
 test('the default server command is starchat lsp', () => {
   const l = serverLaunch(conf({}), { PATH: '/bin', EMPTY: undefined });
   assert.ok(!('error' in l));

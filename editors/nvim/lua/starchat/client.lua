@@ -57,7 +57,7 @@ end
 ---@return table
 function M.server_settings()
   local s = vim.deepcopy(config.options.settings)
-  for _, key in ipairs({ "generation", "context", "worker" }) do
+  for _, key in ipairs({ "generation", "context", "worker", "completion" }) do
     s[key] = as_object(s[key] or {})
   end
   return { starchat = s }

@@ -6,6 +6,12 @@ local M = {}
 ---@field size integer|nil width (vertical) or height (horizontal) of the chat window
 ---@field follow boolean keep the chat window scrolled to the end while an answer streams in
 
+---@class starchat.CompletionOptions inline completion (ghost text) in insert mode
+---@field enabled boolean ask the server for suggestions while typing
+---@field accept_key string inserts the suggestion while one is shown (else the key itself)
+---@field debounce_ms integer wait this long after the last keystroke before asking
+---@field native boolean on Neovim 0.12+, use the built-in vim.lsp.inline_completion
+
 ---@class starchat.Settings settings sent to the server under the section `starchat`
 ---@field model string|table model spec: "default", a folder, a .gguf file, or a HF id
 ---@field generation table e.g. { max_new_tokens = 512, temperature = 0 }
@@ -19,6 +25,7 @@ local M = {}
 ---@field root_markers string[] files that mark a project root (one server per root)
 ---@field settings starchat.Settings
 ---@field chat starchat.ChatOptions
+---@field completion starchat.CompletionOptions
 ---@field notify boolean report start/end of requests with vim.notify
 M.defaults = {
   cmd = { "starchat", "lsp" },
@@ -35,6 +42,12 @@ M.defaults = {
     layout = "vertical",
     size = nil,
     follow = true,
+  },
+  completion = {
+    enabled = true,
+    accept_key = "<Tab>",
+    debounce_ms = 150,
+    native = true,
   },
   notify = true,
 }
@@ -55,6 +68,11 @@ local function check(opts)
   local layouts = { vertical = true, horizontal = true, tab = true, current = true }
   if not layouts[opts.chat.layout] then
     return "starchat: opts.chat.layout must be one of vertical, horizontal, tab, current"
+  end
+  local c = opts.completion
+  if type(c) ~= "table" or type(c.enabled) ~= "boolean" or type(c.accept_key) ~= "string"
+    or type(c.debounce_ms) ~= "number" or c.debounce_ms < 0 then
+    return "starchat: opts.completion wants { enabled = bool, accept_key = string, debounce_ms = number >= 0 }"
   end
   if type(opts.settings) ~= "table" then
     return "starchat: opts.settings must be a table"

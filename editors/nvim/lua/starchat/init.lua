@@ -2,6 +2,7 @@
 local config = require("starchat.config")
 local client = require("starchat.client")
 local chat = require("starchat.chat")
+local completion = require("starchat.completion")
 
 local M = {}
 
@@ -33,6 +34,15 @@ function M.setup(opts)
     callback = function(args)
       if client.wants(args.buf) then
         client.start(args.buf)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd("LspAttach", {
+    group = group,
+    callback = function(args)
+      local c = vim.lsp.get_client_by_id(args.data.client_id)
+      if c and c.name == client.name and client.wants(args.buf) then
+        completion.attach(args.buf, c)
       end
     end,
   })

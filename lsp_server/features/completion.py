@@ -1,0 +1,207 @@
+"""Inline completion (LSP 3.18 ``textDocument/inlineCompletion``): ghost text at the cursor.
+
+The request becomes a worker ``fim`` request (``model.fim`` builds the prompt ids with the
+model's own tokenizer): the text before and after the cursor, the document's path, and the
+other open documents, most recently edited first. The answer is post-processed
+(``lsp_server.completion_text``) and returned as one ``InlineCompletionItem`` whose range
+is on the cursor's line, or ``null``.
+
+What a typist expects:
+- the latest request per document wins: a new one cancels the one in flight (in the worker
+  too; Neovim's client does not cancel for us), and so does an edit of the document;
+- an answer for a document version that changed meanwhile is ``null``;
+- ``$/cancelRequest`` cancels the request (answered ``RequestCancelled``);
+- typing the first characters of the last suggestion serves the rest from a cache;
+- the worker runs chat first (``model.worker.plan_round``).
+Failures (no model, a refused request) are logged and answered ``null``: an editor asks
+on every keystroke, so an error per keystroke would only be noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from pathlib import PurePath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from lsprotocol import types
+
+from ..completion_text import CompletionCache, Cursor, postprocess
+from .model_link import ModelLink
+
+log = logging.getLogger(__name__)
+
+MAX_OTHER_FILES = 4
+
+
+class InlineCompletion:
+    """Per-server state: requests in flight, last edits, the cache, the completion model."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.edited: dict[str, float] = {}
+        self.cache = CompletionCache()
+        self._link: ModelLink | None = None
+        self.served_from_cache = 0
+
+    def link(self) -> ModelLink:
+        """The chat model's link, or one of its own for ``completion.model``."""
+        settings = self.server.settings
+        spec = settings.completion.model
+        if spec is None or spec == settings.model:
+            return self.server.link
+        if self._link is None:
+            self._link = ModelLink(self.server)
+        self._link.start(dataclasses.replace(settings, model=spec, backend=()))
+        return self._link
+
+    def changed(self, uri: str) -> None:
+        """An edit: remember when, and stop a completion that can only be stale now."""
+        self.edited[uri] = time.monotonic()
+        task = self.inflight.get(uri)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def other_files(self, uri: str, budget_chars: int) -> list[dict]:
+        """The other open documents, most recently edited (or opened) first."""
+        docs = [d for u, d in self.server.workspace.text_documents.items() if u != uri]
+        docs.sort(key=lambda d: self.edited.get(d.uri, 0.0), reverse=True)
+        return [{"path": self.path_of(d.uri), "text": d.source[:budget_chars]} for d in docs[:MAX_OTHER_FILES]]
+
+    def path_of(self, uri: str) -> str:
+        """A path relative to the workspace root where possible (what the model saw in training)."""
+        path = PurePath(unquote(urlparse(uri).path))
+        root = self.server.workspace.root_path
+        if root:
+            try:
+                return path.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return path.name
+
+    async def complete(self, params: types.InlineCompletionParams) -> list[types.InlineCompletionItem] | None:
+        settings = self.server.settings.completion
+        uri = params.text_document.uri
+        if not settings.enabled:
+            return None
+        document = self.server.workspace.text_documents.get(uri)
+        if document is None:
+            return None
+        version = document.version
+        source = document.source
+        start = end = params.position
+        chosen = ""
+        info = params.context.selected_completion_info
+        if info is not None and info.range.start.line == info.range.end.line == params.position.line:
+            start, end, chosen = info.range.start, info.range.end, info.text
+        prefix = source[: document.offset_at_position(start)] + chosen
+        suffix = source[document.offset_at_position(end) :]
+        cursor = Cursor(
+            line_prefix=prefix.rsplit("\n", 1)[-1],
+            line_suffix=suffix.split("\n", 1)[0],
+            next_lines=tuple(suffix.split("\n")[1:6]),
+        )
+        item_range = types.Range(start=start, end=end)
+
+        cached = self.cache.get(uri, prefix, suffix)
+        if cached is not None:
+            self.served_from_cache += 1
+            return [types.InlineCompletionItem(insert_text=chosen + cached, range=item_range)]
+
+        old = self.inflight.get(uri)
+        if old is not None and not old.done():
+            old.cancel()  # the latest request per document wins
+        request = self._request(uri, prefix, suffix, cursor)
+        task = asyncio.ensure_future(self._generate(request))
+        self.inflight[uri] = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:  # $/cancelRequest: stop the generation, then go
+            task.cancel()
+            raise
+        finally:
+            if self.inflight.get(uri) is task:
+                del self.inflight[uri]
+        if task.cancelled():
+            return None
+        if task.exception() is not None:
+            log.warning("inline completion failed: %s", task.exception())
+            return None
+        current = self.server.workspace.text_documents.get(uri)
+        if current is None or current.version != version:
+            return None  # the document changed while the model was answering
+        text = postprocess(task.result(), cursor)
+        if text is None:
+            return None
+        self.cache.put(uri, prefix, suffix, text)
+        return [types.InlineCompletionItem(insert_text=chosen + text, range=item_range)]
+
+    def _request(self, uri: str, prefix: str, suffix: str, cursor: Cursor) -> dict:
+        settings = self.server.settings.completion
+        chars = settings.context_tokens * 8  # the worker counts tokens; this only bounds the frame
+        return {
+            "fim": {
+                "prefix": prefix[-chars:],
+                "suffix": suffix[:chars],
+                "path": self.path_of(uri),
+                "files": self.other_files(uri, chars),
+                "template": settings.template,
+                "context_tokens": settings.context_tokens,
+            },
+            "params": {
+                "max_new_tokens": settings.max_new_tokens,
+                "temperature": 0.0,
+                # A hint that saves tokens; postprocess() has the last word.
+                "stop": ["\n\n"] if cursor.block_mode else ["\n"],
+            },
+        }
+
+    async def _generate(self, request: dict) -> str:
+        """The model's text for ``request``; cancelling this task cancels it in the worker."""
+        if self.server.settings.backend and self.server.settings.completion.model is None:
+            raise RuntimeError("an OpenAI-compatible chat backend has no FIM; set starchat.completion.model")
+        client = await self.link().client()
+        text: list[str] = []
+        # Leaving this loop early (cancelled) sends the worker a cancel frame.
+        async for event in client.generate(request, request_id="fim-" + uuid.uuid4().hex):
+            kind = event.get("type")
+            if kind == "delta":
+                text.append(event.get("text", ""))
+            elif kind == "error":
+                raise RuntimeError(str(event.get("message")))
+        return "".join(text)
+
+    async def close(self) -> None:
+        for task in list(self.inflight.values()):
+            task.cancel()
+        if self._link is not None:
+            await self._link.close()
+
+
+def setup(server: Any) -> InlineCompletion:
+    """Register ``textDocument/inlineCompletion`` (and the edit tracking it needs)."""
+    feature = InlineCompletion(server)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def on_inline_completion(ls: Any, params: types.InlineCompletionParams):
+        return await feature.complete(params)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_did_change(ls: Any, params: types.DidChangeTextDocumentParams) -> None:
+        feature.changed(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_did_open(ls: Any, params: types.DidOpenTextDocumentParams) -> None:
+        feature.edited[params.text_document.uri] = time.monotonic()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def on_did_close(ls: Any, params: types.DidCloseTextDocumentParams) -> None:
+        feature.edited.pop(params.text_document.uri, None)
+        feature.cache.forget(params.text_document.uri)
+
+    return feature

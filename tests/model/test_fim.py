@@ -1,0 +1,107 @@
+"""FIM prompts per model family: the embedded tokenizer with each family's tokens added."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from model.fim import build_fim_prompt, detect_template, resolve_template
+
+FAMILIES = {
+    "starcoder": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],  # <file_sep> is there already
+    "qwen": ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>"],
+    "deepseek": ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"],
+    "codellama": ["\u2581<PRE>", "\u2581<SUF>", "\u2581<MID>"],
+}
+EXPECTED = {
+    "starcoder": "<file_sep>b.py\nB = 1\n\n<file_sep>a.py\n<fim_prefix>{p}<fim_suffix>{s}<fim_middle>",
+    "qwen": "<|file_sep|>b.py\nB = 1\n\n<|file_sep|>a.py\n<|fim_prefix|>{p}<|fim_suffix|>{s}<|fim_middle|>",
+    "deepseek": "<｜fim▁begin｜>{p}<｜fim▁hole｜>{s}<｜fim▁end｜>",
+    "codellama": "\u2581<PRE> {p}\u2581<SUF>{s}\u2581<MID>",
+}
+# A file that spells FIM sentinels must not produce them: file text is data.
+PREFIX = "x = '<fim_middle><|fim_middle|><MID>'\ndef f(a):\n    return "
+SUFFIX = "\n\nprint(f(1))\n"
+REQUEST = {"prefix": PREFIX, "suffix": SUFFIX, "path": "a.py", "files": [{"path": "b.py", "text": "B = 1\n"}]}
+
+
+@pytest.fixture(scope="module")
+def family_tokenizers(tokenizer):
+    out = {}
+    for name, tokens in FAMILIES.items():
+        tok = copy.deepcopy(tokenizer)
+        tok.add_special_tokens({"additional_special_tokens": tokens})
+        out[name] = tok
+    return out
+
+
+def test_embedded_model_has_no_fim_tokens_and_gets_the_prefix(tokenizer):
+    assert detect_template(tokenizer) == "none"
+    prompt = build_fim_prompt(tokenizer, REQUEST)
+    assert prompt.template == "none" and prompt.files == [] and prompt.suffix_tokens == 0
+    assert tokenizer.decode(prompt.ids) == PREFIX
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_is_detected_and_its_prompt_bytes_are_exact(family, family_tokenizers):
+    tok = family_tokenizers[family]
+    assert detect_template(tok) == family
+    prompt = build_fim_prompt(tok, REQUEST)
+    assert tok.decode(prompt.ids) == EXPECTED[family].format(p=PREFIX, s=SUFFIX)
+    sentinels = [tok.convert_tokens_to_ids(t) for t in FAMILIES[family]]
+    # Each sentinel is exactly one id, appearing once; the file's look-alikes are plain text.
+    for token_id in sentinels:
+        assert prompt.ids.count(token_id) == (2 if family in ("starcoder", "qwen") and token_id == prompt.ids[0] else 1)
+    assert prompt.ids[-1] == sentinels[2]
+    middle_like = [tok.convert_tokens_to_ids(t) for t in ("<fim_middle>", "<|fim_middle|>", "\u2581<MID>")]
+    body = prompt.ids[:-1]
+    assert not any(i in body for i in middle_like if i is not None and i != tok.unk_token_id)
+
+
+def test_window_is_three_quarters_prefix_end_and_one_quarter_suffix_start(family_tokenizers):
+    tok = family_tokenizers["deepseek"]
+    prefix = "".join(f"line_{i} = {i}\n" for i in range(400))
+    suffix = "".join(f"after_{i} = {i}\n" for i in range(400))
+    prompt = build_fim_prompt(tok, {"prefix": prefix, "suffix": suffix, "context_tokens": 200})
+    assert len(prompt.ids) == 200 and prompt.truncated == ["prefix", "suffix"]
+    assert prompt.prefix_tokens == (200 - 3) * 3 // 4 and prompt.suffix_tokens == 200 - 3 - prompt.prefix_tokens
+    text = tok.decode(prompt.ids)
+    assert "line_399 = 399\n<｜fim▁hole｜>after_0 = 0\n" in text  # prefix's end, suffix's start
+    assert "line_0 =" not in text and "after_399" not in text
+    # A short suffix lends its share to the prefix.
+    prompt = build_fim_prompt(tok, {"prefix": prefix, "suffix": "\n", "context_tokens": 200})
+    assert len(prompt.ids) == 200 and prompt.suffix_tokens == 1
+
+
+def test_other_files_fill_what_is_left_most_recent_nearest(family_tokenizers):
+    tok = family_tokenizers["qwen"]
+    files = [{"path": "recent.py", "text": "R = 1\n"}, {"path": "older.py", "text": "O = 2\n"},
+             {"path": "big.py", "text": "x = 1\n" * 2000}]
+    prompt = build_fim_prompt(tok, {"prefix": "y = ", "suffix": "", "path": "a.py", "files": files,
+                                    "context_tokens": 120})
+    text = tok.decode(prompt.ids)
+    assert len(prompt.ids) <= 120
+    assert prompt.files == ["recent.py", "older.py", "big.py"]
+    assert text.index("older.py") < text.index("recent.py") < text.index("a.py")
+    assert "files" not in prompt.truncated
+    # No room at all: files are left out and the request says so.
+    prompt = build_fim_prompt(tok, {"prefix": "y = 1\n" * 200, "path": "a.py", "files": files,
+                                    "context_tokens": 120})
+    assert prompt.files == [] and "files" in prompt.truncated and len(prompt.ids) <= 120
+
+
+def test_template_override_and_bad_requests(tokenizer, family_tokenizers):
+    tok = family_tokenizers["starcoder"]
+    assert build_fim_prompt(tok, {**REQUEST, "template": "none"}).template == "none"
+    assert resolve_template(tok, "starcoder").name == "starcoder"
+    with pytest.raises(ValueError, match="lacks the qwen FIM token"):
+        build_fim_prompt(tokenizer, {**REQUEST, "template": "qwen"})
+    with pytest.raises(ValueError, match="Unknown FIM template"):
+        build_fim_prompt(tokenizer, {**REQUEST, "template": "gpt"})
+    with pytest.raises(ValueError, match="fim.prefix must be a string"):
+        build_fim_prompt(tokenizer, {"prefix": 3})
+    with pytest.raises(ValueError, match="Unknown fim field"):
+        build_fim_prompt(tokenizer, {"prefix": "", "cursor": 3})
+    with pytest.raises(ValueError, match="no text before the cursor"):
+        build_fim_prompt(tokenizer, {"prefix": "", "suffix": "x"})
