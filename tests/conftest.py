@@ -6,8 +6,8 @@
 - Every process the run starts inherits ``STARCHAT_TEST_SESSION`` (one value per run).
 - At the end, workers the run started are stopped (they outlive their clients by design);
   then the run FAILS if any other process it started is still alive, or if anything but
-  pytest's own ``pytest-of-*`` folder (and torch's cache) is left in its temp dir. The
-  temp dir is removed when the run passed, and kept (its path printed) when it did not.
+  pytest's tmp_path folders (and torch's cache) is left in its temp dir. The temp dir is
+  removed when the run passed, and kept (its path printed) when it did not.
 """
 
 from __future__ import annotations
@@ -35,12 +35,20 @@ os.environ[SESSION_MARK] = SESSION_ID
 SUITE_TMP = Path(tempfile.mkdtemp(prefix="starchat-suite-"))
 os.environ["TMPDIR"] = str(SUITE_TMP)
 tempfile.tempdir = None  # re-read TMPDIR: pytest's tmp_path and every mkdtemp land here
-OWN_ENTRIES = {"run", "data"}  # made here, removed here
-# Kept in the temp dir by design, and removed with it: pytest's tmp_path folders, and the
-# per-user cache torch creates there (torchinductor_USER) whatever the test.
-TOOL_PREFIXES = ("pytest-of-", "torchinductor_")
+OWN_ENTRIES = {"run", "data", "tmp"}  # made here, removed here
+# Kept in the temp dir by design, and removed with it: the per-user cache torch creates
+# there (torchinductor_USER) whatever the test.
+TOOL_PREFIXES = ("torchinductor_",)
 os.environ["STARCHAT_RUNTIME_DIR"] = str(SUITE_TMP / "run")
 os.environ["STARCHAT_DATA_DIR"] = str(SUITE_TMP / "data")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # tmp_path folders directly under the run's temp dir: a socket path in one must stay
+    # under the 107 bytes AF_UNIX allows, so no pytest-of-USER/pytest-N levels in between.
+    if config.option.basetemp is None:
+        config.option.basetemp = str(SUITE_TMP / "tmp")
 
 
 def leftover_processes() -> dict[int, str]:
@@ -74,7 +82,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for name in files:  # reported above; removed so the next run starts clean
         shutil.rmtree(SUITE_TMP / name, ignore_errors=True)
         (SUITE_TMP / name).unlink(missing_ok=True)
-    if session.exitstatus == pytest.ExitCode.OK or not any(SUITE_TMP.glob("pytest-of-*")):
+    if session.exitstatus == pytest.ExitCode.OK:
         shutil.rmtree(SUITE_TMP, ignore_errors=True)
     elif reporter is not None:
-        reporter.write_line(f"temp files of this run (tmp_path of failed tests): {SUITE_TMP}")
+        reporter.write_line(f"temp files of this run (tmp_path of the tests): {SUITE_TMP}")
