@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -200,13 +202,49 @@ def engine_ttft() -> float:
     return statistics.median(values)
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not reaped, counts as gone)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_workers(runtime: Path) -> None:
+    """Stop the benchmark's workers (they outlive their clients by design); wait until gone."""
+    from model.client import WorkerClient
+
+    pids = []
+    for sock in runtime.glob("*.sock"):
+        try:
+            with WorkerClient(socket_path=sock, autostart=False) as worker:
+                pids.append(int(worker.info()["pid"]))
+        except Exception:  # a stale socket: nobody to stop
+            continue
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while (pids := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
 def main() -> int:
-    tmp = tempfile.mkdtemp(prefix="starchat-bench-")
-    os.environ["STARCHAT_RUNTIME_DIR"] = str(Path(tmp) / "run")
-    os.environ["STARCHAT_DATA_DIR"] = str(Path(tmp) / "data")
-    figures = asyncio.run(lsp_figures())
-    figures["ttft_worker_client_s_median"] = worker_ttft()
-    figures["ttft_engine_s_median"] = engine_ttft()
+    tmp = Path(tempfile.mkdtemp(prefix="starchat-bench-"))
+    os.environ["STARCHAT_RUNTIME_DIR"] = str(tmp / "run")
+    os.environ["STARCHAT_DATA_DIR"] = str(tmp / "data")
+    try:
+        figures = asyncio.run(lsp_figures())
+        figures["ttft_worker_client_s_median"] = worker_ttft()
+        figures["ttft_engine_s_median"] = engine_ttft()
+    finally:  # nothing of the benchmark's may outlive it: worker, sockets, conversations
+        stop_workers(tmp / "run")
+        shutil.rmtree(tmp, ignore_errors=True)
     figures["ttft_lsp_over_engine"] = figures["ttft_lsp_s_median"] / figures["ttft_engine_s_median"]
     figures["cpu_count"] = os.cpu_count()
     print(json.dumps(figures, indent=2))

@@ -1,15 +1,92 @@
-"""Suite-wide settings: nothing reaches a hub, and workers started by tests exit soon."""
+"""Suite-wide settings, isolation, and the check that the suite leaves nothing behind.
+
+- Nothing reaches a hub.
+- The run gets a private temp dir (``TMPDIR``), worker runtime dir and data dir: no test
+  talks to the user's own workers or conversations, and whatever a test leaves can be found.
+- Every process the run starts inherits ``STARCHAT_TEST_SESSION`` (one value per run).
+- At the end, workers the run started are stopped (they outlive their clients by design);
+  then the run FAILS if any other process it started is still alive, or if anything but
+  pytest's tmp_path folders (and torch's cache) is left in its temp dir. The temp dir is
+  removed when the run passed, and kept (its path printed) when it did not.
+"""
+
+from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from tests.cleanup import is_worker, marked_processes, terminate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Workers outlive the client that started them (that is their job); in tests they must not
 # outlive the suite by long.
 os.environ.setdefault("STARCHAT_WORKER_IDLE_TIMEOUT", "20")
+
+SESSION_MARK = "STARCHAT_TEST_SESSION"
+SESSION_ID = uuid.uuid4().hex
+os.environ[SESSION_MARK] = SESSION_ID
+
+SUITE_TMP = Path(tempfile.mkdtemp(prefix="starchat-suite-"))
+os.environ["TMPDIR"] = str(SUITE_TMP)
+tempfile.tempdir = None  # re-read TMPDIR: pytest's tmp_path and every mkdtemp land here
+OWN_ENTRIES = {"run", "data", "tmp"}  # made here, removed here
+# Kept in the temp dir by design, and removed with it: the per-user cache torch creates
+# there (torchinductor_USER) whatever the test.
+TOOL_PREFIXES = ("torchinductor_",)
+os.environ["STARCHAT_RUNTIME_DIR"] = str(SUITE_TMP / "run")
+os.environ["STARCHAT_DATA_DIR"] = str(SUITE_TMP / "data")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # tmp_path folders directly under the run's temp dir: a socket path in one must stay
+    # under the 107 bytes AF_UNIX allows, so no pytest-of-USER/pytest-N levels in between.
+    if config.option.basetemp is None:
+        config.option.basetemp = str(SUITE_TMP / "tmp")
+
+
+def leftover_processes() -> dict[int, str]:
+    """Stop the run's workers, then return (and kill) every other process it left running."""
+    terminate([pid for pid, cmd in marked_processes(SESSION_MARK, SESSION_ID).items() if is_worker(cmd)])
+    left = marked_processes(SESSION_MARK, SESSION_ID)
+    terminate(left, timeout=5)
+    return left
+
+
+def leftover_files() -> list[str]:
+    """Entries of the run's temp dir that a test or the code under test did not remove."""
+    if not SUITE_TMP.is_dir():
+        return []
+    return sorted(p.name for p in SUITE_TMP.iterdir()
+                  if p.name not in OWN_ENTRIES and not p.name.startswith(TOOL_PREFIXES))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    processes = leftover_processes()
+    files = leftover_files()
+    lines = [f"process {pid} still running: {cmd[:200]}" for pid, cmd in sorted(processes.items())]
+    lines += [f"temp entry left behind: {SUITE_TMP / name}" for name in files]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if lines:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.section("leftovers: the run must clean up what it starts", sep="=", red=True)
+            for line in lines:
+                reporter.write_line(line, red=True)
+    for name in files:  # reported above; removed so the next run starts clean
+        shutil.rmtree(SUITE_TMP / name, ignore_errors=True)
+        (SUITE_TMP / name).unlink(missing_ok=True)
+    if session.exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(SUITE_TMP, ignore_errors=True)
+    elif reporter is not None:
+        reporter.write_line(f"temp files of this run (tmp_path of the tests): {SUITE_TMP}")
 
 
 @pytest.fixture(scope="module")

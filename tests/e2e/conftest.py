@@ -1,16 +1,19 @@
 """One real StarChat server subprocess (and one shared worker) for the e2e tests.
 
 Nothing touches the user's home: runtime (worker socket) and data (conversations) live in
-private temp dirs. STARCHAT_CACHE_DIR stays as the user has it, so the converted model is
-loaded from the shared cache (~1 s) after the first time.
+private temp dirs, removed (workers stopped first) when the session ends. STARCHAT_CACHE_DIR
+stays as the user has it, so the converted model is loaded from the shared cache (~1 s)
+after the first time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -19,16 +22,20 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from lsp_server import commands
+
 SAMPLE = Path(__file__).resolve().parents[2] / "lsp_server" / "samples" / "buggy_stats.py"
 SERVER_COMMAND = [sys.executable, "-m", "lsp_server", "lsp"]
 # Short answers keep the suite fast; greedy so runs are repeatable.
 SETTINGS = {"starchat": {"generation": {"max_new_tokens": 64, "temperature": 0.0}}}
 
-_TMP = tempfile.mkdtemp(prefix="starchat-e2e-")
+# Named here, created by the servers that use it, removed by _e2e_tmp: a run that only
+# collects these modules leaves nothing behind.
+_TMP = Path(tempfile.gettempdir()) / f"starchat-e2e-{uuid.uuid4().hex[:8]}"
 ENV = {
     **os.environ,
-    "STARCHAT_RUNTIME_DIR": str(Path(_TMP) / "run"),
-    "STARCHAT_DATA_DIR": str(Path(_TMP) / "data"),
+    "STARCHAT_RUNTIME_DIR": str(_TMP / "run"),
+    "STARCHAT_DATA_DIR": str(_TMP / "data"),
     "PYTHONUNBUFFERED": "1",
 }
 CONFIG = ClientServerConfig(server_command=SERVER_COMMAND, server_env=ENV)
@@ -100,6 +107,17 @@ def rng(start_line: int, end_line: int, end_char: int = 0) -> dict:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_tmp():
+    """Stop the workers of the e2e servers and remove their temp dirs after the session."""
+    from tests.cleanup import stop_workers
+
+    yield _TMP
+    if _TMP.exists():
+        stop_workers(_TMP)
+        shutil.rmtree(_TMP, ignore_errors=True)
+
+
 @pytest_lsp.fixture(config=CONFIG, scope="session")
 async def client(lsp_client: LanguageClient):
     """The shared server, initialized in the repo root with the sample file open."""
@@ -134,3 +152,35 @@ async def code_actions(client: LanguageClient, start: int, end: int, diagnostics
         context=types.CodeActionContext(diagnostics=list(diagnostics), only=only),
     )
     return await raw_request(client, types.TEXT_DOCUMENT_CODE_ACTION, params)
+
+
+def set_max_new_tokens(client: LanguageClient, value: int) -> None:
+    """Change the server's generation settings (applied before the requests sent after it)."""
+    generation = dict(SETTINGS["starchat"]["generation"], max_new_tokens=value)
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"starchat": {"generation": generation}})
+    )
+
+
+def send_explain(client: LanguageClient, token: str, msg_id: str):
+    """Explain lines 3-9 of the sample with our own request id; returns the response future."""
+    client.progress_reports.setdefault(token, [])  # pytest-lsp warns about unseen tokens
+    return client.protocol.send_request(
+        types.WORKSPACE_EXECUTE_COMMAND,
+        types.ExecuteCommandParams(
+            command=commands.EXPLAIN,
+            arguments=[{"textDocument": {"uri": SAMPLE.as_uri()}, "range": rng(3, 9)}],
+            work_done_token=token,
+        ),
+        msg_id=msg_id,
+    )
+
+
+async def first_delta(client: LanguageClient, token, timeout: float = 300) -> None:
+    """Wait for the first streamed delta on ``token``; the limit only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not any(isinstance(v, types.WorkDoneProgressReport) and v.message
+                  for v in client.progress_reports.get(token, [])):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no delta arrived in {timeout:.0f} s")
+        await asyncio.sleep(0.02)

@@ -20,12 +20,12 @@ def test_an_infinite_loop_times_out_quickly():
     start = time.monotonic()
     result = run_python("while True:\n    pass", timeout_s=1.5)
     assert result.status == "timeout"
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 30  # the 1.5 s limit was applied, with room for a busy machine
 
 
 def test_a_sleeping_child_is_killed_with_its_process_group():
     result = run_python("import time\ntime.sleep(60)", timeout_s=1)
-    assert result.status == "timeout" and result.duration_s < 10
+    assert result.status == "timeout" and result.duration_s < 30  # not the child's 60 s
 
 
 def test_memory_bombs_are_stopped():

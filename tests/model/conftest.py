@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -41,25 +39,20 @@ def engine(loaded):
 
 
 @pytest.fixture()
-def runtime_dir(tmp_path_factory, monkeypatch) -> Path:
-    """A private socket dir; workers started in it exit when it is removed."""
+def runtime_dir(tmp_path_factory, monkeypatch):
+    """A socket dir no other test used (so "no worker runs" can be asserted); workers
+    started in it are stopped afterwards."""
     path = tmp_path_factory.mktemp("rt")
     monkeypatch.setenv("STARCHAT_RUNTIME_DIR", str(path))
-    return path
+    yield path
+    kill_workers(path)
 
 
 def kill_workers(runtime: Path) -> None:
-    """Stop workers started for a test (they would also exit once their socket is gone)."""
-    from model.client import WorkerClient
+    """Stop the workers started under ``runtime`` and wait until they have exited."""
+    from tests.cleanup import stop_workers
 
-    for sock in runtime.glob("worker-*.sock"):
-        try:
-            with WorkerClient(socket_path=sock, autostart=False) as client:
-                pid = client.info().get("pid")
-            if pid:
-                os.kill(pid, signal.SIGTERM)
-        except Exception:
-            pass
+    stop_workers(runtime)
 
 
 @pytest.fixture(scope="module")

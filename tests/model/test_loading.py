@@ -16,10 +16,20 @@ def test_default_is_the_embedded_gguf():
     assert resolve_spec("default").kind == "gguf"
 
 
-def test_gguf_is_converted_once_into_the_cache(loaded):
-    _, folder = local_folder("default")
-    files = {p.name for p in Path(folder).iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
+    import model.loading
+
+    _, folder = local_folder("default")  # converted by now (the `loaded` fixture)
+    assert Path(folder).is_relative_to(model.loading.cache_dir())
+    files = {p.name: p.stat().st_mtime_ns for p in Path(folder).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    # Asked again, the cache answers: no second conversion, no file rewritten.
+    conversions = []
+    monkeypatch.setattr(model.loading, "_convert_gguf", lambda *a: conversions.append(a))
+    for _ in range(2):
+        assert local_folder("default")[1] == folder
+    assert conversions == []
+    assert {p.name: p.stat().st_mtime_ns for p in Path(folder).iterdir()} == files
     assert loaded.context_window == 8192 and loaded.device == "cpu"
     assert loaded.runner_kind == "lean" and loaded.quantize == "none"
 

@@ -23,11 +23,14 @@ def test_gguf_loaded_model_trains_one_step(tokenizer, tmp_path):
                              disable_tqdm=True)
     rows = pack_examples([tokenize_dialogue(tokenizer, DIALOGUE, 64)], 64)
     collator = PackedCollator(tokenizer.pad_token_id)
-    if getattr(model, "hf_quantizer", None) is not None:
-        # Without the fix Trainer refuses the model although its weights are plain floats.
-        with pytest.raises(ValueError):
-            Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+    # transformers marks a GGUF-loaded model as quantized although its weights are plain
+    # floats, and Trainer refuses it: the reason make_trainable exists. Should transformers
+    # stop doing so, this fails, and make_trainable can go.
+    assert model.hf_quantizer is not None
+    with pytest.raises(ValueError, match="quantiz"):
+        Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
     model = make_trainable(model)
+    assert model.hf_quantizer is None and not model.is_quantized
     before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
     assert not torch.equal(before, model.model.layers[0].self_attn.q_proj.weight)
