@@ -99,13 +99,21 @@ def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str,
 
 
 def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
-    """Wrap the model with LoRA adapters; the StarChat tokens' embedding rows stay trainable."""
+    """Wrap the model with LoRA adapters; the StarChat tokens' embedding rows stay trainable.
+
+    ``all-linear`` is peft's: every Linear except the output layer, whatever the family calls
+    them (q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj in Llama; c_attn/c_proj/c_fc
+    in StarCoder; q/k/v/o_proj and c_fc/c_proj in StarCoder2).
+    """
     from peft import LoraConfig, get_peft_model
 
     from model.chat_format import STARCHAT_TOKENS
 
     targets = lora_args.lora_target_modules
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in STARCHAT_TOKENS]
+    # The input embedding's own name: embed_tokens (Llama, StarCoder2), wte (StarCoder/gpt_bigcode).
+    embedding = model.get_input_embeddings()
+    embed_name = next(name for name, module in model.named_modules() if module is embedding).split(".")[-1]
     config = LoraConfig(
         r=lora_args.lora_r,
         lora_alpha=lora_args.lora_alpha,
@@ -113,7 +121,7 @@ def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
         target_modules=targets[0] if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
         # Only these rows of the (possibly tied) embedding matrix train, not all 49k.
-        trainable_token_indices={"embed_tokens": new_ids},
+        trainable_token_indices={embed_name: new_ids},
     )
     model = get_peft_model(model, config)
     if hasattr(model, "enable_input_require_grads"):

@@ -1,7 +1,8 @@
 """Two real processes under ZeRO-3 on the CPU: torchrun and accelerate launch, as users start them.
 
-Each launch trains a tiny Llama over the real tokenizer for 4 steps and checks, from the run
-itself: every rank holds about half of the parameters (the engine's partitions, written by
+Each launch trains a tiny model over the real tokenizer for 4 steps (torchrun: Llama;
+accelerate: StarCoder's gpt_bigcode, whose embedding is resized for the StarChat tokens while
+partitioned) and checks, from the run itself: every rank holds about half of the parameters (the engine's partitions, written by
 rank 0 to ``zero_partition.json``), the cosine learning rate decays, only rank 0 writes into
 the output folder (an audit hook in each rank records its writes), the saved weights are whole
 and equal the in-run gather of the shards, and ``starchat ask --model OUTDIR`` answers.
@@ -74,7 +75,14 @@ def launch(launcher: list[str], model_dir: Path, tmp: Path) -> tuple[Path, Path]
     return out, audit
 
 
-def check_run(out: Path, audit: Path, vocab: int) -> None:
+@pytest.fixture(scope="module")
+def starcoder_dir(tmp_path_factory):
+    from tiny_models import tiny_folder
+
+    return tiny_folder("gpt_bigcode", tmp_path_factory.mktemp("tiny-starcoder-mp"), template="none")
+
+
+def check_run(out: Path, audit: Path, vocab: int, embedding: str) -> None:
     report = json.loads((out / "zero_partition.json").read_text())
     assert report["world_size"] == 2 and report["backend"] == "gloo"
     ranks = sorted(report["ranks"], key=lambda r: r["rank"])
@@ -99,9 +107,9 @@ def check_run(out: Path, audit: Path, vocab: int) -> None:
     # Whole weights, equal to the gather of the shards taken in the run (sum, sum of squares).
     saved = load_file(str(out / "model.safetensors"))
     sums = report["checksums"]
-    assert set(sums) <= set(saved) and len(sums) >= 2 * 9 + 2
+    assert set(sums) <= set(saved) and len(sums) >= 2 * 6 + 2
     assert sum(t.numel() for name, t in saved.items() if name in sums) == full
-    assert tuple(saved["model.embed_tokens.weight"].shape) == (vocab + 4, 64)
+    assert tuple(saved[embedding].shape) == (vocab + 4, 64)  # resized under ZeRO-3, gathered whole
     for name, (total, squares, *shape) in sums.items():
         tensor = saved[name].double()
         assert list(tensor.shape) == shape, name
@@ -109,7 +117,7 @@ def check_run(out: Path, audit: Path, vocab: int) -> None:
         assert float((tensor * tensor).sum()) == pytest.approx(squares, rel=1e-4), name
 
 
-def ask(out: Path, tmp: Path) -> None:
+def ask(out: Path, tmp: Path, min_tokens: int) -> None:
     from tests.model.conftest import kill_workers
 
     runtime = tmp / "rt"
@@ -123,19 +131,22 @@ def ask(out: Path, tmp: Path) -> None:
         kill_workers(runtime)  # the worker started for the folder
     assert r.returncode == 0, r.stderr[-2000:]
     stats = json.loads(r.stderr.strip().splitlines()[-1])
-    assert stats["tokens"] >= 1  # a random model: any tokens at all, gibberish is expected
+    assert stats["prompt_tokens"] > 10
+    # Random weights: gibberish is expected. A base model's new <|end|> row starts near the
+    # mean embedding, so with a tied head it may be the first token: then no tokens.
+    assert min_tokens <= stats["tokens"] <= 8
 
 
 def test_torchrun_two_ranks_zero3(tiny_dir, tmp_path, tokenizer):
     out, audit = launch([str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}"],
                         tiny_dir, tmp_path)
-    check_run(out, audit, len(tokenizer))
-    ask(out, tmp_path)
+    check_run(out, audit, len(tokenizer), "model.embed_tokens.weight")
+    ask(out, tmp_path, min_tokens=1)
 
 
-def test_accelerate_launch_two_ranks_zero3(tiny_dir, tmp_path, tokenizer):
+def test_accelerate_launch_two_ranks_zero3_starcoder(starcoder_dir, tmp_path, tokenizer):
     out, audit = launch([str(BIN / "accelerate"), "launch", "--config_file", str(ACCELERATE_CONFIG),
                          "--num_processes", "2", "--main_process_port", str(free_port())],
-                        tiny_dir, tmp_path)
-    check_run(out, audit, len(tokenizer))
-    ask(out, tmp_path)
+                        starcoder_dir, tmp_path)
+    check_run(out, audit, len(tokenizer), "transformer.wte.weight")
+    ask(out, tmp_path, min_tokens=0)
