@@ -79,7 +79,7 @@ def write_partition_report(trainer: Any, output_dir: str) -> dict | None:
     counts = _partition_counts(model)
     sums = _checksums(model)  # collective under ZeRO-3: every rank takes part
     distributed = dist.is_available() and dist.is_initialized()
-    ranks = [counts]
+    ranks: list[Any] = [counts]
     if distributed:
         ranks = [None] * dist.get_world_size()
         dist.all_gather_object(ranks, {"rank": dist.get_rank(), **counts})

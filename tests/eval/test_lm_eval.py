@@ -62,23 +62,18 @@ def test_cli_rejects_unknown_task(tmp_path):
     assert "Unknown lm-eval task 'no_such_task_x'" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_tiny_folder_hf_class_and_our_adapter_agree(tmp_path, monkeypatch):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from tiny_models import tiny_folder
 
-    from model.loading import default_gguf_path
+    return tiny_folder("llama", tmp_path_factory.mktemp("tiny-lm-eval"), template="none")
+
+
+def test_tiny_folder_hf_class_and_our_adapter_agree(tiny_dir, monkeypatch):
     from training.evaluation.lm_harness import run_lm_eval
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    gguf = default_gguf_path()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    folder = tmp_path / "tiny"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                                 eos_token_id=tok.eos_token_id)).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = tiny_dir
     by_engine = {e: run_lm_eval(str(folder), [TASK], limit=5, engine=e) for e in ("hf", "starchat")}
     assert by_engine["hf"]["engine"] == "hf"
     for result in by_engine.values():
@@ -90,3 +85,22 @@ def test_tiny_folder_hf_class_and_our_adapter_agree(tmp_path, monkeypatch):
         hf_ll = [float(ll) for ll, _ in a["filtered_resps"]]
         our_ll = [float(ll) for ll, _ in b["filtered_resps"]]
         assert our_ll == pytest.approx(hf_ll, abs=2e-3)
+
+
+def test_adapter_rolling_and_generation_match_hf_class(tiny_dir):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from training.evaluation.lm_harness import make_engine_lm
+
+    ours = make_engine_lm(str(tiny_dir))
+    hf = HFLM(pretrained=str(tiny_dir), device="cpu", dtype="float32", batch_size=1)
+    text = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n"
+    rolling = [Instance("loglikelihood_rolling", {}, (text,), 0)]
+    ours_ll, hf_ll = ours.loglikelihood_rolling(rolling)[0], hf.loglikelihood_rolling(rolling)[0]
+    assert ours_ll < 0 and ours_ll == pytest.approx(hf_ll, abs=5e-3)
+    generation = [Instance("generate_until", {}, ("def add(a, b):", {"until": ["\n\n"], "max_gen_toks": 8,
+                                                                     "do_sample": False}), 0)]
+    ours_text, hf_text = ours.generate_until(generation)[0], hf.generate_until(generation)[0]
+    assert ours_text and "\n\n" not in ours_text
+    assert ours_text == hf_text  # greedy on the same weights

@@ -28,13 +28,7 @@ DATA_DIR = ROOT / "data"
 OUR_TASKS = ("starchat_python_mc",)
 
 
-def _lm_class() -> type:
-    from lm_eval.api.model import LM
-
-    return LM
-
-
-class EngineLM:  # the LM base class is mixed in by make_engine_lm (lm_eval imports lazily)
+class EngineLM:  # lm-eval's LM base class is mixed in by make_engine_lm (imported lazily)
     """loglikelihood, loglikelihood_rolling and generate_until on our torch runner."""
 
     def __init__(self, spec: str):
@@ -46,8 +40,9 @@ class EngineLM:  # the LM base class is mixed in by make_engine_lm (lm_eval impo
         self.runner = self.loaded.runner
         self.tok = self.loaded.tokenizer
         self.window = int(self.loaded.context_window)
-        eos = getattr(self.tok, "eos_token_id", None)
-        self.prefix_id = int(eos if eos is not None else 0)
+        # What an empty context is conditioned on: bos, else eos (lm-eval's own choice).
+        bos, eos = getattr(self.tok, "bos_token_id", None), getattr(self.tok, "eos_token_id", None)
+        self.prefix_id = int(bos if bos is not None else eos if eos is not None else 0)
         self._ctx_key: tuple[int, ...] | None = None
         self._ctx_state: tuple[Any, Any] | None = None
 
@@ -96,7 +91,7 @@ class EngineLM:  # the LM base class is mixed in by make_engine_lm (lm_eval impo
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Whole-text log-likelihood in disjoint windows; each window starts fresh after one
-        token of the previous (the first after the eos token)."""
+        token of the previous (the first after the prefix token)."""
         results = []
         for r in requests:
             ids = self._encode(r.args[0])
@@ -116,13 +111,17 @@ class EngineLM:  # the LM base class is mixed in by make_engine_lm (lm_eval impo
             kwargs = dict(kwargs or {})
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            params = {"max_new_tokens": int(kwargs.get("max_gen_toks", 256)),
-                      "temperature": float(kwargs.get("temperature", 0.0) or 0.0),
-                      "stop": [u for u in until if u]}
+            max_new = int(kwargs.get("max_gen_toks", 256))
+            stops = [u for u in until if u]
+            params = {"max_new_tokens": max_new, "temperature": float(kwargs.get("temperature", 0.0) or 0.0),
+                      "stop": stops}
             ids = self._encode(context) or [self.prefix_id]
-            ids = ids[-max(1, self.window - params["max_new_tokens"]):]
-            text = self.engine.generate(ids, params).text
-            for stop in params["stop"]:
+            ids = ids[-max(1, self.window - max_new):]
+            stream = self.engine.generate(ids, params)
+            for _ in stream:
+                pass
+            text = stream.text
+            for stop in stops:
                 text = text.split(stop)[0]
             out.append(text)
         return out
@@ -130,11 +129,14 @@ class EngineLM:  # the LM base class is mixed in by make_engine_lm (lm_eval impo
 
 def make_engine_lm(spec: str) -> Any:
     """An ``lm_eval.api.model.LM`` instance running ``spec`` on our engine."""
-    cls = type("StarChatEngineLM", (EngineLM, _lm_class()), {})
-    lm = cls.__new__(cls)
-    _lm_class().__init__(lm)
-    EngineLM.__init__(lm, spec)
-    return lm
+    from lm_eval.api.model import LM
+
+    class StarChatEngineLM(EngineLM, LM):
+        def __init__(self, spec: str):
+            LM.__init__(self)
+            EngineLM.__init__(self, spec)
+
+    return StarChatEngineLM(spec)
 
 
 def _task_folder(work: Path) -> Path:
