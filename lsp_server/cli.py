@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("worker", "run the shared model worker (normally started on demand)"),
         ("train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
-        ("eval", "evaluate: generate, judge, humaneval, plots"),
+        ("eval", "evaluate: generate, judge, humaneval, plots, lm-eval"),
     ):
         sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() forwards them
     return parser

@@ -98,3 +98,10 @@ def transformers_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with transformers_serve(log) as url:
         yield SimpleNamespace(url=url, log=log)
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight models per architecture (tests/tiny_models.py), built on first use."""
+    from tests.tiny_models import TinyModels
+
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))

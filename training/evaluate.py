@@ -4,6 +4,7 @@
     starchat eval judge --a A.jsonl --b B.jsonl (--judge SPEC | --judge-url URL)
     starchat eval humaneval --model SPEC [--limit N] [--samples K]
     starchat eval plots --answers answers.jsonl
+    starchat eval lm-eval --model SPEC --tasks LIST [--limit N]
 
 Each prints one JSON line on stdout; progress and logs go to stderr. Bad input exits with
 code 2 and a one-sentence error. Generation runs the model in this process by default
@@ -87,7 +88,42 @@ def build_parser() -> argparse.ArgumentParser:
     plots.add_argument("--answers", required=True, help="answers JSONL from `starchat eval generate`")
     plots.add_argument("--category", default="plot")
     plots.add_argument("--out-dir", default="eval_out/plots", help="PNGs and report go here")
+    lm = sub.add_parser("lm-eval", help="EleutherAI lm-evaluation-harness tasks (ours: starchat_python_mc)")
+    lm.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or a HF id")
+    lm.add_argument("--tasks", required=True,
+                    help="comma-separated lm-eval task names, e.g. starchat_python_mc or arc_easy,hellaswag")
+    lm.add_argument("--limit", type=_positive, help="only the first N documents of each task")
+    lm.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
+    lm.add_argument("--engine", choices=("auto", "hf", "starchat"), default="auto",
+                    help="auto: lm-eval's hf class for folders/hub ids, our engine for GGUF specs")
+    lm.add_argument("--batch-size", type=_positive, default=1, help="batch size of the hf class")
+    lm.add_argument("--include-path", action="append", default=[], help="another folder of task YAMLs")
+    lm.add_argument("--out-dir", default="eval_out/lm_eval", help="results.json and per-sample rows go here")
     return parser
+
+
+def cmd_lm_eval(args) -> dict:
+    from training.evaluation.lm_harness import run_lm_eval
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise ValueError("--tasks is empty; give one or more task names, e.g. starchat_python_mc.")
+    start = time.monotonic()
+    result = run_lm_eval(args.model, tasks, limit=args.limit, engine=args.engine, batch_size=args.batch_size,
+                         num_fewshot=args.num_fewshot, include_path=args.include_path)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = result.pop("samples")
+    with (out_dir / "samples.jsonl").open("w", encoding="utf-8") as f:
+        for task, rows in samples.items():
+            for row in rows:
+                f.write(json.dumps({"task": task, "doc_id": row.get("doc_id"), "target": row.get("target"),
+                                    "filtered_resps": row.get("filtered_resps"),
+                                    **{k: v for k, v in row.items() if k in ("acc", "acc_norm", "exact_match")}},
+                                   default=str) + "\n")
+    result.update(wall_s=round(time.monotonic() - start, 1), out_dir=str(out_dir))
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
 
 
 def cmd_generate(args) -> dict:
@@ -175,7 +211,8 @@ def cmd_plots(args) -> dict:
     return {k: v for k, v in summary.items() if k != "rows"} | {"out_dir": args.out_dir}
 
 
-COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_humaneval, "plots": cmd_plots}
+COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_humaneval, "plots": cmd_plots,
+            "lm-eval": cmd_lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ Also ``python -m training.train CONFIG.yaml`` under torchrun / accelerate launch
         --deepspeed training/configs/deepspeed_z3_bf16.json
 The output folder holds the model (16-bit weights gathered under ZeRO-3), the tokenizer with
 its ``chat_template``, ``generation_config.eos_token_id`` = end-of-turn, ``train_log.jsonl``
-and ``loss_curve.png``; ``starchat ask --model FOLDER`` loads it directly.
+and ``loss_curve.png`` (under DeepSpeed also ``zero_partition.json``: each rank's share of the
+parameters, see ``training.distributed``); ``starchat ask --model FOLDER`` loads it directly.
 """
 
 from __future__ import annotations
@@ -98,13 +99,21 @@ def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str,
 
 
 def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
-    """Wrap the model with LoRA adapters; the StarChat tokens' embedding rows stay trainable."""
+    """Wrap the model with LoRA adapters; the StarChat tokens' embedding rows stay trainable.
+
+    ``all-linear`` is peft's: every Linear except the output layer, whatever the family calls
+    them (q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj in Llama; c_attn/c_proj/c_fc
+    in StarCoder; q/k/v/o_proj and c_fc/c_proj in StarCoder2).
+    """
     from peft import LoraConfig, get_peft_model
 
     from model.chat_format import STARCHAT_TOKENS
 
     targets = lora_args.lora_target_modules
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in STARCHAT_TOKENS]
+    # The input embedding's own name: embed_tokens (Llama, StarCoder2), wte (StarCoder/gpt_bigcode).
+    embedding = model.get_input_embeddings()
+    embed_name = next(name for name, module in model.named_modules() if module is embedding).split(".")[-1]
     config = LoraConfig(
         r=lora_args.lora_r,
         lora_alpha=lora_args.lora_alpha,
@@ -112,7 +121,7 @@ def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
         target_modules=targets[0] if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
         # Only these rows of the (possibly tied) embedding matrix train, not all 49k.
-        trainable_token_indices={"embed_tokens": new_ids},
+        trainable_token_indices={embed_name: new_ids},
     )
     model = get_peft_model(model, config)
     if hasattr(model, "enable_input_require_grads"):
@@ -154,6 +163,7 @@ def run(argv: list[str]) -> int:
 
     from model.loading import local_folder
     from training.config import ConfigError, parse_config
+    from training.distributed import init_deepspeed_comm, write_partition_report
     from training.packing import PackedCollator, PaddingCollator
     from training.progress import JsonlLogCallback, plot_loss_curve
     from training.tokenize import add_chat_tokens, end_of_turn_id
@@ -163,6 +173,7 @@ def run(argv: list[str]) -> int:
     if output_dir is None:  # TrainingArguments fills in "trainer_output"; None would be a bug there
         raise ConfigError("output_dir is not set; give --output_dir or set it in the recipe.")
     _setup_logging(training_args)
+    init_deepspeed_comm(training_args)  # before loading: zero.Init partitions across the ranks
     _, folder = local_folder(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=model_args.trust_remote_code)
     # A chat model switched to the StarChat format: remember how it used to end a turn.
@@ -183,6 +194,8 @@ def run(argv: list[str]) -> int:
         callbacks=[JsonlLogCallback(output_dir)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if training_args.deepspeed:
+        write_partition_report(trainer, output_dir)
     save_output(trainer, tokenizer, lora_args, training_args)
     if trainer.is_world_process_zero():
         plot = plot_loss_curve(output_dir)
