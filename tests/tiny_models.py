@@ -1,0 +1,399 @@
+"""Tiny random-weight models of the architectures users bring, built here with no hub.
+
+- ``tiny_folder(arch, out_dir)``: a transformers model folder (safetensors) of ``llama``,
+  ``gpt_bigcode`` (StarCoder), ``starcoder2`` or ``qwen2``: 2 layers, hidden 64, GQA (MQA
+  for ``gpt_bigcode``), with the embedded SmolLM2 tokenizer (vocab 49152, ChatML) beside it.
+- ``tiny_gguf(arch, out_path, qtype)``: the same model (same seed, same weights) converted
+  to a GGUF file the way llama.cpp's ``convert_hf_to_gguf.py`` does it, quantized to
+  ``Q8_0`` or ``Q4_0``, with the ``tokenizer.*`` fields of the embedded GGUF file.
+- ``synthetic_gguf(out_path, shapes)``: random quantized weights with a real model's shapes
+  (Qwen2.5-1.5B's by default), streamed to disk, for the memory/speed benchmark.
+
+Everything is seeded, so two builds of one (arch, variant) hold identical weights.
+``template`` picks the tokenizer's chat format: ``chatml`` (the embedded template),
+``none`` (no template and no StarChat tokens: dialogue prompting) or ``starchat`` (the four
+StarChat tokens added, no template: the StarChat template is used).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARCHS = ("llama", "gpt_bigcode", "starcoder2", "qwen2")
+QTYPES = ("Q8_0", "Q4_0")
+TEMPLATES = ("chatml", "none", "starchat")
+SEED = 1234
+HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, CONTEXT = 64, 2, 4, 2, 128, 2048
+
+# llama.cpp's name for each transformers model_type.
+GGUF_ARCH = {"llama": "llama", "gpt_bigcode": "starcoder", "starcoder2": "starcoder2", "qwen2": "qwen2"}
+
+
+@functools.cache
+def _base_tokenizer() -> Any:
+    from model.loading import load_tokenizer
+
+    return load_tokenizer("default")
+
+
+def tokenizer_for(template: str = "chatml") -> Any:
+    """A copy of the embedded tokenizer with the chat format ``template`` asks for."""
+    import copy
+
+    from model.chat_format import STARCHAT_TOKENS
+
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown template {template!r}: use {', '.join(TEMPLATES)}.")
+    tokenizer = copy.deepcopy(_base_tokenizer())
+    if template != "chatml":
+        tokenizer.chat_template = None
+    if template == "starchat":
+        tokenizer.add_special_tokens({"additional_special_tokens": list(STARCHAT_TOKENS)})
+    return tokenizer
+
+
+def tiny_config(arch: str, vocab_size: int = 49152, bos: int = 1, eos: int = 2, pad: int = 2) -> Any:
+    """A small config of ``arch`` with the embedded tokenizer's vocabulary and special ids."""
+    from transformers import AutoConfig
+
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}: use {', '.join(ARCHS)}.")
+    ids = dict(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+    if arch == "gpt_bigcode":  # StarCoder: learned positions, LayerNorm, GELU, multi-query
+        return AutoConfig.for_model(arch, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=FFN,
+                                    n_positions=CONTEXT, multi_query=True, **ids)
+    common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                  num_key_value_heads=KV_HEADS, intermediate_size=FFN, max_position_embeddings=CONTEXT, **ids)
+    if arch == "llama":  # CodeLlama-like: untied output layer
+        return AutoConfig.for_model(arch, tie_word_embeddings=False, rope_theta=10000.0, **common)
+    if arch == "starcoder2":
+        return AutoConfig.for_model(arch, tie_word_embeddings=True, rope_theta=100000.0, use_bias=True, **common)
+    return AutoConfig.for_model(arch, tie_word_embeddings=True, rope_theta=1000000.0, **common)
+
+
+def tiny_model(arch: str, template: str = "chatml") -> tuple[Any, Any]:
+    """(model, tokenizer): random weights from a fixed seed, in fp32 on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tokenizer_for(template)
+    config = tiny_config(arch, vocab_size=len(tokenizer), bos=tokenizer.bos_token_id,
+                         eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id)
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # norms start at 1 and biases at 0; make them random too, so a
+        for param in model.parameters():  # converter that drops one is caught
+            if param.dim() == 1:
+                param.add_(torch.randn_like(param) * 0.02)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def tiny_folder(arch: str, out_dir: str | Path, template: str = "chatml") -> Path:
+    """Write a tiny ``arch`` model folder (safetensors + tokenizer) to ``out_dir``; returns it."""
+    out = Path(out_dir)
+    model, tokenizer = tiny_model(arch, template)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# --- GGUF ---------------------------------------------------------------------------------
+
+@functools.cache
+def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
+    """(name, value, type, array item type) of the embedded file's ``tokenizer.*`` fields.
+
+    Read once per process: parsing the 49,152-entry vocabulary takes ~10 s on a busy machine.
+    """
+    import gguf
+
+    from model.loading import default_gguf_path
+
+    fields = []
+    for name, field in gguf.GGUFReader(str(default_gguf_path())).fields.items():
+        if name.startswith("tokenizer."):
+            is_array = field.types[0] == gguf.GGUFValueType.ARRAY
+            fields.append((name, field.contents(), field.types[0], field.types[-1] if is_array else None))
+    return tuple(fields)
+
+
+def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: bool = True) -> None:
+    """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template."""
+    for name, value, vtype, sub_type in _embedded_tokenizer_fields():
+        if name == "tokenizer.chat_template" and not chat_template:
+            continue
+        if name == "tokenizer.ggml.eos_token_id" and eos is not None:
+            value = eos
+        writer.add_key_value(name, value, vtype, sub_type=sub_type)
+
+
+def _arch_metadata(writer: Any, arch: str, config: Any) -> None:
+    if arch == "gpt_bigcode":
+        writer.add_context_length(config.n_positions)
+        writer.add_embedding_length(config.n_embd)
+        writer.add_feed_forward_length(config.n_inner)
+        writer.add_block_count(config.n_layer)
+        writer.add_head_count(config.n_head)
+        writer.add_head_count_kv(1 if config.multi_query else config.n_head)
+        writer.add_layer_norm_eps(config.layer_norm_epsilon)
+        return
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(_rope_theta(config))
+    if arch == "starcoder2":
+        writer.add_layer_norm_eps(config.norm_epsilon)
+    else:
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    if arch == "llama":
+        writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+        writer.add_vocab_size(config.vocab_size)
+
+
+def _rope_theta(config: Any) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta") or getattr(config, "rope_theta", 10000.0))
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's q/k row order for Llama (its rope pairs neighbours; HF's pairs halves)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_tensors(arch: str, model: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """(GGUF name, fp32 array) for every weight, named by gguf's own tensor map."""
+    import gguf
+
+    config = model.config
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[GGUF_ARCH[arch].upper()], LAYERS)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    for hf_name, tensor in model.state_dict().items():
+        if tied and hf_name == "lm_head.weight":
+            continue  # llama.cpp reuses token_embd, transformers ties it back
+        if hf_name.endswith(("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")):
+            continue  # buffers, not weights
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise KeyError(f"No GGUF name for {arch} tensor {hf_name}")
+        data = tensor.detach().float().numpy()
+        if arch == "llama" and hf_name.endswith("q_proj.weight"):
+            data = _permute(data, config.num_attention_heads)
+        elif arch == "llama" and hf_name.endswith("k_proj.weight"):
+            data = _permute(data, config.num_key_value_heads)
+        yield name, np.ascontiguousarray(data)
+
+
+def _quantizable(name: str, data: np.ndarray) -> bool:
+    # 1-D norms/biases and the learned position table stay F32, as llama.cpp's converter
+    # keeps them; every matrix whose rows are whole 32-value blocks is quantized.
+    return data.ndim == 2 and data.shape[-1] % 32 == 0 and not name.startswith("position_embd")
+
+
+def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: str = "chatml") -> Path:
+    """Write the tiny ``arch`` model as a ``qtype`` GGUF file at ``out_path``; returns it.
+
+    ``template`` other than ``chatml`` drops the GGUF chat template (``starchat`` is for
+    folders only: the GGUF vocabulary is the embedded one).
+    """
+    import gguf
+
+    if qtype not in QTYPES:
+        raise ValueError(f"Unknown qtype {qtype!r}: use {', '.join(QTYPES)}.")
+    if template == "starchat":
+        raise ValueError("The StarChat-token variant exists as a folder only.")
+    quant = gguf.GGMLQuantizationType[qtype]
+    model, tokenizer = tiny_model(arch, "chatml")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out), GGUF_ARCH[arch])
+    writer.add_name(f"tiny-{arch}")
+    _arch_metadata(writer, arch, model.config)
+    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _copy_tokenizer_fields(writer, eos=tokenizer.eos_token_id, chat_template=template == "chatml")
+    for name, data in _gguf_tensors(arch, model):
+        if _quantizable(name, data):
+            writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(name, data.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+class TinyModels:
+    """Builds each tiny folder/GGUF once and hands out the same path afterwards.
+
+    ``tests/conftest.py`` makes one per pytest session (fixture ``tiny_models``); the files
+    live under the session's temp dir and go with it.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._built: dict[tuple, Path] = {}
+
+    def folder(self, arch: str, template: str = "chatml") -> Path:
+        key = ("folder", arch, template)
+        if key not in self._built:
+            self._built[key] = tiny_folder(arch, self.root / f"{arch}-{template}", template)
+        return self._built[key]
+
+    def gguf(self, arch: str, qtype: str = "Q8_0", template: str = "chatml") -> Path:
+        key = ("gguf", arch, qtype, template)
+        if key not in self._built:
+            self._built[key] = tiny_gguf(arch, self.root / f"{arch}-{template}-{qtype}.gguf", qtype, template)
+        return self._built[key]
+
+
+# --- a real-sized model's shapes, for benchmarks ------------------------------------------
+
+@dataclass(frozen=True)
+class Shapes:
+    arch: str  # llama.cpp architecture name
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    context: int
+    rope_theta: float
+    rms_eps: float
+    tied: bool
+    qkv_bias: bool
+
+
+SHAPES = {
+    "qwen2.5-1.5b": Shapes("qwen2", 28, 1536, 12, 2, 8960, 32768, 1000000.0, 1e-6, True, True),
+    "qwen2.5-0.5b": Shapes("qwen2", 24, 896, 14, 2, 4864, 32768, 1000000.0, 1e-6, True, True),
+}
+
+
+def _random_blocks(rng: np.random.Generator, rows: int, cols: int, quant: Any) -> np.ndarray:
+    """Random quantized rows built directly as blocks (fast: no fp32 matrix to quantize).
+
+    Each block is an fp16 scale followed by random codes; the scale gives the values a
+    standard deviation of about 0.02, like a freshly initialised layer.
+    """
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[quant]
+    n_blocks = rows * cols // block
+    raw = rng.integers(0, 256, size=(n_blocks, size), dtype=np.uint8)
+    # Q4_0 codes are 0..15 around 8 (std ~4.6 steps); Q8_0 codes are -128..127 (std ~74).
+    step = 0.02 / (4.6 if quant == gguf.GGMLQuantizationType.Q4_0 else 74.0)
+    raw[:, :2] = np.frombuffer(np.float16(step).tobytes(), dtype=np.uint8)
+    return raw.reshape(rows, cols // block * size)
+
+
+def synthetic_gguf(out_path: str | Path, shapes: str = "qwen2.5-1.5b", qtype: str = "Q4_0", seed: int = SEED) -> Path:
+    """Write a GGUF with ``shapes``' layer sizes and random ``qtype`` weights; returns it.
+
+    The vocabulary is the embedded tokenizer's (49,152 entries), so the file loads and
+    chats anywhere the embedded model does; the token table is Q8_0, like llama.cpp's own
+    Q4_0 files. Tensors are streamed, so memory stays at one tensor.
+    """
+    import gguf
+
+    s = SHAPES[shapes]
+    quant = gguf.GGMLQuantizationType[qtype]
+    vocab = 49152
+    head_dim = s.hidden // s.heads
+    kv = s.kv_heads * head_dim
+    tensors: list[tuple[str, tuple[int, int] | tuple[int], Any]] = [
+        ("token_embd.weight", (vocab, s.hidden), gguf.GGMLQuantizationType.Q8_0)]
+    for i in range(s.layers):
+        p = f"blk.{i}."
+        tensors += [
+            (p + "attn_norm.weight", (s.hidden,), None),
+            (p + "attn_q.weight", (s.hidden, s.hidden), quant),
+            (p + "attn_k.weight", (kv, s.hidden), quant),
+            (p + "attn_v.weight", (kv, s.hidden), quant),
+            (p + "attn_output.weight", (s.hidden, s.hidden), quant),
+            (p + "ffn_norm.weight", (s.hidden,), None),
+            (p + "ffn_gate.weight", (s.ffn, s.hidden), quant),
+            (p + "ffn_up.weight", (s.ffn, s.hidden), quant),
+            (p + "ffn_down.weight", (s.hidden, s.ffn), quant),
+        ]
+        if s.qkv_bias:
+            tensors += [(p + "attn_q.bias", (s.hidden,), None), (p + "attn_k.bias", (kv,), None),
+                        (p + "attn_v.bias", (kv,), None)]
+    tensors.append(("output_norm.weight", (s.hidden,), None))
+    if not s.tied:
+        tensors.append(("output.weight", (vocab, s.hidden), quant))
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out), s.arch)
+    writer.add_name(f"synthetic-{shapes}")
+    writer.add_context_length(s.context)
+    writer.add_embedding_length(s.hidden)
+    writer.add_feed_forward_length(s.ffn)
+    writer.add_block_count(s.layers)
+    writer.add_head_count(s.heads)
+    writer.add_head_count_kv(s.kv_heads)
+    writer.add_rope_freq_base(s.rope_theta)
+    writer.add_layer_norm_rms_eps(s.rms_eps)
+    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _copy_tokenizer_fields(writer)
+    for name, shape, q in tensors:
+        if q is None:
+            writer.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) * 4)
+        else:
+            block, size = gguf.GGML_QUANT_SIZES[q]
+            byte_shape = (shape[0], shape[1] // block * size)
+            writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=q)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    for name, shape, q in tensors:
+        if q is not None:
+            data = _random_blocks(rng, shape[0], shape[1], q)
+        elif name.endswith(".bias"):
+            data = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        else:
+            data = (1.0 + rng.standard_normal(shape) * 0.02).astype(np.float32)
+        writer.write_tensor_data(data)
+    writer.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/tiny_models.py {folder,gguf,synthetic} OUT [...]``: build one model."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=("folder", "gguf", "synthetic"))
+    parser.add_argument("out")
+    parser.add_argument("--arch", choices=ARCHS, default="qwen2")
+    parser.add_argument("--qtype", default=None, help="Q8_0 or Q4_0 (gguf: Q8_0, synthetic: Q4_0)")
+    parser.add_argument("--template", choices=TEMPLATES, default="chatml")
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="qwen2.5-1.5b")
+    args = parser.parse_args(argv)
+    if args.kind == "folder":
+        path = tiny_folder(args.arch, args.out, args.template)
+    elif args.kind == "gguf":
+        path = tiny_gguf(args.arch, args.out, args.qtype or "Q8_0", args.template)
+    else:
+        path = synthetic_gguf(args.out, args.shapes, args.qtype or "Q4_0")
+    print(path)  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
