@@ -37,9 +37,18 @@ GGUF_ARCH = {"llama": "llama", "gpt_bigcode": "starcoder", "starcoder2": "starco
 
 @functools.cache
 def _base_tokenizer() -> Any:
-    from model.loading import load_tokenizer
+    """The embedded model's tokenizer, read from its GGUF file.
 
-    return load_tokenizer("default")
+    What ``model.loading.load_tokenizer("default")`` returns, without going through the
+    model cache: tests may point ``STARCHAT_CACHE_DIR`` at a temp dir, and the first use
+    of an empty cache would de-quantize the whole embedded model (~15 s, ~1 GB).
+    """
+    from transformers import AutoTokenizer
+
+    from model.loading import default_gguf_path
+
+    path = default_gguf_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def tokenizer_for(template: str = "chatml") -> Any:
@@ -299,8 +308,10 @@ def _random_blocks(rng: np.random.Generator, rows: int, cols: int, quant: Any) -
     return raw.reshape(rows, cols // block * size)
 
 
-def synthetic_gguf(out_path: str | Path, shapes: str = "qwen2.5-1.5b", qtype: str = "Q4_0", seed: int = SEED) -> Path:
-    """Write a GGUF with ``shapes``' layer sizes and random ``qtype`` weights; returns it.
+def synthetic_gguf(out_path: str | Path, shapes: str | Shapes = "qwen2.5-1.5b", qtype: str = "Q4_0",
+                   seed: int = SEED) -> Path:
+    """Write a GGUF with ``shapes``' layer sizes (a ``SHAPES`` key or a ``Shapes``) and random
+    ``qtype`` weights; returns it.
 
     The vocabulary is the embedded tokenizer's (49,152 entries), so the file loads and
     chats anywhere the embedded model does; the token table is Q8_0, like llama.cpp's own
@@ -308,7 +319,7 @@ def synthetic_gguf(out_path: str | Path, shapes: str = "qwen2.5-1.5b", qtype: st
     """
     import gguf
 
-    s = SHAPES[shapes]
+    s = SHAPES[shapes] if isinstance(shapes, str) else shapes
     quant = gguf.GGMLQuantizationType[qtype]
     vocab = 49152
     head_dim = s.hidden // s.heads
@@ -338,7 +349,7 @@ def synthetic_gguf(out_path: str | Path, shapes: str = "qwen2.5-1.5b", qtype: st
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(out), s.arch)
-    writer.add_name(f"synthetic-{shapes}")
+    writer.add_name(f"synthetic-{shapes if isinstance(shapes, str) else s.arch}")
     writer.add_context_length(s.context)
     writer.add_embedding_length(s.hidden)
     writer.add_feed_forward_length(s.ffn)
