@@ -45,6 +45,17 @@ class WorkerSettings:
     autostart: bool = True
 
 
+#: ``commands.answer``: when a generating command answers (see features/early_answer.py).
+ANSWER_MODES = ("auto", "wait", "early")
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """How generating commands answer ``workspace/executeCommand``."""
+
+    answer: str = "auto"
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings of the section ``starchat``."""
@@ -56,6 +67,7 @@ class Settings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     context: ContextSettings = field(default_factory=ContextSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    commands: CommandSettings = field(default_factory=CommandSettings)
 
 
 def _check_value(name: str, value: Any, default: Any) -> str | None:
@@ -63,6 +75,8 @@ def _check_value(name: str, value: Any, default: Any) -> str | None:
     if name == "seed":
         ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
         return None if ok else "must be an integer or null"
+    if name == "answer":
+        return None if value in ANSWER_MODES else 'must be "auto", "wait" or "early"'
     if name == "socket_path":
         return None if value is None or isinstance(value, str) else "must be a string or null"
     if isinstance(default, bool):
@@ -157,7 +171,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         problems.append(f"Settings section {SECTION} must be an object; using the defaults.")
         return Settings(), problems
     for key in raw:
-        if key not in ("model", "generation", "context", "worker"):
+        if key not in ("model", "generation", "context", "worker", "commands"):
             problems.append(f"Unknown setting {SECTION}.{key} is ignored.")
     model, backend = _parse_model(raw.get("model"), problems)
     settings = Settings(
@@ -168,6 +182,9 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         ),
         context=_parse_group(ContextSettings, raw.get("context"), f"{SECTION}.context", problems),
         worker=_parse_group(WorkerSettings, raw.get("worker"), f"{SECTION}.worker", problems),
+        commands=_parse_group(
+            CommandSettings, raw.get("commands"), f"{SECTION}.commands", problems
+        ),
     )
     return settings, problems
 

@@ -31,6 +31,8 @@ class StarChatServer(LanguageServer):
         self.settings = Settings()
         self.link = ModelLink(self)
         self.cancel_on_token: dict[Any, asyncio.Task] = {}
+        #: ``clientInfo`` of ``initialize`` (decides the answer mode, see early_answer).
+        self.client_info: types.ClientInfo | None = None
         self._store: ConversationStore | None = None
         self._tasks: set[asyncio.Future] = set()
 
@@ -97,6 +99,7 @@ def create_server() -> StarChatServer:
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: StarChatServer, params: types.InitializeParams) -> None:
+        ls.client_info = params.client_info
         ls.apply_settings(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
