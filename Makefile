@@ -38,7 +38,7 @@ demo: $(STAMP_DEMO)
 editors-deps:
 	@if ! command -v emacs >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot) \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot elpa-lsp-mode) \
 	      || echo "make: could not install emacs-nox elpa-eglot; the Emacs tests will be skipped"; \
 	  else \
 	    echo "make: emacs not found (Debian: apt-get install emacs-nox elpa-eglot); the Emacs tests will be skipped"; \

@@ -119,6 +119,10 @@ def create_server() -> StarChatServer:
                 types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
             )
             raw = answer[0] if answer else None
+            if raw is None:
+                # The client has no settings of ours (Eglot pulls right after connecting):
+                # keep those of initializationOptions instead of resetting to defaults.
+                return
         ls.apply_settings(raw)
         ls.link.start(ls.settings)
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 BLOCKING_CLIENTS = re.compile(r"eglot|lsp-mode|emacs", re.IGNORECASE)
 #: Seconds we wait for the client to open a document before going on without it.
 SHOW_TIMEOUT = 10.0
+#: Seconds between the early answer and the first message of its delivery.
+ANSWER_GAP = 0.2
 
 
 def answers_early(server: Any) -> bool:
@@ -108,6 +110,10 @@ async def _deliver(server: Any, job: Job, token: str, transcript: Transcript | N
 async def _stream_and_deliver(
     server: Any, job: Job, token: str, transcript: Transcript | None
 ) -> None:
+    # Let the early answer reach the client on its own: Emacs 28's jsonrpc leaves a
+    # message that comes in the same read as the reply it waits for unprocessed until
+    # more output arrives (measured: a showDocument right behind it waited 10 s).
+    await asyncio.sleep(ANSWER_GAP)
     stream = DeltaStream(server, await _progress_token(server, token), job.title)
     writer = None
     if transcript is not None and not await _show(server, transcript):
@@ -169,7 +175,10 @@ async def _show(server: Any, transcript: Transcript) -> bool:
         uri=transcript.uri, take_focus=False, selection=types.Range(start=line, end=line)
     )
     try:
-        answer = await asyncio.wait_for(server.window_show_document_async(params), SHOW_TIMEOUT)
+        # shield: a late reply must still find its future (pygls fails on a cancelled one).
+        answer = await asyncio.wait_for(
+            asyncio.shield(server.window_show_document_async(params)), SHOW_TIMEOUT
+        )
     except Exception as exc:  # a client that fails here still gets the message fallback
         log.warning("window/showDocument failed: %s", exc)
         return False

@@ -35,6 +35,7 @@ def capabilities(show_document: bool = True) -> types.ClientCapabilities:
         ),
         workspace=types.WorkspaceClientCapabilities(
             apply_edit=True,
+            configuration=True,
             workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=True),
         ),
     )
@@ -209,5 +210,19 @@ async def test_other_clients_and_the_wait_setting_keep_the_blocking_answer():
         assert "state" not in result and result["reply"]
         warning = await until(lambda: [m for m in client.messages if "commands.answer" in m.message])
         assert '"auto", "wait" or "early"' in warning[0].message
+    finally:
+        await stop(client)
+
+
+async def test_a_configuration_pull_with_nothing_keeps_the_initialization_options():
+    # Eglot sends didChangeConfiguration {} on connect and answers the pull with null.
+    short = {"starchat": {"generation": {"max_new_tokens": 4}, "commands": {"answer": "wait"}}}
+    client = await start_emacs_like(settings=short)
+    try:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await asyncio.sleep(1.0)
+        result = await execute(client, commands.CHAT,
+                               {"message": "Write a long story about a robot who paints."})
+        assert 0 < len(result["reply"].split()) <= 6, result["reply"]
     finally:
         await stop(client)
