@@ -5,6 +5,8 @@ as ``$/progress`` reports, stores the completed turn, and (fix, add docstring) s
 versioned ``workspace/applyEdit``. Cancellation (``$/cancelRequest`` or
 ``window/workDoneProgress/cancel``) cancels the handler's task; we catch that, stop the
 worker's generation and still answer once, with the partial reply and ``cancelled: true``.
+For clients that block on commands (Emacs), ``early_answer`` answers at once and runs
+the same steps (:func:`prepare`, :func:`stream_reply`, :func:`finish`) in the background.
 """
 
 from __future__ import annotations

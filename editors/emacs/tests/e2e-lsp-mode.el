@@ -44,7 +44,13 @@
       lsp-enable-file-watchers nil
       lsp-keep-workspace-alive nil
       lsp-modeline-code-actions-enable nil
-      lsp-headerline-breadcrumb-enable nil)
+      lsp-headerline-breadcrumb-enable nil
+      lsp-modeline-workspace-status-enable nil
+      lsp-modeline-diagnostics-enable nil
+      lsp-lens-enable nil
+      lsp-diagnostics-provider :none
+      lsp-completion-provider :none
+      lsp-enable-symbol-highlighting nil)
 (setq starchat-initialization-options
       `(:starchat (:generation (:max_new_tokens
                                 ,(string-to-number (getenv "STARCHAT_TEST_MAX_TOKENS"))))))
