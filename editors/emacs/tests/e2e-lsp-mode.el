@@ -138,9 +138,9 @@
 (e2e-scenario "shutdown"
   (let ((workspaces (with-current-buffer e2e-source (lsp-workspaces))))
     (with-current-buffer e2e-source (lsp-workspace-shutdown (car workspaces)))
-    `((stopped . ,(if (e2e-wait (lambda () (cl-every (lambda (w) (eq (lsp--workspace-status w)
-                                                                    'shutdown))
-                                                     workspaces))
+    `((stopped . ,(if (e2e-wait (lambda () (cl-notany (lambda (w) (process-live-p
+                                                                   (lsp--workspace-proc w)))
+                                                      workspaces))
                                 30)
                       t :json-false)))))
 
