@@ -35,6 +35,17 @@ class WorkerSettings:
     autostart: bool = True
 
 
+#: ``commands.answer``: when a generating command answers (see features/early_answer.py).
+ANSWER_MODES = ("auto", "wait", "early")
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """How generating commands answer ``workspace/executeCommand``."""
+
+    answer: str = "auto"
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     """Inline completion (``starchat.completion``; camelCase keys, like the LSP)."""
@@ -60,10 +71,13 @@ class Settings:
     context: ContextSettings = field(default_factory=ContextSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    commands: CommandSettings = field(default_factory=CommandSettings)
 
 
 def _check_value(name: str, value: Any, default: Any) -> str | None:
     """Return a sentence when ``value`` does not fit the type of ``default``."""
+    if name == "answer":
+        return None if value in ANSWER_MODES else 'must be "auto", "wait" or "early"'
     if name == "socket_path":
         return None if value is None or isinstance(value, str) else "must be a string or null"
     if isinstance(default, bool):
@@ -169,7 +183,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         problems.append(f"Settings section {SECTION} must be an object; using the defaults.")
         return Settings(), problems
     for key in raw:
-        if key not in ("model", "generation", "context", "worker", "completion"):
+        if key not in ("model", "generation", "context", "worker", "completion", "commands"):
             problems.append(f"Unknown setting {SECTION}.{key} is ignored.")
     model, backend = _parse_model(raw.get("model"), problems)
     settings = Settings(
@@ -179,6 +193,9 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         context=_parse_group(ContextSettings, raw.get("context"), f"{SECTION}.context", problems),
         worker=_parse_group(WorkerSettings, raw.get("worker"), f"{SECTION}.worker", problems),
         completion=parse_completion(raw.get("completion"), problems),
+        commands=_parse_group(
+            CommandSettings, raw.get("commands"), f"{SECTION}.commands", problems
+        ),
     )
     return settings, problems
 

@@ -37,6 +37,8 @@ class StarChatServer(LanguageServer):
         self.settings = Settings()
         self.link = ModelLink(self)
         self.cancel_on_token: dict[Any, asyncio.Task] = {}
+        #: ``clientInfo`` of ``initialize`` (decides the answer mode, see early_answer).
+        self.client_info: types.ClientInfo | None = None
         self._store: ConversationStore | None = None
         self._tasks: set[asyncio.Future] = set()
         #: The process's exit code once serving ended (LSP: 1 for exit without shutdown).
@@ -130,6 +132,7 @@ def create_server() -> StarChatServer:
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: StarChatServer, params: types.InitializeParams) -> None:
+        ls.client_info = params.client_info
         ls.apply_settings(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
@@ -149,6 +152,10 @@ def create_server() -> StarChatServer:
                 types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
             )
             raw = answer[0] if answer else None
+            if raw is None:
+                # The client has no settings of ours (Eglot pulls right after connecting):
+                # keep those of initializationOptions instead of resetting to defaults.
+                return
         ls.apply_settings(raw)
         ls.link.start(ls.settings)
 

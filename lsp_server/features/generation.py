@@ -5,6 +5,8 @@ as ``$/progress`` reports, stores the completed turn, and (fix, add docstring) s
 versioned ``workspace/applyEdit``. Cancellation (``$/cancelRequest`` or
 ``window/workDoneProgress/cancel``) cancels the handler's task; we catch that, stop the
 worker's generation and still answer once, with the partial reply and ``cancelled: true``.
+For clients that block on commands (Emacs), ``early_answer`` answers at once and runs
+the same steps (:func:`prepare`, :func:`stream_reply`, :func:`finish`) in the background.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
@@ -52,8 +55,24 @@ def system_prompt() -> str:
     return DEFAULT_SYSTEM_PROMPT
 
 
-async def run_command(server: Any, command: str, args: dict[str, Any], token: Any) -> dict:
-    """Run one generating command and return its result object."""
+@dataclass
+class Job:
+    """A checked generating command, ready to stream: what both answer modes share."""
+
+    command: str
+    task: str
+    title: str
+    message: str | None
+    target: DocumentRange | None
+    parts: list[dict[str, str]]
+    history: list[dict[str, str]]
+    request: dict[str, Any]
+    conversation_id: str
+    is_new: bool
+
+
+def prepare(server: Any, command: str, args: dict[str, Any]) -> Job:
+    """Check the arguments and build the request; bad input raises an LSP error here."""
     task = TASKS[command]
     settings = server.settings
     surrounding = (
@@ -86,35 +105,57 @@ async def run_command(server: Any, command: str, args: dict[str, Any], token: An
     is_new = conversation_id is None
     if conversation_id is None:
         conversation_id = store.create()
-
     title = commands.ACTION_TITLES.get(command, "StarChat: Chat")
-    try:
-        stream = DeltaStream(server, await make_token(server, token), title)
-        outcome = await _stream_reply(server, stream, request)
-    except BaseException:
-        if is_new:  # nothing was said in it: don't leave an empty conversation behind
-            store.delete(conversation_id)
-        raise
+    return Job(command, task, title, message, target, parts, history, request,
+               conversation_id, is_new)
 
-    reply = stream.sent
-    result: dict[str, Any] = {"conversationId": conversation_id, "reply": reply}
+
+async def run_command(server: Any, command: str, args: dict[str, Any], token: Any) -> dict:
+    """Run one generating command and return its result object.
+
+    Clients that block on ``workspace/executeCommand`` (see :mod:`.early_answer`) get the
+    answer at once and the result later; the others get the whole result as the answer.
+    """
+    from . import early_answer  # noqa: PLC0415 - it imports this module
+
+    job = prepare(server, command, args)
+    if early_answer.answers_early(server):
+        return early_answer.start(server, job)
+    try:
+        stream = DeltaStream(server, await make_token(server, token), job.title)
+        outcome = await stream_reply(server, stream, job.request)
+    except BaseException:
+        forget_if_new(server, job)
+        raise
+    return await finish(server, job, stream.sent, outcome)
+
+
+def forget_if_new(server: Any, job: Job) -> None:
+    """Nothing was said in a new conversation: don't leave it behind."""
+    if job.is_new and server.store.exists(job.conversation_id):
+        server.store.delete(job.conversation_id)
+
+
+async def finish(server: Any, job: Job, reply: str, outcome: dict) -> dict:
+    """Store the completed turn, apply an edit, and build the result object."""
+    result: dict[str, Any] = {"conversationId": job.conversation_id, "reply": reply}
     if outcome["truncated"]:
         result["truncated"] = outcome["truncated"]
     if outcome["cancelled"]:
         result["cancelled"] = True
     else:
-        first_line = message or flatten(parts).splitlines()[-1]
-        store.add_turn(conversation_id, flatten(parts), reply, title=first_line)
-    if task in EDITING_TASKS:
-        assert target is not None
+        first_line = job.message or flatten(job.parts).splitlines()[-1]
+        server.store.add_turn(job.conversation_id, flatten(job.parts), reply, title=first_line)
+    if job.task in EDITING_TASKS:
+        assert job.target is not None
         if outcome["cancelled"]:
             result.update(applied=False, message="Cancelled; nothing was applied.")
         else:
-            result.update(await apply_code(server, target, reply, title))
+            result.update(await apply_code(server, job.target, reply, job.title))
     return result
 
 
-async def _stream_reply(server: Any, stream: DeltaStream, request: dict) -> dict:
+async def stream_reply(server: Any, stream: DeltaStream, request: dict) -> dict:
     """Send the request, stream deltas, and handle cancellation and a dead worker."""
     request_id = uuid.uuid4().hex
     current = asyncio.current_task()
