@@ -48,7 +48,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 
 
 def _params(args: argparse.Namespace) -> dict:
-    from model.engine import GenerationParams
+    from model.params import GenerationParams
 
     try:
         return GenerationParams.from_dict({
@@ -196,6 +196,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             done = _stream(client, request)
+            info = client.info() if args.stats else {}
+            engine = info.get("engine") or info.get("backend")  # llama.cpp, torch or openai
         except WorkerError as exc:
             raise _backend_error(exc, args) from None
     sys.stdout.write("\n")
@@ -204,7 +206,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.stats:
         u = done["usage"]
         _err(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
-                         "prompt_tokens": u["prompt_tokens"]}))
+                         "prompt_tokens": u["prompt_tokens"], "engine": engine}))
     return 0
 
 

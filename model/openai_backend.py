@@ -66,7 +66,7 @@ def build_body(request: dict, model: str | None, max_prompt_chars: int) -> tuple
     Raises ValueError with one sentence on a malformed request or bad params.
     """
     from .budget import fit_request
-    from .engine import GenerationParams
+    from .params import GenerationParams
 
     if not isinstance(request, dict):
         raise ValueError("A request must be a map.")
