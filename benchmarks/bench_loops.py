@@ -16,7 +16,6 @@ import argparse
 import json
 import re
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -42,40 +41,62 @@ def repeated_units(text: str) -> list[str]:
     return [u for u, n in Counter(units).items() if n >= 3]
 
 
-def run_setting(engine, prompts: list[dict], max_new_tokens: int, dry: dict,
-                repeat_penalty: float = 1.0) -> dict:
+SETTINGS = {"before": {"dry_multiplier": 0.0}}
+
+
+def answer(engine, row: dict, max_new_tokens: int, dry: dict) -> str:
+    """The greedy answer to one prompt under one DRY setting (requests carry their own)."""
     from model.chat_format import DEFAULT_SYSTEM_PROMPT
     from model.params import GenerationParams
 
-    engine.dry = dict(dry)
+    ids = engine.chat_format.encode([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                                     {"role": "user", "content": row["prompt"]}])
+    body = engine.request_body(ids, GenerationParams(max_new_tokens=max_new_tokens))
+    body = {k: v for k, v in body.items() if not k.startswith("dry_")}
+    body.update(dry)
     if dry.get("dry_multiplier"):
-        engine.dry.setdefault("dry_penalty_last_n", engine.context_window)
-    params = GenerationParams(max_new_tokens=max_new_tokens, repetition_penalty=repeat_penalty)
+        body.setdefault("dry_penalty_last_n", engine.context_window)
+    parts: list[str] = []
 
-    def answer(row: dict) -> str:
-        ids = engine.chat_format.encode([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                                         {"role": "user", "content": row["prompt"]}])
-        parts: list[str] = []
-        engine.run(ids, params, threading.Event(), parts.append)
-        return "".join(parts)
+    def on_chunk(chunk: dict) -> bool:
+        parts.extend(c.get("text") or "" for c in chunk.get("choices") or ())
+        return False
 
+    engine.server.handle_completions(body, on_chunk)
+    return "".join(parts)
+
+
+def measure(engine, prompts: list[dict], max_new_tokens: int, settings: dict) -> dict:
+    """Both settings on each prompt in turn, so a run cut short still compares like with like."""
+    looping: dict[str, list[str]] = {name: [] for name in settings}
+    chars: dict[str, int] = dict.fromkeys(settings, 0)
+    done: list[str] = []
     t = time.perf_counter()
+
+    def one(row: dict) -> None:
+        for name, dry in settings.items():
+            text = answer(engine, row, max_new_tokens, dry)
+            chars[name] += len(text)
+            if repeated_units(text):
+                looping[name].append(row["id"])
+        done.append(row["id"])
+        counts = ", ".join(f"{n} {len(v)}" for n, v in looping.items())
+        print(f"[{len(done)}/{len(prompts)}] {time.perf_counter() - t:.0f} s looping: {counts}",
+              file=sys.stderr, flush=True)
+
     with ThreadPoolExecutor(max_workers=4) as pool:  # the engine's four slots
-        answers = list(pool.map(answer, prompts))
-    looping = [row["id"] for row, text in zip(prompts, answers, strict=True) if repeated_units(text)]
-    return {
-        "dry": dry, "repeat_penalty": repeat_penalty,
-        "answers": len(answers), "looping": len(looping),
-        "loop_share": round(len(looping) / max(1, len(answers)), 3),
-        "looping_ids": looping, "seconds": round(time.perf_counter() - t, 1),
-        "mean_chars": round(sum(map(len, answers)) / max(1, len(answers))),
-    }
+        list(pool.map(one, prompts))
+    n = max(1, len(done))
+    return {name: {"dry": settings[name], "answers": len(done), "looping": len(ids),
+                   "loop_share": round(len(ids) / n, 3), "looping_ids": sorted(ids),
+                   "mean_chars": round(chars[name] / n)}
+            for name, ids in looping.items()} | {"seconds": round(time.perf_counter() - t, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N prompts")
-    parser.add_argument("--max-new-tokens", type=int, default=384)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
     args = parser.parse_args()
 
     from model import llamacpp_engine
@@ -85,11 +106,12 @@ def main() -> None:
     if args.limit:
         prompts = prompts[: args.limit]
     engine = llamacpp_engine.load(default_gguf_path(), "SmolLM2-135M-Instruct", slots=4)
-    before = run_setting(engine, prompts, args.max_new_tokens, {"dry_multiplier": 0.0})
-    after = run_setting(engine, prompts, args.max_new_tokens, llamacpp_engine.DEFAULT_DRY)
+    settings = {**SETTINGS, "after": dict(llamacpp_engine.DEFAULT_DRY)}
+    figures = measure(engine, prompts, args.max_new_tokens, settings)
+    before, after = figures["before"], figures["after"]
     result = {
         "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "min_chars": MIN_CHARS,
-        "before": before, "after": after,
+        "threads": llamacpp_engine.default_threads(), **figures,
         "halved": after["loop_share"] <= before["loop_share"] / 2,
     }
     print(json.dumps(result, indent=1))

@@ -90,7 +90,11 @@ def test_two_clients_stream_at_the_same_time(worker_socket):
         t.start()
     for t in threads:
         t.join(120)
-    assert [r[0] for r in results] == solo  # each client gets its own answer
+    # each client gets its own answer: the one its request gets alone. llama.cpp's batched
+    # steps are not bit-identical to single ones, so greedy may part at a near-tie later on.
+    for (text, _, _), alone in zip(results, solo, strict=True):
+        assert len(os.path.commonprefix([text, alone])) >= min(24, len(alone)), (text, alone)
+    assert results[0][0] != results[1][0]
     a_times, b_times = results[0][2], results[1][2]
     assert b_times[0] < a_times[-1] and a_times[0] < b_times[-1]  # interleaved, not queued
 
