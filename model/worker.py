@@ -6,8 +6,11 @@ it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
 first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
-``progress`` frames while they wait. One scheduler thread owns the model and advances every
-active request one token per turn: requests past their prefill share one batched forward
+``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``):
+GGUF files run on llama.cpp (``model.llamacpp_engine``), where the scheduler thread builds
+each request's prompt ids and hands the request to a thread of its own, llama.cpp's slots
+batching the concurrent ones; everything else runs on the torch engine, where one
+scheduler thread owns the model and advances every active request one token per turn: requests past their prefill share one batched forward
 pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurrent clients
 stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
 disconnects stop a request before its next decode step.
