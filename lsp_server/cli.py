@@ -201,6 +201,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             done = _stream(client, request)
+            info = client.info() if args.stats else {}
+            engine = info.get("engine") or info.get("backend")  # llama.cpp, torch or openai
         except WorkerError as exc:
             raise _backend_error(exc, args) from None
     sys.stdout.write("\n")
@@ -209,7 +211,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.stats:
         u = done["usage"]
         _err(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
-                         "prompt_tokens": u["prompt_tokens"]}))
+                         "prompt_tokens": u["prompt_tokens"], "engine": engine}))
     return 0
 
 

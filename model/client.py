@@ -45,6 +45,25 @@ def _connect_unix(path: Path) -> socket.socket | None:
         return None
 
 
+def _answers(path: Path, timeout: float = 10.0) -> bool:
+    """True when a worker answers on ``path``. A connection alone is not proof: a worker
+    that is being killed may still accept for a moment while its process is torn down (a
+    llama.cpp worker, with its threads and mappings, takes longest), then closes it unread."""
+    sock = _connect_unix(path)
+    if sock is None:
+        return False
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(protocol.pack({"type": "info", "id": "probe"}))
+        return protocol.recv_frame(sock) is not None
+    except TimeoutError:
+        return True  # alive but slow (a busy machine): do not start a second worker
+    except (OSError, ProtocolError):
+        return False
+    finally:
+        sock.close()
+
+
 def _log_tail(log_file: Path, lines: int = 5) -> str:
     try:
         text = log_file.read_text(errors="replace").strip().splitlines()
@@ -56,16 +75,12 @@ def _log_tail(log_file: Path, lines: int = 5) -> str:
 def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
     """Make sure a worker serves ``spec``; start one if none answers. Returns its socket."""
     path = Path(socket_path) if socket_path else protocol.socket_path_for(spec)
-    sock = _connect_unix(path)
-    if sock:
-        sock.close()
+    if _answers(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(str(path) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        sock = _connect_unix(path)
-        if sock:
-            sock.close()
+        if _answers(path):
             return path
         log_file = path.with_suffix(".log")
         with open(log_file, "ab") as log:

@@ -8,9 +8,13 @@ A spec is one of:
 - a Hugging Face model id, taken from the local HF cache (and downloaded only where the
   network allows it and ``HF_HUB_OFFLINE`` is not set).
 
-GGUF files are de-quantized by transformers, which takes ~15 s for the default model. The
-result is saved once as safetensors under the cache dir, keyed by the file's identity, so
-later loads take about a second.
+In the worker, GGUF specs (``default`` among them) run on llama.cpp as they are
+(``engine_for`` says which engine serves a spec; ``model.llamacpp_engine``). This module
+loads everything for the torch path: folders, hub ids, ``@int4`` specs, and GGUF files where
+the ``xllamacpp`` wheel is missing or ``STARCHAT_ENGINE=torch`` is set. There, GGUF files are
+de-quantized by transformers, which takes ~15 s for the default model; the result is saved
+once as safetensors under the cache dir, keyed by the file's identity, so later loads take
+about a second.
 
 Plain Llama checkpoints on the CPU (the default model among them) are run by our own
 forward pass (``model.llama``) with a tokenizer that needs no transformers
@@ -130,6 +134,25 @@ def resolve_spec(spec: str) -> ModelSource:
     raise ModelSpecError(
         f"Unknown model spec {spec!r}: use 'default', a model folder, a .gguf file or an id like org/name."
     )
+
+
+ENGINES = ("llama.cpp", "torch")
+
+
+def engine_for(spec: str) -> str:
+    """Which engine serves ``spec``: ``llama.cpp`` for GGUF files (the default spec among
+    them) where the ``xllamacpp`` wheel imports, else ``torch``.
+
+    ``STARCHAT_ENGINE=torch`` forces the torch path; ``@int4`` specs are our own int4
+    runner, so torch too. Raises ModelSpecError for a spec that names nothing loadable.
+    """
+    base, quantize = split_spec(spec)
+    source = resolve_spec(base)
+    if source.kind != "gguf" or quantize != "none":
+        return "torch"
+    from .llamacpp_engine import available
+
+    return "llama.cpp" if available() else "torch"
 
 
 def _gguf_cache_folder(gguf: Path) -> Path:

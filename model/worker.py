@@ -6,8 +6,11 @@ it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
 first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
-``progress`` frames while they wait. One scheduler thread owns the model and advances every
-active request one token per turn: requests past their prefill share one batched forward
+``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``):
+GGUF files run on llama.cpp (``model.llamacpp_engine``), where the scheduler thread builds
+each request's prompt ids and hands the request to a thread of its own, llama.cpp's slots
+batching the concurrent ones; everything else runs on the torch engine, where one
+scheduler thread owns the model and advances every active request one token per turn: requests past their prefill share one batched forward
 pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurrent clients
 stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
 disconnects stop a request before its next decode step.
@@ -41,7 +44,7 @@ DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900)
 DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a request is itself
 class Job:
     key: tuple[int, Any]
     request: dict
@@ -116,6 +119,7 @@ class Scheduler(threading.Thread):
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._active: list[Job] = []
+        self._running: set[Job] = set()  # requests on their own threads (llama.cpp)
         self._turn = 0
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests).
         self.trace: list | None = None
@@ -130,35 +134,58 @@ class Scheduler(threading.Thread):
 
     def cancel(self, key: tuple[int, Any]) -> None:
         with self._cond:
-            for job in self._pending + self._active:
+            for job in [*self._pending, *self._active, *self._running]:
                 if job.key == key:
                     job.cancel.set()
 
     def cancel_connection(self, conn_id: int) -> None:
         with self._cond:
-            for job in self._pending + self._active:
+            for job in [*self._pending, *self._active, *self._running]:
                 if job.key[0] == conn_id:
                     job.cancel.set()
 
     @property
     def busy(self) -> bool:
         with self._cond:
-            return bool(self._pending or self._active)
+            return bool(self._pending or self._active or self._running)
 
     def _load_engine(self) -> None:
+        from .loading import engine_for
+
+        t0 = time.perf_counter()
+        kind = "torch" if self._load is not None else engine_for(self.spec)
+        if kind == "llama.cpp":
+            self._load_llamacpp()
+        else:
+            self._load_torch()
+        self.info.update({"spec": self.spec, "ready": True, "engine": kind,
+                          "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()})
+        log.info("Model %s ready on %s (%s) in %.1f s", self.info["model"], self.info["device"],
+                 kind, self.info["load_s"])
+
+    def _load_llamacpp(self) -> None:
+        from . import llamacpp_engine
+        from .loading import resolve_spec
+
+        source = resolve_spec(self.spec)
+        self.engine = llamacpp_engine.load(source.location, source.name)
+        self.info = {
+            "model": source.name, "device": "cpu", "context_window": self.engine.context_window,
+            "chat_format": self.engine.chat_format.kind, "runner": "llama.cpp", "quantize": "gguf",
+            "slots": llamacpp_engine.SLOTS,
+        }
+
+    def _load_torch(self) -> None:
         from .engine import Engine
         from .loading import load_model
 
-        t0 = time.perf_counter()
         loaded = (self._load or load_model)(self.spec)
         self.engine = Engine(loaded)
         self.info = {
-            "spec": self.spec, "ready": True, "model": loaded.name, "device": loaded.device,
+            "model": loaded.name, "device": loaded.device,
             "context_window": loaded.context_window, "chat_format": self.engine.chat_format.kind,
             "runner": loaded.runner_kind, "quantize": loaded.quantize,
-            "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
         }
-        log.info("Model %s ready on %s in %.1f s", loaded.name, loaded.device, self.info["load_s"])
 
     def run(self) -> None:
         try:
@@ -195,9 +222,33 @@ class Scheduler(threading.Thread):
         except ValueError as exc:
             job.emit({"type": "error", "id": job.key[1], "message": str(exc)})
             return
+        if hasattr(self.engine, "run"):  # llama.cpp: one thread per request, slots batch them
+            thread = threading.Thread(target=self._run_on_own_thread, args=(job, prompt_ids, params),
+                                      name=f"starchat-request-{job.key[1]}", daemon=True)
+            with self._cond:
+                self._running.add(job)
+            thread.start()
+            return
         job.decoder = self.engine.decoder(prompt_ids, params, job.cancel)
         with self._cond:
             self._active.append(job)
+
+    def _run_on_own_thread(self, job: Job, prompt_ids: list[int], params: Any) -> None:
+        """Run one request on an engine that generates by itself (``LlamaCppEngine.run``)."""
+        def delta(text: str) -> None:
+            job.emit({"type": "delta", "id": job.key[1], "text": text})
+
+        try:
+            outcome = self.engine.run(prompt_ids, params, job.cancel, delta)
+        except Exception as exc:  # one request's failure must not take the worker down
+            log.error("Generation failed", exc_info=True)
+            job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
+        else:
+            job.emit({"type": "done", "id": job.key[1], "usage": outcome.usage,
+                      "finish_reason": outcome.finish_reason, "truncated": job.truncated})
+        finally:
+            with self._cond:
+                self._running.discard(job)
 
     def _advance(self, job: Job) -> None:
         if self.trace is not None:
@@ -326,6 +377,18 @@ class WorkerServer:
                 return
 
 
+def _exit_now(*_: Any) -> None:
+    os._exit(0)
+
+
+async def _restore_signals(scheduler: Scheduler) -> None:
+    """Take SIGTERM/SIGINT back once the model is loaded: llama.cpp installs handlers of its
+    own that stop only its loop, which would leave the worker running without a model."""
+    await asyncio.to_thread(scheduler.ready.wait)
+    signal.signal(signal.SIGTERM, _exit_now)
+    signal.signal(signal.SIGINT, _exit_now)
+
+
 async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: str | None,
                 idle_timeout: float, batch: bool = DEFAULT_BATCH) -> None:
     scheduler = Scheduler(spec, batch=batch)
@@ -347,7 +410,9 @@ async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: st
     scheduler.start()
     log.info("Worker for %s listening on %s (pid %d)", spec, tcp or socket_file, os.getpid())
     async with srv:
+        restore = asyncio.ensure_future(_restore_signals(scheduler))
         await server.watch(watched)
+        restore.cancel()
     if watched is not None and server.socket_inode is not None:
         try:  # remove the socket only if it is still ours
             if watched.stat().st_ino == server.socket_inode:
@@ -389,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starchat worker: {host} is not loopback; pass --allow-remote to listen there.", file=sys.stderr)  # noqa: T201
             return 2
     socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(args.model)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, _exit_now)
     asyncio.run(serve(args.model, socket_file, args.tcp, secret, args.idle_timeout,
                       batch=DEFAULT_BATCH and not args.no_batch))
     return 0

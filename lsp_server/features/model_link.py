@@ -101,6 +101,7 @@ class ModelLink:
             await client.connect()
             info = await _warm_up(client, self._server, token)
             log.info("model worker ready: %s", info)
+            outcome = f"ready ({info.get('engine') or info.get('backend') or 'unknown engine'})"
             self._client = client
             return client
         except (WorkerError, OSError, ValueError) as exc:

@@ -179,8 +179,9 @@ async def test_cli_ask_url_streams_code_and_prints_stats(openai_server):
     assert "def is_even" in r.stdout
     assert "Traceback" not in r.stderr
     stats = json.loads(r.stderr.strip().splitlines()[-1])
-    assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens"}
+    assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens", "engine"}
     assert stats["tokens"] > 0 and stats["prompt_tokens"] > 10 and stats["ttft_s"] > 0
+    assert stats["engine"] == "openai"
     assert log_path.read_text().count("POST /v1/chat/completions") == posts + 1
     assert no_local_worker()
 

@@ -29,12 +29,13 @@ def collect(client: WorkerClient, request: dict) -> tuple[str, dict, list[float]
     return "".join(text), done, times
 
 
-def test_streams_an_answer(worker_socket, engine):
+def test_streams_an_answer(worker_socket):
     with WorkerClient(socket_path=worker_socket) as client:
         text, done, times = collect(client, ASK)
+        again, _, _ = collect(client, ASK)
     assert done["type"] == "done" and done["finish_reason"] == "length"
     assert len(times) > 5 and "def is_even" in text
-    assert text == "".join(engine.generate(ASK["messages"], ASK["params"]))  # same as in-process
+    assert again == text  # greedy: the same answer every time
     assert set(done["usage"]) >= {"prompt_tokens", "tokens", "ttft_s", "tok_per_s"}
 
 
@@ -87,7 +88,10 @@ def test_a_second_client_is_served_while_the_first_streams(worker_socket):
         a._send({"type": "cancel", "id": 1})
         while (frame := a._recv())["type"] != "done":
             assert frame["type"] == "delta"
-    assert done["finish_reason"] == "length" and text == solo  # B got its own answer
+    # B got its own answer: the one it gets alone (llama.cpp's batched steps are not
+    # bit-identical to single ones, so greedy may part at a near-tie later on).
+    assert done["finish_reason"] == "length"
+    assert len(os.path.commonprefix([text, solo])) >= min(24, len(solo)), (text, solo)
     # A was cancelled, so it was still generating when B finished: B was not queued behind it.
     assert frame["finish_reason"] == "cancelled"
 
@@ -158,10 +162,11 @@ def test_int4_spec_gets_its_own_worker(tmp_path, worker_socket):
             text, done, _ = collect(client, ASK)
             info = client.info()
         assert info["quantize"] == "int4" and info["runner"] == "lean" and info["model"].endswith("@int4")
+        assert info["engine"] == "torch"  # our own int4 runner, not llama.cpp
         assert done["finish_reason"] == "length" and "def is_even" in text
         with WorkerClient(socket_path=worker_socket) as client:  # restarts if it idled out
             while not (full := client.info()).get("ready"):
                 time.sleep(0.05)
-        assert full["quantize"] == "none" and full["runner"] == "lean"
+        assert full["engine"] == "llama.cpp" and full["runner"] == "llama.cpp"  # the GGUF as it is
     finally:
         kill_workers(tmp_path)

@@ -1,0 +1,77 @@
+"""Read a GGUF file's header (its metadata keys) without loading tensors or numpy.
+
+Why not ``gguf.GGUFReader``: it maps and indexes every tensor and array, ~8 s for the
+embedded model on a busy 2-core machine; the worker only needs a few scalars (architecture,
+context length, name) before it hands the file to llama.cpp, plus a sentence when the file
+is not a GGUF at all or ends inside its header. Arrays are skipped unless asked for.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO
+
+MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+MAX_STRING = 1 << 26  # a key or value longer than 64 MiB means a damaged header
+
+
+class GGUFError(ValueError):
+    """The file is not a readable GGUF file; the message is one sentence for the user."""
+
+
+def _read(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data
+
+
+def _string(f: BinaryIO) -> str:
+    (n,) = struct.unpack("<Q", _read(f, 8))
+    if n > MAX_STRING:
+        raise GGUFError("its header holds a string of impossible length")
+    return _read(f, n).decode("utf-8", errors="replace")
+
+
+def _value(f: BinaryIO, kind: int, keep_arrays: bool) -> Any:
+    if kind in _SCALARS:
+        fmt = _SCALARS[kind]
+        return struct.unpack(fmt, _read(f, struct.calcsize(fmt)))[0]
+    if kind == _STRING:
+        return _string(f)
+    if kind == _ARRAY:
+        item_kind, count = struct.unpack("<IQ", _read(f, 12))
+        if item_kind in _SCALARS and not keep_arrays:
+            f.seek(struct.calcsize(_SCALARS[item_kind]) * count, 1)
+            return count
+        items = [_value(f, item_kind, keep_arrays) for _ in range(count)]
+        return items if keep_arrays else count
+    raise GGUFError(f"its header has a value of unknown type {kind}")
+
+
+def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The metadata keys of a GGUF file; arrays are given as their length unless in ``arrays``.
+
+    Raises GGUFError with a sentence when the file is not GGUF or its header is cut short.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != MAGIC:
+                raise GGUFError(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
+            version, _tensors, kv_count = struct.unpack("<IQQ", _read(f, 20))
+            if version not in (2, 3):
+                raise GGUFError(f"{path.name} is GGUF version {version}; llama.cpp reads versions 2 and 3")
+            meta: dict[str, Any] = {"GGUF.version": version}
+            for _ in range(kv_count):
+                key = _string(f)
+                (kind,) = struct.unpack("<I", _read(f, 4))
+                meta[key] = _value(f, kind, key in arrays)
+            return meta
+    except EOFError:
+        raise GGUFError(f"{path.name} is truncated: it ends inside its header") from None
+    except OSError as exc:
+        raise GGUFError(f"{path.name} cannot be read ({exc.strerror or exc})") from None

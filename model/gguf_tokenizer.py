@@ -1,0 +1,89 @@
+"""The tokenizer of a GGUF file as a ``tokenizer.json`` folder, for the light tokenizer.
+
+llama.cpp runs a GGUF file as it is, but the prompt is built by our chat format as token
+ids (content tokenized as data, the budget counted with the model's own tokenizer), so the
+worker needs the file's tokenizer on the Python side. transformers can rebuild it from the
+file's ``tokenizer.*`` fields (every tokenizer kind llama.cpp writes: byte-level BPE,
+SentencePiece, Unigram); that costs an ``import transformers`` (and torch) of several
+seconds, so it runs once per file in a child process and the result is cached under the
+cache dir, keyed by the file's identity. Later starts load the folder with
+``model.tokenizer`` in ~0.2 s, and the worker itself never imports torch.
+
+Run as ``python -m model.gguf_tokenizer FILE.gguf TARGET_DIR`` (what ``tokenizer_folder``
+does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CACHE_FORMAT = "1"
+CONVERT_TIMEOUT = float(os.environ.get("STARCHAT_TOKENIZER_CONVERT_TIMEOUT", 300))
+
+
+def _cache_folder(gguf: Path) -> Path:
+    from .loading import cache_dir
+
+    st = gguf.stat()
+    identity = f"tok{CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return cache_dir() / "tokenizers" / f"{gguf.stem}-{key}"
+
+
+def tokenizer_folder(gguf: str | Path) -> Path:
+    """A folder with the file's tokenizer.json and tokenizer_config.json, converting once."""
+    gguf = Path(gguf)
+    target = _cache_folder(gguf)
+    if (target / "tokenizer.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "model.gguf_tokenizer", str(gguf), str(target)],
+        capture_output=True, text=True, timeout=CONVERT_TIMEOUT,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    if proc.returncode != 0 or not (target / "tokenizer.json").is_file():
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise ValueError(f"the tokenizer of {gguf.name} cannot be read ({reason})")
+    return target
+
+
+def convert(gguf: Path, target: Path) -> None:
+    """Save the GGUF file's tokenizer as a tokenizer folder (atomically)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m model.gguf_tokenizer FILE.gguf TARGET_DIR", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        convert(Path(args[0]), Path(args[1]))
+    except Exception as exc:  # the parent reports the last line as the reason
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

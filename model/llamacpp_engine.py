@@ -1,0 +1,235 @@
+"""llama.cpp inside the worker: GGUF files run as they are, quantized, any architecture.
+
+The ``xllamacpp`` wheel runs llama.cpp's own server in this process. Each request is one
+``handle_completions`` call on its own thread (the call blocks until the answer ends and
+releases the GIL meanwhile); llama.cpp's slots batch the concurrent ones. What the worker
+guarantees, and how it holds here:
+
+- content as data: the prompt is built by our chat format as token ids and sent as a token
+  array, so llama.cpp never renders or tokenizes text (a ``<|im_end|>`` inside a file stays
+  plain text);
+- the budget: counted with the file's own tokenizer (``model.gguf_tokenizer``) against the
+  context window given to llama.cpp;
+- streamed deltas: one chunk per token from llama.cpp's stream (it holds back incomplete
+  UTF-8 and partial stop strings itself);
+- cancel: the stream callback returns True when the request is cancelled, which ends the
+  task in its slot before the next decode step;
+- prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
+  slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
+- repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
+  ``benchmarks/bench_loops.py``).
+
+llama.cpp's server always opens an HTTP listener. It is bound to a Unix socket in a
+private (0700) temporary folder, the socket file and folder are removed once the model is
+loaded (nothing can connect to a path that no longer exists), and every request needs a
+random API key as well. No TCP port is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .chat_format import ChatFormat, chat_format_for
+from .gguf_meta import GGUFError, read_metadata
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "llama.cpp"
+# The window given to llama.cpp (the file's own when smaller). Its KV cache is allocated up
+# front and shared by the slots: 4,096 tokens cost ~94 MB for the embedded model.
+MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
+SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
+# DRY ("don't repeat yourself") penalises tokens that would extend a sequence already seen
+# in the context; the values are llama.cpp's recommended ones, the multiplier chosen by
+# benchmarks/bench_loops.py over training/data/code_eval_prompts.jsonl.
+# dry_penalty_last_n is the context window (llama.cpp's -1, which its server refuses).
+DEFAULT_DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
+
+
+def available() -> bool:
+    """True when llama.cpp can serve GGUF specs here (the wheel imports, not forced off)."""
+    if os.environ.get("STARCHAT_ENGINE", "").lower() == "torch":
+        return False
+    try:
+        import xllamacpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_threads() -> int:
+    if os.environ.get("STARCHAT_THREADS"):
+        return max(1, int(os.environ["STARCHAT_THREADS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Outcome:
+    usage: dict
+    finish_reason: str
+
+
+class LlamaCppEngine:
+    """A GGUF model served by llama.cpp, with our chat format and tokenizer in front."""
+
+    name = ENGINE_NAME
+
+    def __init__(self, server: Any, tokenizer: Any, context_window: int, model_name: str,
+                 api_key: str, chat_format: ChatFormat | None = None, dry: dict | None = None):
+        self.server = server
+        self.tokenizer = tokenizer
+        self.context_window = context_window
+        self.model_name = model_name
+        self.chat_format = chat_format or chat_format_for(tokenizer)
+        self.dry = dict(DEFAULT_DRY if dry is None else dry)
+        if self.dry.get("dry_multiplier"):
+            self.dry.setdefault("dry_penalty_last_n", context_window)
+        self._api_key = api_key
+
+    def request_body(self, prompt_ids: Sequence[int], params: Any) -> dict:
+        """The llama.cpp completion request for our GenerationParams."""
+        stops = list(self.chat_format.stop_strings) + list(params.stop)
+        body: dict[str, Any] = {
+            "prompt": [int(i) for i in prompt_ids],
+            "stream": True,
+            "n_predict": params.max_new_tokens,
+            "temperature": float(params.temperature),
+            "top_k": int(params.top_k),
+            "top_p": float(params.top_p),
+            "min_p": 0.0,  # llama.cpp's default is 0.05; ours is no filter
+            "repeat_penalty": float(params.repetition_penalty),
+            "cache_prompt": True,
+            "stop": stops,
+            "stream_options": {"include_usage": True},
+        }
+        if params.seed is not None:
+            body["seed"] = int(params.seed) & 0xFFFFFFFF
+        body.update(self.dry)
+        return body
+
+    def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
+            on_delta: Callable[[str], None]) -> Outcome:
+        """Generate on the calling thread, streaming text to ``on_delta``; blocks until done."""
+        if not prompt_ids:
+            raise ValueError("The prompt is empty: give at least one message or token.")
+        t_start = time.perf_counter()
+        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None}
+
+        def on_chunk(chunk: Any) -> bool:
+            if not isinstance(chunk, dict):
+                return False
+            if "error" in chunk or ("message" in chunk and "choices" not in chunk):
+                err = chunk.get("error", chunk)
+                state["error"] = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                return True
+            for choice in chunk.get("choices") or ():
+                text = choice.get("text") or ""
+                if text:
+                    if state["first"] is None:
+                        state["first"] = time.perf_counter()
+                    state["pieces"] += 1
+                    on_delta(text)
+                if choice.get("finish_reason"):
+                    state["final"] = chunk
+            if chunk.get("usage") is not None:
+                state["final"] = chunk
+            return cancel.is_set()
+
+        if not cancel.is_set():
+            self.server.handle_completions(self.request_body(prompt_ids, params), on_chunk)
+        t_end = time.perf_counter()
+        if state["error"]:
+            raise RuntimeError(state["error"])
+        final = state["final"] or {}
+        reason = "cancelled" if cancel.is_set() and not final.get("usage") else None
+        if reason is None:
+            choices = final.get("choices") or [{}]
+            reason = choices[0].get("finish_reason") or ("cancelled" if cancel.is_set() else "stop")
+            reason = reason if reason in ("stop", "length") else "stop"
+        usage = final.get("usage") or {}
+        timings = final.get("timings") or {}
+        first = state["first"]
+        return Outcome(
+            usage={
+                "prompt_tokens": int(usage.get("prompt_tokens", len(prompt_ids))),
+                "cached_prompt_tokens": int(timings.get("cache_n", 0)),
+                "tokens": int(usage.get("completion_tokens", state["pieces"])),
+                "ttft_s": round(first - t_start, 4) if first else None,
+                "tok_per_s": round(float(timings.get("predicted_per_second", 0.0)), 2),
+                "prefill_s": round(float(timings.get("prompt_ms", 0.0)) / 1000, 4),
+                "total_s": round(t_end - t_start, 4),
+            },
+            finish_reason=reason,
+        )
+
+
+def _architecture_error(path: Path, meta: dict) -> str:
+    arch = meta.get("general.architecture", "unknown")
+    return (f"llama.cpp could not load {path.name} (architecture {arch!r}): the architecture "
+            f"is not supported by this llama.cpp build, or the file is damaged or truncated")
+
+
+def load(path: str | Path, name: str | None = None, *, threads: int | None = None,
+         slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None) -> LlamaCppEngine:
+    """Start llama.cpp on a GGUF file; raises ValueError with a sentence when it cannot."""
+    import xllamacpp
+
+    from .tokenizer import load_lite_tokenizer
+
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+    except GGUFError as exc:
+        raise ValueError(str(exc)) from None
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ValueError(f"{path.name} names no architecture (general.architecture), so it is not a model file")
+    trained = int(meta.get(f"{arch}.context_length") or max_context)
+    window = max(64, min(trained, max_context))
+
+    threads = threads or default_threads()
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = window
+    params.n_parallel = slots
+    params.kv_unified = True  # the slots share one window-sized cache; each may use all of it
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.cache_prompt = True
+    params.ctx_shift = False
+    params.endpoint_metrics = True
+    params.verbosity = -1 if log.getEffectiveLevel() > logging.DEBUG else 1
+    # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus a key.
+    private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
+    os.chmod(private, 0o700)
+    api_key = secrets.token_urlsafe(32)
+    params.hostnames = [str(private / "http.sock")]
+    params.api_keys = [api_key]
+    try:
+        server = xllamacpp.Server(params)
+    except RuntimeError:
+        raise ValueError(_architecture_error(path, meta)) from None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    # After llama.cpp: a file it refuses fails in a second, before any tokenizer conversion.
+    tokenizer = load_lite_tokenizer(tokenizer_folder_for(path))
+    return LlamaCppEngine(server, tokenizer, window, name or path.stem, api_key, dry=dry)
+
+
+def tokenizer_folder_for(path: Path) -> Path:
+    from .gguf_tokenizer import tokenizer_folder
+
+    return tokenizer_folder(path)
