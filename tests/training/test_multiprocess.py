@@ -63,8 +63,11 @@ def recipe_args(model_dir: Path, out: Path) -> list[str]:
 
 
 def launch(launcher: list[str], model_dir: Path, tmp: Path) -> tuple[Path, Path]:
-    out, audit = tmp / "out", tmp / "audit"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(AUDIT)]),
+    out, audit, scratch = tmp / "out", tmp / "audit", tmp / "scratch"
+    scratch.mkdir()
+    # TMPDIR inside the test's own folder: torch's elastic launcher leaves its
+    # torchelastic_* run folders in the temp dir, and the suite counts those as leftovers.
+    env = dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=os.pathsep.join([str(ROOT), str(AUDIT)]),
                RANK_AUDIT_WATCH=str(out), RANK_AUDIT_LOG=str(audit), OMP_NUM_THREADS="1",
                TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR",
                                                    str(ROOT / ".cache" / "torch_extensions")))
