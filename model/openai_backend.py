@@ -11,7 +11,9 @@ token budget (``model.budget.fit``); every cut is reported in ``truncated``.
 
 Failures the server answered (HTTP 4xx/5xx, a bad request) come back as ``error`` events,
 like a worker refusing a request; failures of the connection itself (unreachable, timeout,
-a broken stream) raise :class:`OpenAIBackendError`, a ``WorkerError``, like a dead worker.
+a broken stream) raise :class:`OpenAIBackendError`, a ``WorkerError``, like a dead worker;
+a model name the server does not list raises :class:`UnknownModelError` (a settings
+mistake: the CLI exits 2 on it). Tested against ``transformers serve`` and llama.cpp's server.
 """
 
 from __future__ import annotations
