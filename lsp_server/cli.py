@@ -3,8 +3,8 @@
 Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
 torch. `ask` and `chat` use the local model worker, or with ``--url`` an OpenAI-compatible
 server (``model.openai_backend``). Usage errors (unknown model spec, unreadable file, bad
-line range, bad url) print one sentence and exit with code 2; a failing worker or an
-unreachable server exits with code 1.
+line range, bad url, a model the server does not list) print one sentence and exit with
+code 2; a failing worker or an unreachable server exits with code 1.
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def _client(args: argparse.Namespace):
 def _backend_error(exc: Exception, args: argparse.Namespace) -> Exception:
     """Connection failures of the OpenAI-compatible server, worded for the command line."""
     from model.client import WorkerError
+    from model.openai_backend import UnknownModelError
 
+    if isinstance(exc, UnknownModelError):  # --api-model names a model the server does not list
+        return UsageError(str(exc))
     text = str(exc)
     prefix = "Set the backend's model:"  # model.openai_backend's wording for the settings file
     if args.url is not None and text.startswith(prefix):

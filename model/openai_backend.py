@@ -11,12 +11,15 @@ token budget (``model.budget.fit``); every cut is reported in ``truncated``.
 
 Failures the server answered (HTTP 4xx/5xx, a bad request) come back as ``error`` events,
 like a worker refusing a request; failures of the connection itself (unreachable, timeout,
-a broken stream) raise :class:`OpenAIBackendError`, a ``WorkerError``, like a dead worker.
+a broken stream) raise :class:`OpenAIBackendError`, a ``WorkerError``, like a dead worker;
+a model name the server does not list raises :class:`UnknownModelError` (a settings
+mistake: the CLI exits 2 on it). Tested against ``transformers serve`` and llama.cpp's server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +40,10 @@ DEFAULT_MAX_PROMPT_CHARS = 24_000  # ~6k tokens of code: fits every server's con
 
 class OpenAIBackendError(WorkerError):
     """The OpenAI-compatible server is unreachable, timed out or broke the stream."""
+
+
+class UnknownModelError(OpenAIBackendError):
+    """The configured model is not among those the server lists (a settings mistake)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,13 @@ class AsyncOpenAIClient:
                 )
             self.model = self.served[0]
         elif self.served and self.model not in self.served:
-            log.warning("%s does not list model %s (it lists %s)", self.endpoint.url, self.model, self.served)
+            # Some servers (llama.cpp's) answer any model name with their own model: the
+            # user would get answers from another model than the one they asked for.
+            listed = ", ".join(self.served[:10]) + (", …" if len(self.served) > 10 else "")
+            raise UnknownModelError(
+                f"The server at {self.endpoint.url} does not serve the model {self.model!r}; "
+                f"it lists: {listed}."
+            )
         self._connected = True
 
     async def info(self) -> dict:
@@ -186,8 +199,9 @@ class AsyncOpenAIClient:
                 yield {"type": "error", "id": req_id,
                        "message": self._http_error(response.status, response.reason, error_body)}
                 return
-            async for event in self._stream_events(response, req_id, started, truncated):
-                yield event
+            async with contextlib.aclosing(self._stream_events(response, req_id, started, truncated)) as events:
+                async for event in events:
+                    yield event
         finally:
             self._streams.pop(req_id, None)
             response.close()
@@ -199,21 +213,26 @@ class AsyncOpenAIClient:
         first = None
         chunks = 0
         done = False
+        # aclosing: leaving the loop early ([DONE]) closes the nested generators now, on this
+        # loop; left to the garbage collector, their close would be scheduled on a loop that
+        # may already be closed ("Task was destroyed but it is pending!" on stderr).
+        lines = response.lines(self.settings.read_timeout)
         try:
-            async for data in sse_events(response.lines(self.settings.read_timeout)):
-                if data.strip() == "[DONE]":
-                    done = True
-                    break
-                chunk = self._parse_chunk(data)
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        chunks += 1
-                        first = first if first is not None else time.perf_counter()
-                        yield {"type": "delta", "id": req_id, "text": text}
-                    finish_reason = choice.get("finish_reason") or finish_reason
+            async with contextlib.aclosing(lines), contextlib.aclosing(sse_events(lines)) as events:
+                async for data in events:
+                    if data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = self._parse_chunk(data)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            chunks += 1
+                            first = first if first is not None else time.perf_counter()
+                            yield {"type": "delta", "id": req_id, "text": text}
+                        finish_reason = choice.get("finish_reason") or finish_reason
         except HTTPFailure as exc:
             if not response.closed_by_us:
                 raise OpenAIBackendError(str(exc)) from None
@@ -297,6 +316,9 @@ class OpenAIClient:
     def close(self) -> None:
         if not self._loop.is_closed():
             self._loop.run_until_complete(self._async.close())
+            # Finalise any async generator still open (an iterator dropped mid-answer) on
+            # this loop, before it closes.
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
     def __enter__(self) -> OpenAIClient:

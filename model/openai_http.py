@@ -13,6 +13,7 @@ Every failure is an :class:`HTTPFailure` whose message is one sentence for the u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -114,23 +115,25 @@ class Response:
     async def lines(self, timeout: float) -> AsyncIterator[str]:
         """The body split into text lines (without line endings)."""
         buffer = b""
-        async for data in self.chunks(timeout):
-            buffer += data
-            if len(buffer) > MAX_LINE and b"\n" not in buffer:
-                raise HTTPFailure(f"The server at {self.where} sent a line longer than {MAX_LINE} bytes.")
-            *complete, buffer = buffer.split(b"\n")
-            for line in complete:
-                yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+        async with contextlib.aclosing(self.chunks(timeout)) as chunks:  # closed even if we stop early
+            async for data in chunks:
+                buffer += data
+                if len(buffer) > MAX_LINE and b"\n" not in buffer:
+                    raise HTTPFailure(f"The server at {self.where} sent a line longer than {MAX_LINE} bytes.")
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
         if buffer:
             yield buffer.rstrip(b"\r").decode("utf-8", errors="replace")
 
     async def read_body(self, timeout: float) -> bytes:
         """The whole (error or JSON) body, at most :data:`MAX_ERROR_BODY` bytes."""
         body = b""
-        async for data in self.chunks(timeout):
-            body += data
-            if len(body) >= MAX_ERROR_BODY:
-                break
+        async with contextlib.aclosing(self.chunks(timeout)) as chunks:
+            async for data in chunks:
+                body += data
+                if len(body) >= MAX_ERROR_BODY:
+                    break
         return body[:MAX_ERROR_BODY]
 
 

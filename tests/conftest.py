@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -94,15 +96,44 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"temp files of this run (tmp_path of the tests): {SUITE_TMP}")
 
 
+# What each real server writes to its log once per chat completion it runs.
+_COMPLETION_MARK = {"transformers": "POST /v1/chat/completions", "llamacpp": "launch_slot_"}
+
+
+@contextlib.contextmanager
+def _openai_server(kind: str, tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """One real OpenAI-compatible server on loopback: ``.kind``, ``.url`` (the API base,
+    ``…/v1``), ``.log`` (its log) and ``.completions()`` (chat completions it has run)."""
+    from tests.servers import llamacpp_serve, transformers_serve
+
+    log = tmp_path_factory.mktemp(kind) / "serve.log"
+    serve = transformers_serve if kind == "transformers" else llamacpp_serve
+    with serve(log) as url:
+        yield SimpleNamespace(kind=kind, url=url, log=log, completions=lambda: log.read_text(
+            errors="replace").count(_COMPLETION_MARK[kind]))
+
+
 @pytest.fixture(scope="module")
 def transformers_server(tmp_path_factory):
-    """``transformers serve`` on the embedded model for one test module: ``.url`` (the API
-    base, ``…/v1``) and ``.log`` (its log, with an access line per request)."""
-    from tests.servers import transformers_serve
+    """``transformers serve`` on the embedded model for one test module (``_openai_server``)."""
+    with _openai_server("transformers", tmp_path_factory) as server:
+        yield server
 
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with transformers_serve(log) as url:
-        yield SimpleNamespace(url=url, log=log)
+
+@pytest.fixture(scope="module")
+def llamacpp_server(tmp_path_factory):
+    """llama.cpp's server on the embedded GGUF for one test module (``_openai_server``)."""
+    with _openai_server("llamacpp", tmp_path_factory) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["transformers", "llamacpp"])
+def openai_server(request, tmp_path_factory):
+    """Each real OpenAI-compatible server in turn, one at a time (the first is stopped
+    before the second starts): the backend's tests run against both."""
+    with _openai_server(request.param, tmp_path_factory) as server:
+        yield server
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):

@@ -1,7 +1,8 @@
-"""Real servers the tests run on loopback: ``transformers serve`` on the embedded model.
+"""Real servers the tests run on loopback, both on the embedded model: ``transformers serve``
+(its safetensors folder) and llama.cpp's own server (its GGUF file, through ``xllamacpp``).
 
 One definition for every test of the OpenAI-compatible backend (tests/model and
-tests/e2e); the fixture ``transformers_server`` (tests/conftest.py) starts one per module.
+tests/e2e); the fixtures in tests/conftest.py start one per module.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT = 180  # the server imports torch, transformers, fastapi and loads the model
+LLAMACPP_MODEL = "smollm2-135m-instruct"  # the name llama.cpp's server lists (--alias)
 
 
 def free_port() -> int:
@@ -46,17 +48,61 @@ def transformers_serve(log_path: Path) -> Iterator[str]:
              "--device", "cpu"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
         )
+    with _running(proc, port, log_path, "transformers serve") as url:
+        yield url
+
+
+# llama.cpp's server in a process of its own (the test process stays free of its threads,
+# and terminating the process is the whole shutdown). argv: GGUF path, port, alias.
+_LLAMACPP_SCRIPT = """
+import signal, sys
+import xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path = sys.argv[1]
+p.model_alias = {sys.argv[3]}
+p.hostnames = ["127.0.0.1"]
+p.port = int(sys.argv[2])
+p.n_ctx = 2048
+p.n_parallel = 1
+p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
+server = xllamacpp.Server(p)
+print("listening on", server.listening_address, flush=True)
+while True:
+    signal.pause()
+"""
+
+
+@contextlib.contextmanager
+def llamacpp_serve(log_path: Path) -> Iterator[str]:
+    """Run llama.cpp's server (``xllamacpp.Server``) on the embedded GGUF, one thread, a
+    2,048-token window, logging to ``log_path`` (a ``launch_slot_`` line per completion);
+    yield its base url (``…/v1``). It lists one model, :data:`LLAMACPP_MODEL`."""
+    from model.loading import default_gguf_path
+
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LLAMACPP_SCRIPT, str(default_gguf_path()), str(port), LLAMACPP_MODEL],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+    with _running(proc, port, log_path, "llama.cpp's server") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _running(proc: subprocess.Popen, port: int, log_path: Path, name: str) -> Iterator[str]:
+    """Wait for ``/health`` of ``proc`` on ``port``; yield the base url; terminate and wait."""
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {log_path.read_text()[-2000:]}")
+                pytest.fail(f"{name} exited: {log_path.read_text(errors='replace')[-2000:]}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:
                         break
             if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not start in {START_TIMEOUT} s")
+                pytest.fail(f"{name} did not start in {START_TIMEOUT} s")
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1"
     finally:

@@ -1,6 +1,8 @@
 """The real language server against a real OpenAI-compatible server on loopback.
 
-``transformers serve`` runs the embedded model; ``starchat lsp`` is configured with
+Each test runs against both real servers on the embedded model, one at a time:
+``transformers serve`` and llama.cpp's own server (``openai_server``, tests/conftest.py).
+``starchat lsp`` is configured with
 ``{"model": {"backend": "openai", "url": ...}}`` and must work unchanged: streamed
 ``$/progress`` deltas, cancellation, and no local worker started. The server gets a
 private runtime dir so that a worker started by mistake would show up there.
@@ -18,8 +20,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import pytest_lsp
+import pytest_asyncio
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from lsp_server import commands
@@ -49,30 +52,45 @@ def _module_tmp():
         shutil.rmtree(_TMP, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def openai_server(transformers_server):
-    """(base url, log path) of ``transformers serve`` (tests/conftest.py)."""
-    return transformers_server.url, transformers_server.log
-
-
-@pytest_lsp.fixture(config=CONFIG, scope="module")
-async def client(lsp_client: LanguageClient, request):
+async def start_lsp(url: str, model: str | None = None) -> LanguageClient:
     """``starchat lsp`` whose model setting points at the OpenAI-compatible server."""
-    url, _ = request.getfixturevalue("openai_server")
+    backend = {"backend": "openai", "url": url} | ({"model": model} if model else {})
+    lsp_client = await CONFIG.start()
     install_editor(lsp_client)
     await lsp_client.initialize_session(
         types.InitializeParams(
             capabilities=capabilities(),
             root_uri=SAMPLE.parents[2].as_uri(),
             initialization_options={"starchat": {
-                "model": {"backend": "openai", "url": url},
-                "generation": {"max_new_tokens": 24, "temperature": 0.0},
+                "model": backend, "generation": {"max_new_tokens": 24, "temperature": 0.0},
             }},
         )
     )
     open_document(lsp_client, SAMPLE)
-    yield
+    return lsp_client
+
+
+async def stop_lsp(lsp_client: LanguageClient) -> None:
     await lsp_client.shutdown_session()
+    await lsp_client.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(openai_server):
+    """One ``starchat lsp`` per real server (a static dependency, so each server gets its own)."""
+    lsp_client = await start_lsp(openai_server.url)
+    yield lsp_client
+    await stop_lsp(lsp_client)
+
+
+async def wait_for_completions(server, count: int) -> None:
+    """Wait until the server's log shows ``count`` chat completions (llama.cpp logs from a
+    thread of its own, a moment after the fact); fail after 30 s."""
+    deadline = time.monotonic() + 30
+    while server.completions() < count:
+        assert time.monotonic() < deadline, f"{server.kind}: {server.completions()} completions logged, not {count}"
+        await asyncio.sleep(0.1)
+    assert server.completions() == count
 
 
 async def execute(client: LanguageClient, command: str, argument: dict, token=None):
@@ -89,7 +107,7 @@ def reports(client: LanguageClient, token) -> list[str]:
 
 
 async def test_explain_streams_from_the_openai_server(client: LanguageClient, openai_server):
-    _, log_path = openai_server
+    before = openai_server.completions()
     token = "openai-explain"
     result = await execute(
         client, commands.EXPLAIN, {"textDocument": {"uri": SAMPLE.as_uri()}, "range": AVERAGE}, token
@@ -102,12 +120,12 @@ async def test_explain_streams_from_the_openai_server(client: LanguageClient, op
     assert "".join(messages) == result["reply"]
     assert len(result["reply"].split()) >= 5
     # The answer came from the HTTP server, and no local worker was started for it.
-    assert "POST /v1/chat/completions" in log_path.read_text()
+    await wait_for_completions(openai_server, before + 1)
     assert not RUNTIME.exists() or not list(RUNTIME.rglob("*.sock"))
     assert all(m.type != types.MessageType.Error for m in client.messages)
 
 
-async def test_cancel_closes_the_http_stream_and_the_server_keeps_serving(client: LanguageClient):
+async def test_cancel_closes_the_http_stream_and_the_server_keeps_serving(client: LanguageClient, openai_server):
     token, msg_id = "openai-cancel", "openai-cancel-req"
     client.progress_reports.setdefault(token, [])
     future = client.protocol.send_request(
@@ -171,8 +189,8 @@ def no_local_worker() -> bool:
 async def test_cli_ask_url_streams_code_and_prints_stats(openai_server):
     import json
 
-    url, log_path = openai_server
-    posts = log_path.read_text().count("POST /v1/chat/completions")
+    url = openai_server.url
+    posts = openai_server.completions()
     r = await starchat_cli("ask", "Write a Python function is_even(n).", "--url", url,
                            "--stats", "--max-new-tokens", "32")
     assert r.returncode == 0, r.stderr
@@ -182,13 +200,13 @@ async def test_cli_ask_url_streams_code_and_prints_stats(openai_server):
     assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens", "engine"}
     assert stats["tokens"] > 0 and stats["prompt_tokens"] > 10 and stats["ttft_s"] > 0
     assert stats["engine"] == "openai"
-    assert log_path.read_text().count("POST /v1/chat/completions") == posts + 1
+    await wait_for_completions(openai_server, posts + 1)
     assert no_local_worker()
 
 
 async def test_cli_chat_url_answers_two_turns_from_stdin(openai_server):
-    url, log_path = openai_server
-    posts = log_path.read_text().count("POST /v1/chat/completions")
+    url = openai_server.url
+    posts = openai_server.completions()
     r = await starchat_cli("chat", "--url", url, "--max-new-tokens", "24",
                            stdin="Write a Python function is_even(n).\nNow write is_odd(n) the same way.\n/exit\n")
     assert r.returncode == 0, r.stderr
@@ -198,13 +216,78 @@ async def test_cli_chat_url_answers_two_turns_from_stdin(openai_server):
     assert len(turns) == 4 and turns[0] == "" and turns[3] == "", r.stdout
     assert "def is_even" in turns[1]
     assert "def is_odd" in turns[2]
-    assert log_path.read_text().count("POST /v1/chat/completions") == posts + 2
+    await wait_for_completions(openai_server, posts + 2)
     assert no_local_worker()
 
 
+async def test_cli_ask_url_prints_exactly_the_answer_and_nothing_else(openai_server):
+    """stdout is the answer and a newline; stderr is empty: no "Task was destroyed but it is
+    pending!" from a stream left open at exit (seen against llama.cpp's server)."""
+    import json
+    import urllib.request
+
+    from model.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.openai_backend import build_body
+
+    question = "Write a Python function is_even(n)."
+    r = await starchat_cli("ask", question, "--url", openai_server.url, "--max-new-tokens", "24")
+    assert r.returncode == 0, r.stderr
+    assert "Task was destroyed" not in r.stderr and "pending" not in r.stderr, r.stderr
+    assert r.stderr == ""
+    # The same request, not streamed, straight to the server (greedy: the same answer).
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    body, _ = build_body({"messages": messages, "params": {"max_new_tokens": 24}}, None, 100_000)
+    body.update(stream=False)
+    del body["stream_options"]
+    req = urllib.request.Request(openai_server.url + "/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    answer = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(req, timeout=120)))
+    text = answer["choices"][0]["message"]["content"]
+    assert "def is_even" in text
+    assert r.stdout == text + "\n"
+
+
 async def test_cli_url_http_error_is_one_sentence_and_exit_1(openai_server):
-    url, _ = openai_server
-    r = await starchat_cli("ask", "hi", "--url", url, "--api-model", "no-such-model", "--max-new-tokens", "4")
+    url = openai_server.url + "/no-such-path"
+    r = await starchat_cli("ask", "hi", "--url", url, "--api-model", "m", "--max-new-tokens", "4")
     assert r.returncode == 1
-    assert f"starchat ask: The server at {url} answered HTTP 4" in r.stderr
-    assert "Traceback" not in r.stderr and r.stdout.strip() == ""
+    assert r.stderr.startswith(f"starchat ask: The server at {url} answered HTTP 404 Not Found: "), r.stderr
+    assert r.stderr.count("\n") == 1 and r.stdout.strip() == ""
+
+
+def unknown_model_sentence(url: str, listed: str) -> str:
+    return f"The server at {url} does not serve the model 'no-such-model'; it lists: {listed}."
+
+
+async def listed_model(url: str) -> str:
+    from model.openai_backend import AsyncOpenAIClient, OpenAISettings
+
+    probe = AsyncOpenAIClient(OpenAISettings(url=url))
+    await probe.connect()
+    return probe.model
+
+
+async def test_cli_a_model_the_server_does_not_list_is_exit_2_naming_the_listed_ones(openai_server):
+    url = openai_server.url
+    sentence = unknown_model_sentence(url, await listed_model(url))
+    for command, stdin in (("ask", None), ("chat", "hi\n/exit\n")):
+        args = [command] + (["hi"] if command == "ask" else [])
+        r = await starchat_cli(*args, "--url", url, "--api-model", "no-such-model", stdin=stdin)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == f"starchat {command}: {sentence}\n"
+        assert r.stdout == ""
+    assert no_local_worker()
+
+
+async def test_lsp_a_model_the_server_does_not_list_is_an_error_naming_the_listed_ones(openai_server):
+    url = openai_server.url
+    sentence = unknown_model_sentence(url, await listed_model(url))
+    lsp_client = await start_lsp(url, model="no-such-model")
+    try:
+        with pytest.raises(JsonRpcException) as err:
+            await execute(lsp_client, commands.CHAT, {"message": "Say yes."})
+        assert sentence in str(err.value)
+        errors = [m.message for m in lsp_client.messages if m.type == types.MessageType.Error]
+        assert any(sentence in m for m in errors), errors
+    finally:
+        await stop_lsp(lsp_client)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible backend against a real server on loopback.
 
-The server is ``transformers serve`` running the embedded model (its safetensors folder,
-no hub), started once for this module (``transformers_server``, tests/conftest.py). Faults
+The real servers are ``transformers serve`` (the embedded model's safetensors folder, no
+hub) and llama.cpp's own server (its GGUF file): each test of the real server runs against
+both, one server at a time (``openai_server``, tests/conftest.py). Faults
 that a healthy server cannot produce (a 401, a server that never answers, a broken event
 stream) use FAKE servers defined here, each named ``fake_*``; everything else talks to the
 real one.
@@ -22,6 +23,7 @@ from model.openai_backend import (
     OpenAIBackendError,
     OpenAIClient,
     OpenAISettings,
+    UnknownModelError,
     build_body,
     make_async_client,
     make_client,
@@ -33,8 +35,8 @@ CODE_QUESTION = [{"role": "user", "content": "Write a Python function that rever
 
 
 @pytest.fixture(scope="module")
-def server_url(transformers_server):
-    return transformers_server.url
+def server_url(openai_server):
+    return openai_server.url
 
 
 def closed_port_url() -> str:
@@ -237,16 +239,25 @@ async def test_cancel_closes_the_stream_promptly(server_url):
     assert client._streams == {}
 
 
-async def test_wrong_model_and_wrong_path_come_back_as_error_events_with_the_servers_message(server_url):
+async def test_a_model_the_server_does_not_list_is_an_error_naming_the_listed_ones(server_url):
     client = AsyncOpenAIClient(OpenAISettings(url=server_url, model="no-such-model"))
+    with pytest.raises(UnknownModelError) as err:
+        await collect(client, {"messages": CODE_QUESTION})
+    served = AsyncOpenAIClient(OpenAISettings(url=server_url))
+    await served.connect()
+    assert len(served.served) == 1
+    assert str(err.value) == (f"The server at {server_url} does not serve the model 'no-such-model'; "
+                              f"it lists: {served.served[0]}.")
+    assert not client.connected
+
+
+async def test_a_wrong_path_comes_back_as_an_error_event_with_the_servers_answer(server_url):
+    wrong = server_url + "/no-such-path"
+    client = AsyncOpenAIClient(OpenAISettings(url=wrong, model="m"))
     _, event = await collect(client, {"messages": CODE_QUESTION})
-    assert event["type"] == "error" and "HTTP 400" in event["message"]
-    assert "requested 'no-such-model'" in event["message"]  # the server's own words
-    root = server_url.removesuffix("/v1")
-    client = AsyncOpenAIClient(OpenAISettings(url=root, model="m"))
-    _, event = await collect(client, {"messages": CODE_QUESTION})
-    assert event == {"type": "error", "id": event["id"],
-                     "message": f"The server at {root} answered HTTP 404 Not Found: Not Found."}
+    assert event["type"] == "error"
+    assert event["message"].startswith(f"The server at {wrong} answered HTTP 404 Not Found: "), event
+    assert event["message"].endswith(".")
 
 
 def test_blocking_client_streams_and_closes_the_stream_on_break(server_url):
