@@ -59,7 +59,12 @@ def convert(gguf: Path, target: Path) -> None:
     """Save the GGUF file's tokenizer as a tokenizer folder (atomically)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except ValueError as exc:
+        if "is not supported yet" not in str(exc):
+            raise
+        tokenizer = _from_tokenizer_fields(gguf)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         tokenizer.save_pretrained(tmp)
@@ -70,6 +75,22 @@ def convert(gguf: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _from_tokenizer_fields(gguf: Path):
+    """The tokenizer from the file's ``tokenizer.*`` fields alone, for an architecture that
+    transformers does not load from GGUF (llama.cpp's ``starcoder``, i.e. ``gpt_bigcode``):
+    ``AutoTokenizer`` refuses the whole file over the model config it cannot map, although
+    the tokenizer fields are the same kind every other file has."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        convert_gguf_tokenizer,
+        get_gguf_tokenizer,
+    )
+
+    architecture, fields, config = get_gguf_tokenizer(str(gguf))
+    backend, extra = convert_gguf_tokenizer(architecture, fields)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **{**config, **extra})
 
 
 def main(argv: list[str] | None = None) -> int:

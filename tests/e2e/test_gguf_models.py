@@ -1,11 +1,14 @@
 """GGUF files of other architectures answer through the user's entry points.
 
-A tiny random-weight ``starcoder2`` and ``qwen2`` GGUF file (tests/tiny_models.py) is given
-to ``starchat ask --model FILE.gguf`` (a real subprocess) and, as the ``starchat.model``
-setting, to the real language server, whose ``starchat.chat`` command must stream a reply
-from a worker serving that file. Each architecture gets private runtime, cache and data
-dirs; the worker started by ``ask`` is the one the server then uses (same runtime dir),
-and is stopped at the end.
+A tiny random-weight ``starcoder2``, ``qwen2`` and ``gpt_bigcode`` (StarCoder) GGUF file
+(tests/tiny_models.py) is given to ``starchat ask --model FILE.gguf`` (a real subprocess)
+and, as the ``starchat.model`` setting, to the real language server, whose
+``starchat.chat`` command must stream a reply from a worker serving that file. Each
+architecture gets private runtime, cache and data dirs; the worker started by ``ask`` is
+the one the server then uses (same runtime dir), and is stopped at the end. Both run on
+llama.cpp inside the worker, the default engine for GGUF files (``STARCHAT_ENGINE`` is
+cleared so a user's setting cannot move them to torch; the torch fallback is covered in
+tests/model/test_architectures.py).
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig
 
 from lsp_server import commands
+from tests.cleanup import stop_workers
 
 from .conftest import SAMPLE, SERVER_COMMAND, capabilities, install_editor, open_document
 
-FILES = {"starcoder2": "Q8_0", "qwen2": "Q4_0"}
+# gpt_bigcode is llama.cpp's `starcoder` GGUF, which only llama.cpp reads.
+FILES = {"starcoder2": "Q8_0", "qwen2": "Q4_0", "gpt_bigcode": "Q4_0"}
 NEW_TOKENS = 8
-# What serves a .gguf spec by default: transformers, after de-quantizing it once.
-GGUF_RUNNER = "transformers"
+# What serves a .gguf spec by default: llama.cpp inside the worker, the file as it is.
+GGUF_ENGINE = GGUF_RUNNER = "llama.cpp"
 
 
 @dataclass
@@ -47,22 +52,10 @@ def setup(request, tiny_models, tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "STARCHAT_RUNTIME_DIR": str(root / "run"), "STARCHAT_CACHE_DIR": str(root / "cache"),
            "STARCHAT_DATA_DIR": str(root / "data")}
+    env.pop("STARCHAT_ENGINE", None)
     yield Setup(gguf, env)
     stop_workers(Path(env["STARCHAT_RUNTIME_DIR"]))
     shutil.rmtree(root, ignore_errors=True)
-
-
-def stop_workers(runtime: Path) -> None:
-    import signal
-
-    from model.client import WorkerClient
-
-    for sock in runtime.rglob("*.sock"):
-        try:
-            with WorkerClient(socket_path=sock, autostart=False) as client:
-                os.kill(int(client.info()["pid"]), signal.SIGTERM)
-        except Exception:
-            pass
 
 
 def worker_info(runtime: Path) -> dict:
@@ -82,9 +75,11 @@ def test_ask_answers_with_the_gguf_file(setup):
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stderr.strip().splitlines()[-1])
     assert 1 <= stats["tokens"] <= NEW_TOKENS and stats["prompt_tokens"] > 20
+    assert stats["engine"] == GGUF_ENGINE  # random weights: the text itself is gibberish
     info = worker_info(Path(setup.env["STARCHAT_RUNTIME_DIR"]))
     assert info["spec"] == str(setup.gguf) and info["model"] == setup.gguf.stem
-    assert info["runner"] == GGUF_RUNNER and info["chat_format"] == "template"
+    assert info["engine"] == GGUF_ENGINE and info["runner"] == GGUF_RUNNER
+    assert info["chat_format"] == "template" and info["context_window"] == 2048
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -113,6 +108,7 @@ async def test_language_server_chats_with_the_gguf_file(setup):
         assert "".join(messages) == result["reply"]  # streamed as $/progress deltas
         info = worker_info(Path(setup.env["STARCHAT_RUNTIME_DIR"]))
         assert info["spec"] == str(setup.gguf) and info["ready"] is True
+        assert info["engine"] == GGUF_ENGINE and info["runner"] == GGUF_RUNNER
         await client.shutdown_session()
     finally:
         await client.stop()
