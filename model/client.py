@@ -38,7 +38,8 @@ class WorkerError(RuntimeError):
 def _connect_unix(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        with protocol.unix_address(path) as address:
+            sock.connect(address)
         return sock
     except OSError:
         sock.close()
@@ -261,7 +262,8 @@ class AsyncWorkerClient(_WorkerAddress):
             else:
                 path = await asyncio.to_thread(self._unix_path)
                 try:
-                    reader, writer = await asyncio.open_unix_connection(str(path))
+                    with protocol.unix_address(path) as address:
+                        reader, writer = await asyncio.open_unix_connection(address)
                 except OSError:
                     raise self._not_listening(path) from None
             self._writer = writer

@@ -41,6 +41,7 @@ from typing import Any
 
 from .chat_format import ChatFormat, chat_format_for
 from .gguf_meta import GGUFError, read_metadata
+from .protocol import unix_address
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +217,11 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
     os.chmod(private, 0o700)
     api_key = secrets.token_urlsafe(32)
-    params.hostnames = [str(private / "http.sock")]
     params.api_keys = [api_key]
     try:
-        server = xllamacpp.Server(params)
+        with unix_address(private / "http.sock") as address:
+            params.hostnames = [address]
+            server = xllamacpp.Server(params)
     except RuntimeError:
         raise ValueError(_architecture_error(path, meta)) from None
     finally:

@@ -403,7 +403,8 @@ async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: st
         try:
             if socket_file.exists():
                 socket_file.unlink()
-            srv = await asyncio.start_unix_server(server.handle, str(socket_file))
+            with protocol.unix_address(socket_file) as address:
+                srv = await asyncio.start_unix_server(server.handle, address)
         finally:
             os.umask(old_umask)
         watched = socket_file

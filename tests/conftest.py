@@ -46,7 +46,8 @@ tempfile.tempdir = None  # re-read TMPDIR: pytest's tmp_path and every mkdtemp l
 OWN_ENTRIES = {"run", "data", "tmp"}  # made here, removed here
 # Kept in the temp dir by design, and removed with it: the per-user cache torch creates
 # there (torchinductor_USER) whatever the test.
-TOOL_PREFIXES = ("torchinductor_",)
+# Neovim's run dir (nvim.USER) likewise.
+TOOL_PREFIXES = ("torchinductor_", "nvim.")
 os.environ["STARCHAT_RUNTIME_DIR"] = str(SUITE_TMP / "run")
 os.environ["STARCHAT_DATA_DIR"] = str(SUITE_TMP / "data")
 

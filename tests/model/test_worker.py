@@ -98,7 +98,8 @@ def test_a_second_client_is_served_while_the_first_streams(worker_socket):
 
 def _raw(path) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
-    s.connect(str(path))
+    with protocol.unix_address(path) as address:
+        s.connect(address)
     return s
 
 
