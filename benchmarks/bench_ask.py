@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.client import WorkerClient, ensure_worker  # noqa: E402
+from model.serving.client import WorkerClient, ensure_worker  # noqa: E402
 
 QUESTION = "Write a Python function that reverses a string."
 # Runs the real CLI entry point, then reports whether torch was imported on the way.
@@ -121,7 +121,7 @@ def main() -> None:
         os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
         result["worker_cold_start_s"] = summary([cold_start(args.model, runtime)
                                                  for _ in range(max(3, args.runs // 2))])
-        from model import protocol
+        from model.serving import protocol
 
         path = protocol.socket_path_for(args.model)
         ensure_worker(args.model, path)

@@ -40,7 +40,7 @@ CODE = (ROOT / "model" / "budget.py").read_text()
 def raw_server(threads: int, slots: int = 4, ubatch: int | None = None, batch: int | None = None):
     import xllamacpp
 
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     p = xllamacpp.CommonParams()
     p.model.path = str(default_gguf_path())
@@ -79,7 +79,7 @@ def raw_decode(server, body: dict) -> dict:
 
 
 def worker_decode(path: Path, request: dict) -> dict:
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     def run(on_text):
         with WorkerClient(socket_path=path) as c:
@@ -90,7 +90,7 @@ def worker_decode(path: Path, request: dict) -> dict:
 
 
 def turn(path: Path, messages: list[dict], max_new: int) -> tuple[str, dict]:
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     parts, t0, first, done = [], time.perf_counter(), None, {}
     with WorkerClient(socket_path=path) as c:
@@ -107,7 +107,7 @@ def turn(path: Path, messages: list[dict], max_new: int) -> tuple[str, dict]:
 
 
 def burst(path: Path, n: int = 4, max_new: int = 128) -> dict:
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     counts = [0] * n
 
@@ -164,16 +164,16 @@ def main() -> None:
     parser.add_argument("--skip-prefill", action="store_true")
     args = parser.parse_args()
 
-    from model import llamacpp_engine
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerClient, ensure_worker
-    from model.params import GenerationParams
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.prompt.params import GenerationParams
+    from model.runtime import llamacpp_engine
+    from model.serving.client import WorkerClient, ensure_worker
 
     threads = llamacpp_engine.default_threads()
     result: dict = {"threads": threads, "load_avg": os.getloadavg()}
     runtime = tempfile.mkdtemp(prefix="bench-engines-")
     os.environ["STARCHAT_RUNTIME_DIR"] = runtime
-    from model import protocol
+    from model.serving import protocol
 
     path = protocol.socket_path_for("default")
     ensure_worker("default", path)  # warms the tokenizer cache; the timed start is the second
@@ -224,7 +224,7 @@ def main() -> None:
 
 
 def llamacpp_engine_path():
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     return default_gguf_path()
 

@@ -4,7 +4,7 @@ Runs the 103 prompts of ``training/data/code_eval_prompts.jsonl`` through llama.
 embedded model (greedy, the product's system prompt, ``--max-new-tokens`` each) once per
 sampler setting, and counts the answers in which one sentence or line (at least
 ``MIN_CHARS`` characters, whitespace collapsed) occurs three or more times. The setting
-the worker uses by default (``model.llamacpp_engine.DEFAULT_DRY``) must at least halve the
+the worker uses by default (``model.runtime.llamacpp_engine.DEFAULT_DRY``) must at least halve the
 share of looping answers against no repetition control.
 
 Usage: python benchmarks/bench_loops.py [--limit N] [--max-new-tokens N]
@@ -46,8 +46,8 @@ SETTINGS = {"before": {"dry_multiplier": 0.0}}
 
 def answer(engine, row: dict, max_new_tokens: int, dry: dict) -> str:
     """The greedy answer to one prompt under one DRY setting (requests carry their own)."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.params import GenerationParams
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.prompt.params import GenerationParams
 
     ids = engine.chat_format.encode([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
                                      {"role": "user", "content": row["prompt"]}])
@@ -99,8 +99,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     args = parser.parse_args()
 
-    from model import llamacpp_engine
-    from model.loading import default_gguf_path
+    from model.runtime import llamacpp_engine
+    from model.runtime.loading import default_gguf_path
 
     prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()]
     if args.limit:

@@ -159,8 +159,8 @@ async def lsp_figures() -> dict:
 
 def worker_ttft() -> float:
     """The same request through the worker client without LSP (isolates the LSP layer)."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerClient
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.serving.client import WorkerClient
 
     request = {
         "system": DEFAULT_SYSTEM_PROMPT,
@@ -182,9 +182,9 @@ def worker_ttft() -> float:
 
 def engine_ttft() -> float:
     """The same messages straight through the engine in this process."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.engine import Engine, GenerationParams
-    from model.loading import load_model
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.runtime.engine import Engine, GenerationParams
+    from model.runtime.loading import load_model
 
     engine = Engine(load_model("default"))
     messages = [
@@ -216,7 +216,7 @@ def alive(pid: int) -> bool:
 
 def stop_workers(runtime: Path) -> None:
     """Stop the benchmark's workers (they outlive their clients by design); wait until gone."""
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     pids = []
     for sock in runtime.glob("*.sock"):

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LOAD_SNIPPET = (
-    "import time; t=time.perf_counter(); from model.loading import load_model; "
+    "import time; t=time.perf_counter(); from model.runtime.loading import load_model; "
     "load_model('default'); print(time.perf_counter()-t)"
 )
 
@@ -44,7 +44,7 @@ def timed_load(env: dict) -> float:
 
 
 def worker_cold_start(spec: str = "default") -> float:
-    from model.client import WorkerClient, ensure_worker
+    from model.serving.client import WorkerClient, ensure_worker
 
     with tempfile.TemporaryDirectory() as rt:
         path = Path(rt) / "w.sock"
@@ -120,7 +120,7 @@ def agreement(reference, other, tokens: int = 64) -> dict:
 def engine_figures(engine, loaded, hf_loaded, repeats: int, decode_tokens: int) -> dict:
     import torch
 
-    from model.engine import Engine
+    from model.runtime.engine import Engine
 
     out: dict = {}
     for n in (40, 500, 2000):
@@ -171,7 +171,7 @@ def engine_figures(engine, loaded, hf_loaded, repeats: int, decode_tokens: int) 
 
 
 def concurrency_figures(tokens: int, spec: str = "default") -> dict:
-    from model.client import WorkerClient, ensure_worker
+    from model.serving.client import WorkerClient, ensure_worker
 
     out: dict = {}
     tag = "" if spec == "default" else "_" + spec.split("@")[-1]
@@ -237,8 +237,8 @@ def main() -> None:
             result["warm_load_s"] = median([timed_load(env) for _ in range(args.repeats)])
     result["worker_cold_start_s"] = median([worker_cold_start() for _ in range(max(5, args.repeats))])
     result["worker_cold_start_int4_s"] = median([worker_cold_start("default@int4") for _ in range(args.repeats)])
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
     loaded = load_model("default")
     engine = Engine(loaded)

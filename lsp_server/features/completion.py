@@ -1,6 +1,6 @@
 """Inline completion (LSP 3.18 ``textDocument/inlineCompletion``): ghost text at the cursor.
 
-The request becomes a worker ``fim`` request (``model.fim`` builds the prompt ids with the
+The request becomes a worker ``fim`` request (``model.prompt.fim`` builds the prompt ids with the
 model's own tokenizer): the text before and after the cursor, the document's path, and the
 other open documents, most recently edited first. The answer is post-processed
 (``lsp_server.completion_text``) and returned as one ``InlineCompletionItem`` whose range
@@ -12,7 +12,7 @@ What a typist expects:
 - an answer for a document version that changed meanwhile is ``null``;
 - ``$/cancelRequest`` cancels the request (answered ``RequestCancelled``);
 - typing the first characters of the last suggestion serves the rest from a cache;
-- the worker runs chat first (``model.worker.plan_round``).
+- the worker runs chat first (``model.serving.worker.plan_round``).
 Failures (no model, a refused request) are logged and answered ``null``: an editor asks
 on every keystroke, so an error per keystroke would only be noise.
 """

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from model.fim import build_fim_prompt, detect_template, resolve_template
+from model.prompt.fim import build_fim_prompt, detect_template, resolve_template
 
 FAMILIES = {
     "starcoder": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],  # <file_sep> is there already

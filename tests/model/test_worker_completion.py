@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from model.worker import Job, Scheduler, build_prompt, plan_round
+from model.serving.worker import Job, Scheduler, build_prompt, plan_round
 
 CHAT = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
         "params": {"max_new_tokens": 40}}

@@ -3,8 +3,8 @@
 Every backend has `complete(messages, params, stop_when=None) -> Completion`. The default for
 evaluation is in-process (`EngineBackend`): a batch job should not compete with the editor's
 shared worker, and it can pick the chat format (template or dialogue prompting) per run.
-The worker and OpenAI-compatible backends are the editor's own clients (`model.client`,
-`model.openai_backend`): one wire format, one set of parameter rules (`model.params`).
+The worker and OpenAI-compatible backends are the editor's own clients (`model.serving.client`,
+`model.backends.openai_backend`): one wire format, one set of parameter rules (`model.prompt.params`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ StopWhen = Callable[[str], bool] | None
 
 
 class EngineBackend:
-    """The model loaded in this process through model.loading + model.engine."""
+    """The model loaded in this process through model.runtime.loading + model.runtime.engine."""
 
     def __init__(self, spec: str = "default", *, chat_mode: str = "auto") -> None:
-        from model.chat_format import chat_format_for
-        from model.engine import Engine
-        from model.loading import load_model
+        from model.prompt.chat_format import chat_format_for
+        from model.runtime.engine import Engine
+        from model.runtime.loading import load_model
 
         self.spec = spec
         self.loaded = load_model(spec)
@@ -55,7 +55,7 @@ class EngineBackend:
         """
         if not prefix:
             return self._run(messages, params, stop_when)
-        from model.chat_format import encode_text
+        from model.prompt.chat_format import encode_text
 
         ids = self.chat_format.encode(messages) + encode_text(self.loaded.tokenizer, prefix)
         return self._run(ids, params, stop_when)
@@ -66,7 +66,7 @@ class EngineBackend:
         return self._run(list(ids), params, stop_when)
 
     def _run(self, prompt, params: dict, stop_when: StopWhen) -> Completion:
-        from model.params import GenerationParams
+        from model.prompt.params import GenerationParams
 
         cancel = threading.Event()
         stream = self.engine.generate(prompt, GenerationParams.from_dict(params), cancel=cancel)
@@ -82,8 +82,8 @@ class EngineBackend:
 
 
 class ClientBackend:
-    """A model behind a client with ``model.client.WorkerClient``'s interface: the shared
-    worker, or an OpenAI-compatible server through ``model.openai_backend`` (one HTTP
+    """A model behind a client with ``model.serving.client.WorkerClient``'s interface: the shared
+    worker, or an OpenAI-compatible server through ``model.backends.openai_backend`` (one HTTP
     client for the editor and the evaluation)."""
 
     def __init__(self, client, spec: str, chat_mode: str) -> None:
@@ -92,7 +92,7 @@ class ClientBackend:
         self.chat_mode = chat_mode
 
     def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
-        from model.client import WorkerError
+        from model.serving.client import WorkerError
 
         text, usage, finish = "", {}, "stop"
         events = self.client.generate({"messages": messages, "params": params})
@@ -121,7 +121,7 @@ class WorkerBackend(ClientBackend):
     """The shared model worker (the same process the language server uses)."""
 
     def __init__(self, spec: str = "default") -> None:
-        from model.client import WorkerClient
+        from model.serving.client import WorkerClient
 
         super().__init__(WorkerClient(spec), spec, "worker")
 
@@ -131,7 +131,7 @@ class OpenAIBackend(ClientBackend):
 
     def __init__(self, url: str, model: str, *, api_key_env: str = DEFAULT_API_KEY_ENV,
                  timeout_s: float = 120.0) -> None:
-        from model.openai_backend import make_client
+        from model.backends.openai_backend import make_client
 
         base = url.strip().rstrip("/")
         base = base.removesuffix("/chat/completions")  # the endpoint's own URL is accepted too
@@ -146,7 +146,7 @@ class OpenAIBackend(ClientBackend):
 
 def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):
     """The backend for a model spec: in-process by default, the shared worker on request."""
-    from model.loading import resolve_spec
+    from model.runtime.loading import resolve_spec
 
     resolve_spec(spec)  # a bad spec fails here in a second, before torch is imported
     if via_worker:

@@ -8,8 +8,8 @@ The decode loop is ours rather than ``model.generate`` so that one request can b
 one token at a time (``Decoder.step``): the worker interleaves concurrent requests fairly,
 cancellation is checked between steps, and stop strings are held back before they are
 emitted. Prefill computes logits for the last position only. The forward passes go through
-a runner (``LoadedModel.runner``: ``model.llama`` or ``model.hf_runner``), token choice
-through ``model.sampling``. Sampling settings are ``model.params.GenerationParams``.
+a runner (``LoadedModel.runner``: ``model.runtime.llama`` or ``model.runtime.hf_runner``), token choice
+through ``model.runtime.sampling``. Sampling settings are ``model.prompt.params.GenerationParams``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .chat_format import ChatFormat, chat_format_for
+from ..prompt.chat_format import ChatFormat, chat_format_for
+from ..prompt.params import GenerationParams  # re-exported: defined torch-free there
 from .loading import LoadedModel
-from .params import GenerationParams  # re-exported: defined torch-free in model.params
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
 from .sampling import Sampler
 

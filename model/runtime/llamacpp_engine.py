@@ -8,7 +8,7 @@ guarantees, and how it holds here:
 - content as data: the prompt is built by our chat format as token ids and sent as a token
   array, so llama.cpp never renders or tokenizes text (a ``<|im_end|>`` inside a file stays
   plain text);
-- the budget: counted with the file's own tokenizer (``model.gguf_tokenizer``) against the
+- the budget: counted with the file's own tokenizer (``model.runtime.gguf_tokenizer``) against the
   context window given to llama.cpp;
 - streamed deltas: one chunk per token from llama.cpp's stream (it holds back incomplete
   UTF-8 and partial stop strings itself);
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_format import ChatFormat, chat_format_for
+from ..prompt.chat_format import ChatFormat, chat_format_for
 from .gguf_meta import GGUFError, read_metadata
-from .protocol import unix_address
+from .paths import unix_address
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     """Start llama.cpp on a GGUF file; raises ValueError with a sentence when it cannot."""
     import xllamacpp
 
-    from .tokenizer import load_lite_tokenizer
+    from ..prompt.tokenizer import load_lite_tokenizer
 
     path = Path(path)
     try:

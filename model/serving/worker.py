@@ -2,12 +2,12 @@
 
 Language servers (one per editor window), ``starchat ask`` and ``starchat chat`` connect to
 it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
-(``model.client``). TCP is used only when configured, on loopback by default, and then the
+(``model.serving.client``). TCP is used only when configured, on loopback by default, and then the
 first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
 ``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``):
-GGUF files run on llama.cpp (``model.llamacpp_engine``), where the scheduler thread builds
+GGUF files run on llama.cpp (``model.runtime.llamacpp_engine``), where the scheduler thread builds
 each request's prompt ids and hands the request to a thread of its own, llama.cpp's slots
 batching the concurrent ones; everything else runs on the torch engine, where one
 scheduler thread owns the model and advances every active request one token per turn: requests past their prefill share one batched forward
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..runtime.paths import unix_address
 from . import protocol
 from .protocol import ProtocolError
 
@@ -63,10 +64,10 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
     """Validate a generate request and fit it into the context window.
 
     A chat request has ``messages`` (or ``system``/``history``/``user_parts``); a code
-    completion has ``fim`` (``model.fim``). Every engine consumes the ids made here.
+    completion has ``fim`` (``model.prompt.fim``). Every engine consumes the ids made here.
     """
-    from .budget import fit_request
-    from .params import GenerationParams
+    from ..prompt.budget import fit_request
+    from ..prompt.params import GenerationParams
 
     params = GenerationParams.from_dict(request.get("params"))
     limit = engine.context_window - params.max_new_tokens
@@ -76,7 +77,7 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
             f"{engine.context_window}-token context window."
         )
     if "fim" in request:
-        from .fim import build_fim_prompt
+        from ..prompt.fim import build_fim_prompt
 
         fim = build_fim_prompt(engine.tokenizer, request["fim"], limit)
         return fim.ids, fim.truncated, params
@@ -150,7 +151,7 @@ class Scheduler(threading.Thread):
             return bool(self._pending or self._active or self._running)
 
     def _load_engine(self) -> None:
-        from .loading import engine_for
+        from ..runtime.loading import engine_for
 
         t0 = time.perf_counter()
         kind = "torch" if self._load is not None else engine_for(self.spec)
@@ -164,8 +165,8 @@ class Scheduler(threading.Thread):
                  kind, self.info["load_s"])
 
     def _load_llamacpp(self) -> None:
-        from . import llamacpp_engine
-        from .loading import resolve_spec
+        from ..runtime import llamacpp_engine
+        from ..runtime.loading import resolve_spec
 
         source = resolve_spec(self.spec)
         self.engine = llamacpp_engine.load(source.location, source.name)
@@ -176,8 +177,8 @@ class Scheduler(threading.Thread):
         }
 
     def _load_torch(self) -> None:
-        from .engine import Engine
-        from .loading import load_model
+        from ..runtime.engine import Engine
+        from ..runtime.loading import load_model
 
         loaded = (self._load or load_model)(self.spec)
         self.engine = Engine(loaded)
@@ -403,7 +404,7 @@ async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: st
         try:
             if socket_file.exists():
                 socket_file.unlink()
-            with protocol.unix_address(socket_file) as address:
+            with unix_address(socket_file) as address:
                 srv = await asyncio.start_unix_server(server.handle, address)
         finally:
             os.umask(old_umask)
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from .loading import ModelSpecError, resolve_spec
+    from ..runtime.loading import ModelSpecError, resolve_spec
 
     try:
         resolve_spec(args.model)

@@ -15,7 +15,7 @@ a repository format (``<file_sep>``, ``<|file_sep|>``), most recently edited fir
 recent placed nearest the current file.
 
 Pure: no torch, no transformers; works with any tokenizer that has ``get_vocab`` and the
-``__call__`` of ``transformers``/``model.tokenizer.LiteTokenizer``.
+``__call__`` of ``transformers``/``model.prompt.tokenizer.LiteTokenizer``.
 """
 
 from __future__ import annotations
