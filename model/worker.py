@@ -42,6 +42,13 @@ log = logging.getLogger("starchat.worker")
 DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900))
 # Decode concurrent requests in one forward pass (see Engine.step_batch); off = round robin.
 DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
+# llama.cpp, while a chat streams: a code completion's prompt goes in steps of at most this
+# many new tokens, the chat decoding on its own between two steps (Scheduler._prefill_aside).
+FIM_PREFILL_CHUNK = int(os.environ.get("STARCHAT_FIM_PREFILL_CHUNK", 64))
+# Chat tokens seen between two such steps: two, since the chat's token from the step that
+# carried the chunk may arrive after the chunk's own answer.
+CHAT_TOKENS_BETWEEN_CHUNKS = 2
+CHAT_STEP_WAIT_S = 2.0  # a chat in its own prefill sends no tokens: do not wait for ever
 
 
 @dataclass(eq=False)  # hashed by identity: a request is itself
@@ -104,6 +111,15 @@ def plan_round(jobs: list[Job], batch: bool, turn: int) -> tuple[list[Job], list
     return first, together, last
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Scheduler(threading.Thread):
     """Loads the model, then interleaves one decode step per active request."""
 
@@ -121,7 +137,11 @@ class Scheduler(threading.Thread):
         self._active: list[Job] = []
         self._running: set[Job] = set()  # requests on their own threads (llama.cpp)
         self._turn = 0
-        #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests).
+        self._chat_tokens = 0  # deltas of chat requests on llama.cpp, for _prefill_aside
+        self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
+        #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
+        #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
+        #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
         self.trace: list | None = None
 
     def submit(self, job: Job) -> None:
@@ -233,13 +253,62 @@ class Scheduler(threading.Thread):
         with self._cond:
             self._active.append(job)
 
+    def _chat_streaming(self) -> bool:
+        return any(not j.background for j in self._running)
+
+    def _prefill_aside(self, job: Job, ids: list[int]) -> None:
+        """Chat first on llama.cpp: feed a completion's prompt in small steps while a chat streams.
+
+        llama.cpp puts every slot's work into one batch per step: a chat's next token and up
+        to ``n_batch`` (2,048) prompt tokens of a completion, so a completion's 1,024-token
+        prompt would hold the chat's token back for the whole prefill. While a chat streams,
+        the prompt goes instead as one-token requests on ever longer starts of it, each at
+        most ``FIM_PREFILL_CHUNK`` tokens past what the slot is known to hold (the start it
+        shares with the last completion prompt: typing changes the end only), and the chat
+        takes steps of its own in between. The request for the answer then finds all but
+        the last few tokens cached. Without a chat, or once it ends, the rest goes at once.
+        """
+        start = _common_prefix(self._fim_cached, ids)
+        while len(ids) - start > FIM_PREFILL_CHUNK and not job.cancel.is_set():
+            with self._cond:
+                if not self._chat_streaming():
+                    break
+            end = start + FIM_PREFILL_CHUNK
+            self._note(("prefill", job.key, end - start))
+            self.engine.prefill(ids[:end], job.cancel)
+            self._fim_cached = ids[:end]
+            start = end
+            with self._cond:
+                until = self._chat_tokens + CHAT_TOKENS_BETWEEN_CHUNKS
+                self._cond.wait_for(
+                    lambda until=until: (self._chat_tokens >= until or job.cancel.is_set()
+                                         or not self._chat_streaming()),
+                    timeout=CHAT_STEP_WAIT_S)
+        self._note(("run", job.key, len(ids) - start))
+        self._fim_cached = list(ids)
+
+    def _note(self, event: tuple) -> None:
+        if self.trace is not None:
+            self.trace.append(event)
+
     def _run_on_own_thread(self, job: Job, prompt_ids: list[int], params: Any) -> None:
         """Run one request on an engine that generates by itself (``LlamaCppEngine.run``)."""
         def delta(text: str) -> None:
+            if not job.background:
+                with self._cond:
+                    self._chat_tokens += 1
+                    self._cond.notify_all()
+            self._note(("delta", job.key))
             job.emit({"type": "delta", "id": job.key[1], "text": text})
 
         try:
-            outcome = self.engine.run(prompt_ids, params, job.cancel, delta)
+            stop_ids: list[int] = []
+            if job.background:
+                from .fim import stop_token_ids
+
+                stop_ids = stop_token_ids(self.engine.tokenizer)
+                self._prefill_aside(job, prompt_ids)
+            outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=stop_ids)
         except Exception as exc:  # one request's failure must not take the worker down
             log.error("Generation failed", exc_info=True)
             job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
@@ -249,6 +318,7 @@ class Scheduler(threading.Thread):
         finally:
             with self._cond:
                 self._running.discard(job)
+                self._cond.notify_all()  # a completion waiting for this chat's steps goes on
 
     def _advance(self, job: Job) -> None:
         if self.trace is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import uuid
 
 import pytest
 
@@ -144,3 +145,115 @@ def test_plan_round_puts_chat_first_and_one_completion_step_per_round():
     new_fim[2].cancel.set()
     first, _, last = plan_round([chat, *new_fim], False, 0)
     assert first == [chat, new_fim[2]] and last == [new_fim[0]]
+
+
+# --- llama.cpp (the engine of GGUF specs, the default's included) ------------------------
+
+LONG_CHAT = {"messages": [{"role": "user", "content": "Write a Python module with ten small string "
+                           "helper functions, each with a docstring and an example."}],
+             "params": {"max_new_tokens": 200}}
+
+
+@pytest.fixture(scope="module")
+def llama_scheduler():
+    """The worker's scheduler in this process on llama.cpp (the default spec's engine)."""
+    from model import llamacpp_engine
+
+    if not llamacpp_engine.available():
+        pytest.skip("llama.cpp (the xllamacpp wheel) is not available here")
+    sched = Scheduler("default")
+    sched.start()
+    assert sched.ready.wait(300) and sched.load_error is None
+    assert sched.info["engine"] == "llama.cpp"
+    yield sched
+    sched.engine.server = None  # llama.cpp stops when its server object goes
+
+
+def _text(frames: list, name: str) -> str:
+    return "".join(f["text"] for n, f in frames if n == name and f["type"] == "delta")
+
+
+def _done(frames: list, name: str) -> dict:
+    return next(f for n, f in frames if n == name and f["type"] in ("done", "error"))
+
+
+def _unique_prefix(tag: str) -> str:
+    """A long prefix no slot has cached (its first line is new), ~600 tokens."""
+    return f"# {tag} {uuid.uuid4().hex}\n" + CODE * 24
+
+
+def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(llama_scheduler):
+    from model.worker import FIM_PREFILL_CHUNK
+
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((1, "chat"), LONG_CHAT, c.emit_for("chat")))
+    first = c.frames.get(timeout=300)
+    assert first[0] == "chat" and first[1]["type"] == "delta"  # the chat is streaming
+    prefix = _unique_prefix("aside")
+    s.submit(Job((1, "c"), fim(prefix), c.emit_for("c")))
+    frames = [first, *c.wait({"chat", "c"})]
+    chat_done, fim_done = _done(frames, "chat"), _done(frames, "c")
+    assert chat_done["type"] == fim_done["type"] == "done"
+
+    trace = list(s.trace)
+    steps = [i for i, e in enumerate(trace) if e[0] == "prefill" and e[1] == (1, "c")]
+    assert len(steps) >= 2, f"the completion's prompt went in one piece while the chat streamed: {trace}"
+    assert all(trace[i][2] <= FIM_PREFILL_CHUNK for i in steps)
+    # The chat decoded on its own between two steps of the completion's prompt.
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert any(e == ("delta", (1, "chat")) for e in trace[a:b]), trace[a:b]
+    run = next(e for e in trace if e[0] == "run" and e[1] == (1, "c"))
+    assert run[2] <= FIM_PREFILL_CHUNK
+    # llama.cpp's own counter: the request for the answer found the steps in its slot's cache.
+    usage = fim_done["usage"]
+    assert usage["cached_prompt_tokens"] >= usage["prompt_tokens"] - FIM_PREFILL_CHUNK - 1
+
+    # Both answers are right: each starts as the same request alone does.
+    alone = Collector()
+    s.submit(Job((2, "chat"), LONG_CHAT, alone.emit_for("chat")))
+    s.submit(Job((2, "c"), fim(prefix), alone.emit_for("c")))
+    solo = alone.wait({"chat", "c"})
+    assert _text(frames, "chat")[:40] == _text(solo, "chat")[:40] and _text(solo, "chat").strip()
+    assert _text(frames, "c")[:8] == _text(solo, "c")[:8] and _text(solo, "c").strip()
+
+
+def test_llamacpp_completion_without_a_chat_goes_at_once(llama_scheduler):
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((3, "c"), fim(_unique_prefix("alone")), c.emit_for("c")))
+    frames = c.wait({"c"})
+    assert _done(frames, "c")["type"] == "done" and _text(frames, "c").strip()
+    assert not [e for e in s.trace if e[0] == "prefill"]
+    run = next(e for e in s.trace if e[0] == "run")
+    assert run[2] > 500  # the whole prompt in one request
+
+
+def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypatch):
+    """``<file_sep>`` is no end-of-generation token for llama.cpp, which renders it as empty
+    text and goes on; the worker ends a completion there (the text case is in
+    test_llamacpp_engine.py)."""
+    from model.params import GenerationParams
+
+    s = llama_scheduler
+    sep = s.engine.tokenizer.get_vocab()["<file_sep>"]
+    body = s.engine.request_body
+
+    def forced(*args, **kwargs):  # the model writes <file_sep> and nothing else
+        return {**body(*args, **kwargs), "logit_bias": [[sep, 100.0]]}
+
+    monkeypatch.setattr(s.engine, "request_body", forced)
+    # (few tokens: the DRY sampler would end a long run of one token by itself)
+    request = {"fim": {"prefix": CODE, "path": "a.py"}, "params": {"max_new_tokens": 6}}
+    c = Collector()
+    s.submit(Job((4, "c"), request, c.emit_for("c")))
+    frames = c.wait({"c"})
+    done = _done(frames, "c")
+    assert done["type"] == "done" and done["finish_reason"] == "stop" and done["usage"]["tokens"] == 0
+    assert _text(frames, "c") == ""
+    # The same prompt without the completion's stop ids: llama.cpp writes on past it.
+    ids = build_prompt(s.engine, request)[0]
+    outcome = s.engine.run(ids, GenerationParams(max_new_tokens=6), threading.Event(), lambda _t: None)
+    assert outcome.finish_reason == "length" and outcome.usage["tokens"] == 6, outcome
