@@ -9,7 +9,8 @@ The socket is bound before the model loads, so clients connect at once and get
 ``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``):
 GGUF files run on llama.cpp (``model.llamacpp_engine``), where the scheduler thread builds
 each request's prompt ids and hands the request to a thread of its own, llama.cpp's slots
-batching the concurrent ones; everything else runs on the torch engine, where one
+batching the concurrent ones (a code completion's prompt goes in small steps while a chat
+streams: ``Scheduler._prefill_aside``); everything else runs on the torch engine, where one
 scheduler thread owns the model and advances every active request one token per turn: requests past their prefill share one batched forward
 pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurrent clients
 stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
@@ -44,11 +45,14 @@ DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900)
 DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
 # llama.cpp, while a chat streams: a code completion's prompt goes in steps of at most this
 # many new tokens, the chat decoding on its own between two steps (Scheduler._prefill_aside).
-FIM_PREFILL_CHUNK = int(os.environ.get("STARCHAT_FIM_PREFILL_CHUNK", 64))
+FIM_PREFILL_CHUNK = int(os.environ.get("STARCHAT_FIM_PREFILL_CHUNK", 32))
+# ... and the chat has the machine to itself for this many times as long as a step took, so
+# completion prompts take at most 1/(1+x) of a streaming chat's time (x = 9: 10%).
+CHAT_REST_FACTOR = float(os.environ.get("STARCHAT_FIM_CHAT_REST", 9.0))
 # Chat tokens seen between two such steps: two, since the chat's token from the step that
 # carried the chunk may arrive after the chunk's own answer.
 CHAT_TOKENS_BETWEEN_CHUNKS = 2
-CHAT_STEP_WAIT_S = 2.0  # a chat in its own prefill sends no tokens: do not wait for ever
+CHAT_STEP_WAIT_S = 5.0  # a chat in its own prefill sends no tokens: do not wait for ever
 
 
 @dataclass(eq=False)  # hashed by identity: a request is itself
@@ -139,6 +143,7 @@ class Scheduler(threading.Thread):
         self._turn = 0
         self._chat_tokens = 0  # deltas of chat requests on llama.cpp, for _prefill_aside
         self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
+        self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
         #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
         #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
@@ -261,24 +266,33 @@ class Scheduler(threading.Thread):
 
         llama.cpp puts every slot's work into one batch per step: a chat's next token and up
         to ``n_batch`` (2,048) prompt tokens of a completion, so a completion's 1,024-token
-        prompt would hold the chat's token back for the whole prefill. While a chat streams,
-        the prompt goes instead as one-token requests on ever longer starts of it, each at
-        most ``FIM_PREFILL_CHUNK`` tokens past what the slot is known to hold (the start it
-        shares with the last completion prompt: typing changes the end only), and the chat
-        takes steps of its own in between. The request for the answer then finds all but
-        the last few tokens cached. Without a chat, or once it ends, the rest goes at once.
+        prompt would hold the chat's token back for the whole prefill (seconds on a CPU).
+        While a chat streams, the prompt goes instead as one-token requests on ever longer
+        starts of it, each at most ``FIM_PREFILL_CHUNK`` tokens past what the slot is known
+        to hold (the start it shares with the last completion prompt: typing changes the end
+        only). After each, the chat decodes alone: at least two tokens and ``CHAT_REST_FACTOR``
+        times the step's duration. The request for the answer then finds all but the last
+        few tokens cached. Without a chat, or once it ends, the rest goes at once.
         """
         start = _common_prefix(self._fim_cached, ids)
-        while len(ids) - start > FIM_PREFILL_CHUNK and not job.cancel.is_set():
-            with self._cond:
+        while not job.cancel.is_set():
+            with self._cond:  # the chat's rest after the last prefill of any completion
+                while (self._chat_streaming() and not job.cancel.is_set()
+                       and (left := self._fim_not_before - time.monotonic()) > 0):
+                    self._cond.wait(left)
                 if not self._chat_streaming():
                     break
+            if len(ids) - start <= FIM_PREFILL_CHUNK:
+                break
             end = start + FIM_PREFILL_CHUNK
             self._note(("prefill", job.key, end - start))
+            t0 = time.monotonic()
             self.engine.prefill(ids[:end], job.cancel)
+            took = time.monotonic() - t0
             self._fim_cached = ids[:end]
             start = end
             with self._cond:
+                self._fim_not_before = time.monotonic() + took * CHAT_REST_FACTOR
                 until = self._chat_tokens + CHAT_TOKENS_BETWEEN_CHUNKS
                 self._cond.wait_for(
                     lambda until=until: (self._chat_tokens >= until or job.cancel.is_set()
@@ -286,6 +300,12 @@ class Scheduler(threading.Thread):
                     timeout=CHAT_STEP_WAIT_S)
         self._note(("run", job.key, len(ids) - start))
         self._fim_cached = list(ids)
+
+    def _rest_after(self, usage: dict) -> None:
+        """A completion's own prefill went with a chat's step: the chat rests from it too."""
+        with self._cond:
+            if self._chat_streaming():
+                self._fim_not_before = time.monotonic() + float(usage.get("prefill_s") or 0) * CHAT_REST_FACTOR
 
     def _note(self, event: tuple) -> None:
         if self.trace is not None:
@@ -309,6 +329,8 @@ class Scheduler(threading.Thread):
                 stop_ids = stop_token_ids(self.engine.tokenizer)
                 self._prefill_aside(job, prompt_ids)
             outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=stop_ids)
+            if job.background:
+                self._rest_after(outcome.usage)
         except Exception as exc:  # one request's failure must not take the worker down
             log.error("Generation failed", exc_info=True)
             job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
