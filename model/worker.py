@@ -143,7 +143,8 @@ class Scheduler(threading.Thread):
         self._turn = 0
         self._chat_tokens = 0  # deltas of chat requests on llama.cpp, for _prefill_aside
         self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
-        self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
+        self._fim_not_before = 0.0
+        self._fim_stop_ids: list[int] | None = None  # monotonic time before which no completion prefill starts
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
         #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
         #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
@@ -162,12 +163,14 @@ class Scheduler(threading.Thread):
             for job in [*self._pending, *self._active, *self._running]:
                 if job.key == key:
                     job.cancel.set()
+            self._cond.notify_all()  # a completion waiting between prompt steps stops now
 
     def cancel_connection(self, conn_id: int) -> None:
         with self._cond:
             for job in [*self._pending, *self._active, *self._running]:
                 if job.key[0] == conn_id:
                     job.cancel.set()
+            self._cond.notify_all()
 
     @property
     def busy(self) -> bool:
@@ -254,9 +257,19 @@ class Scheduler(threading.Thread):
                 self._running.add(job)
             thread.start()
             return
-        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel)
+        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job))
         with self._cond:
             self._active.append(job)
+
+    def _stop_ids(self, job: Job) -> list[int]:
+        """A code completion ends at any FIM family's end or sentinel token (``model.fim``)."""
+        if not job.background:
+            return []
+        if self._fim_stop_ids is None:
+            from .fim import stop_token_ids
+
+            self._fim_stop_ids = stop_token_ids(self.engine.tokenizer)
+        return self._fim_stop_ids
 
     def _chat_streaming(self) -> bool:
         return any(not j.background for j in self._running)
@@ -322,13 +335,9 @@ class Scheduler(threading.Thread):
             job.emit({"type": "delta", "id": job.key[1], "text": text})
 
         try:
-            stop_ids: list[int] = []
             if job.background:
-                from .fim import stop_token_ids
-
-                stop_ids = stop_token_ids(self.engine.tokenizer)
                 self._prefill_aside(job, prompt_ids)
-            outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=stop_ids)
+            outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job))
             if job.background:
                 self._rest_after(outcome.usage)
         except Exception as exc:  # one request's failure must not take the worker down

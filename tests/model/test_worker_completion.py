@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 
 import pytest
@@ -263,3 +264,34 @@ def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypa
     ids = build_prompt(s.engine, request)[0]
     outcome = s.engine.run(ids, GenerationParams(max_new_tokens=6), threading.Event(), lambda _t: None)
     assert outcome.finish_reason == "length" and outcome.usage["tokens"] == 6, outcome
+
+
+def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_scheduler, monkeypatch):
+    from model import worker
+
+    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 50.0)  # a long rest: the cancel must cut it
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((5, "chat"), LONG_CHAT, c.emit_for("chat")))
+    assert c.frames.get(timeout=300)[0] == "chat"
+    s.submit(Job((5, "c"), fim(_unique_prefix("cancel")), c.emit_for("c")))
+    while not any(e[0] == "prefill" and e[1] == (5, "c") for e in list(s.trace)):
+        time.sleep(0.01)
+    s.cancel((5, "c"))
+    frames = c.wait({"chat", "c"})
+    ends = [n for n, f in frames if f["type"] in ("done", "error")]
+    assert ends == ["c", "chat"]  # the cancelled completion ended while the chat streamed
+    assert _done(frames, "c")["finish_reason"] == "cancelled" and _text(frames, "c") == ""
+    assert sum(e[0] == "prefill" and e[1] == (5, "c") for e in s.trace) == 1
+
+
+def test_torch_completion_ends_at_its_stop_ids(scheduler):
+    """The torch engine honours a completion's end tokens too (``Decoder.stop_ids``)."""
+    engine = scheduler.engine
+    ids = build_prompt(engine, fim())[0]
+    first = engine.decoder(ids, {"max_new_tokens": 4})
+    text = "".join(first.step() for _ in range(4) if not first.done)
+    assert text and first.generated
+    stopped = engine.decoder(ids, {"max_new_tokens": 4}, stop_ids=[first.generated[0]])
+    assert stopped.step() == "" and stopped.done and stopped.finish_reason == "stop"
