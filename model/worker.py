@@ -143,8 +143,8 @@ class Scheduler(threading.Thread):
         self._turn = 0
         self._chat_tokens = 0  # deltas of chat requests on llama.cpp, for _prefill_aside
         self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
-        self._fim_not_before = 0.0
-        self._fim_stop_ids: list[int] | None = None  # monotonic time before which no completion prefill starts
+        self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
+        self._fim_stop_ids: list[int] | None = None  # model.fim.stop_token_ids, once
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
         #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
         #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
@@ -312,7 +312,8 @@ class Scheduler(threading.Thread):
                                          or not self._chat_streaming()),
                     timeout=CHAT_STEP_WAIT_S)
         self._note(("run", job.key, len(ids) - start))
-        self._fim_cached = list(ids)
+        if not job.cancel.is_set():  # (a cancelled one is not sent)
+            self._fim_cached = list(ids)
 
     def _rest_after(self, usage: dict) -> None:
         """A completion's own prefill went with a chat's step: the chat rests from it too."""
