@@ -55,6 +55,7 @@ class CompletionSettings:
     context_tokens: int = 1024
     model: str | None = None  # a separate (usually smaller FIM) model spec; None: the chat model
     template: str = "auto"  # a FIM family of model.prompt.fim.TEMPLATES, or auto-detect
+    invoked_items: int = 3  # suggestions for an explicit request (triggerKind Invoked)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ _COMPLETION_CHECKS: dict[str, tuple[str, Any, str]] = {
     "contextTokens": ("context_tokens", lambda v: _int_in(v, 32, 32768), "must be an integer from 32 to 32768"),
     "model": ("model", lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "must be a model spec (a non-empty string) or null"),
     "template": ("template", lambda v: v in FIM_TEMPLATES, "must be one of " + ", ".join(FIM_TEMPLATES)),
+    "invokedItems": ("invoked_items", lambda v: _int_in(v, 1, 8), "must be an integer from 1 to 8"),
 }
 
 

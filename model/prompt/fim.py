@@ -166,6 +166,25 @@ class _Encoder:
 
 
 TEMPLATES_SENTINELS = tuple(sorted({t for tpl in TEMPLATES.values() for t in tpl.sentinels}))
+#: Tokens that never belong in a completion, whatever the family: every family's sentinels
+#: and end tokens, repository markup, and the usual end-of-text tokens. A completion ends
+#: at the first of them that the model's vocabulary has.
+END_TOKENS = tuple(sorted({
+    *TEMPLATES_SENTINELS, *(t for tpl in TEMPLATES.values() for t in tpl.stops),
+    "<fim_pad>", "<|fim_pad|>", "<|repo_name|>", "<repo_name>", "<reponame>", "<filename>",
+    "<EOT>", "<|EOT|>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "<|im_end|>", "<|im_start|>",
+    "<|eot_id|>",
+}))
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The ids of ``END_TOKENS`` in ``tokenizer``'s vocabulary, and its end-of-sequence id."""
+    vocab = tokenizer.get_vocab()
+    ids = {found[0] for t in END_TOKENS if (found := _sentinel_id(vocab, t)) is not None}
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    return sorted(ids)
 
 
 @dataclass

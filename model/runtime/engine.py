@@ -30,8 +30,10 @@ class Decoder:
     """One request's decode state, advanced one token per ``step()``."""
 
     def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
-                 cancel: threading.Event | None = None, stop_strings: Sequence[str] = ()):
+                 cancel: threading.Event | None = None, stop_strings: Sequence[str] = (),
+                 stop_ids: Sequence[int] = ()):
         self.engine = engine
+        self.stop_ids = frozenset(stop_ids)  # besides the chat format's and eos (completions)
         self.params = params
         self.cancel = cancel or threading.Event()
         self.prompt_ids = list(prompt_ids)
@@ -98,7 +100,7 @@ class Decoder:
             token = self._choose(logits)
         if self.t_first is None:
             self.t_first = time.perf_counter()
-        if token in eng.chat_format.stop_token_ids or token in eng.eos_ids:
+        if token in eng.chat_format.stop_token_ids or token in eng.eos_ids or token in self.stop_ids:
             self._finish("stop")
             return self._flush(final=True)
         self.generated.append(token)
@@ -217,12 +219,12 @@ class Engine:
         self.prefix_cache.clear()
 
     def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
-                cancel: threading.Event | None = None) -> Decoder:
+                cancel: threading.Event | None = None, stop_ids: Sequence[int] = ()) -> Decoder:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.from_dict(params)
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
-        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings)
+        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids)
 
     def generate(self, messages: Sequence[dict] | Sequence[int], params: GenerationParams | dict | None = None,
                  cancel: threading.Event | None = None) -> Stream:

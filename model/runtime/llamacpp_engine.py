@@ -17,7 +17,15 @@ guarantees, and how it holds here:
 - prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
 - repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
-  ``benchmarks/bench_loops.py``).
+  ``benchmarks/bench_loops.py``);
+- stop tokens: llama.cpp ends a request at the model's end-of-generation tokens only, and
+  renders other special tokens as empty text, so a stop string never sees them. A request
+  with ``stop_ids`` (code completions: ``model.prompt.fim.stop_token_ids``) asks for each token's
+  id (``logprobs``) and ends at the first of them, its text not emitted;
+- prefill in steps (``prefill``): a one-token request on the start of a prompt leaves
+  that start in a slot's cache, so the request for the whole prompt that follows has only
+  the rest to process. The worker uses it to keep a code completion's prompt from stalling
+  a streaming chat (``model.serving.worker.Scheduler``).
 
 llama.cpp's server always opens an HTTP listener. It is bound to a Unix socket in a
 private (0700) temporary folder, the socket file and folder are removed once the model is
@@ -100,7 +108,7 @@ class LlamaCppEngine:
             self.dry.setdefault("dry_penalty_last_n", context_window)
         self._api_key = api_key
 
-    def request_body(self, prompt_ids: Sequence[int], params: Any) -> dict:
+    def request_body(self, prompt_ids: Sequence[int], params: Any, stop_ids: Sequence[int] = ()) -> dict:
         """The llama.cpp completion request for our GenerationParams."""
         stops = list(self.chat_format.stop_strings) + list(params.stop)
         body: dict[str, Any] = {
@@ -118,16 +126,28 @@ class LlamaCppEngine:
         }
         if params.seed is not None:
             body["seed"] = int(params.seed) & 0xFFFFFFFF
+        if stop_ids:
+            body["logprobs"] = 1  # each chunk then names its token ids
         body.update(self.dry)
         return body
 
+    def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event) -> dict:
+        """Process ``prompt_ids`` into a slot's cache (one token generated, not shown); the usage."""
+        from ..prompt.params import GenerationParams
+
+        return self.run(prompt_ids, GenerationParams(max_new_tokens=1), cancel, lambda _text: None).usage
+
     def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
-            on_delta: Callable[[str], None]) -> Outcome:
-        """Generate on the calling thread, streaming text to ``on_delta``; blocks until done."""
+            on_delta: Callable[[str], None], stop_ids: Sequence[int] = ()) -> Outcome:
+        """Generate on the calling thread, streaming text to ``on_delta``; blocks until done.
+
+        ``stop_ids``: token ids that end the answer (their text is not emitted).
+        """
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
         t_start = time.perf_counter()
-        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None}
+        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False}
+        stop_set = frozenset(int(i) for i in stop_ids)
 
         def on_chunk(chunk: Any) -> bool:
             if not isinstance(chunk, dict):
@@ -138,6 +158,10 @@ class LlamaCppEngine:
                 return True
             for choice in chunk.get("choices") or ():
                 text = choice.get("text") or ""
+                if stop_set:
+                    text, stopped = _cut_at_stop_token(choice, text, stop_set)
+                    if stopped:
+                        state["stopped"] = True
                 if text:
                     if state["first"] is None:
                         state["first"] = time.perf_counter()
@@ -147,15 +171,17 @@ class LlamaCppEngine:
                     state["final"] = chunk
             if chunk.get("usage") is not None:
                 state["final"] = chunk
-            return cancel.is_set()
+            return cancel.is_set() or state["stopped"]
 
         if not cancel.is_set():
-            self.server.handle_completions(self.request_body(prompt_ids, params), on_chunk)
+            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids), on_chunk)
         t_end = time.perf_counter()
         if state["error"]:
             raise RuntimeError(state["error"])
         final = state["final"] or {}
         reason = "cancelled" if cancel.is_set() and not final.get("usage") else None
+        if state["stopped"]:
+            reason = "stop"
         if reason is None:
             choices = final.get("choices") or [{}]
             reason = choices[0].get("finish_reason") or ("cancelled" if cancel.is_set() else "stop")
@@ -175,6 +201,15 @@ class LlamaCppEngine:
             },
             finish_reason=reason,
         )
+
+
+def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tuple[str, bool]:
+    """The text of ``choice`` before its first stop token, and whether there was one."""
+    content = (choice.get("logprobs") or {}).get("content") or ()
+    for k, entry in enumerate(content):
+        if entry.get("id") in stop_ids:
+            return "".join(e.get("token", "") for e in content[:k]), True
+    return text, False
 
 
 def _architecture_error(path: Path, meta: dict) -> str:

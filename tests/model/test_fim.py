@@ -105,3 +105,22 @@ def test_template_override_and_bad_requests(tokenizer, family_tokenizers):
         build_fim_prompt(tokenizer, {"prefix": "", "cursor": 3})
     with pytest.raises(ValueError, match="no text before the cursor"):
         build_fim_prompt(tokenizer, {"prefix": "", "suffix": "x"})
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_stop_token_ids_have_the_family_end_tokens_and_its_sentinels(family, family_tokenizers):
+    from model.prompt.fim import TEMPLATES, stop_token_ids
+
+    tok = copy.deepcopy(family_tokenizers[family])
+    ends = {"starcoder": ["<fim_pad>"], "qwen": ["<|fim_pad|>", "<|repo_name|>"],
+            "deepseek": ["<|EOT|>", "<｜end▁of▁sentence｜>"], "codellama": ["\u2581<EOT>"]}[family]
+    tok.add_special_tokens({"additional_special_tokens": [*FAMILIES[family], *ends]})
+    ids = set(stop_token_ids(tok))
+    wanted = [*ends, *FAMILIES[family], *TEMPLATES[family].stops, "<|endoftext|>"]
+    vocab = tok.get_vocab()
+    for token in wanted:
+        token_id = vocab.get(token, vocab.get("\u2581" + token))
+        assert token_id in ids, token
+    assert tok.eos_token_id in ids
+    # Ordinary code tokens are not among them.
+    assert not ids & set(tok("def f(x):\n    return x\n")["input_ids"])

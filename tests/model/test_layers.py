@@ -2,7 +2,8 @@
 
 Every module under ``model/`` is parsed with ``ast`` and every import counts, the ones inside
 functions included (a function-level import is still a dependency, only a later one). The
-rules: no layer imports a higher one; no import cycle between modules; nothing from
+rules: every import inside the package names a module that exists (a function-level import
+of a moved module would only fail when it runs); no layer imports a higher one; no import cycle between modules; nothing from
 ``lsp_server`` or ``training``; no torch or transformers anywhere in the prompt layer.
 The checker itself is tried on a small package with one break of each rule.
 """
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("prompt", "runtime", "serving", "backends")  # lowest first
 HEAVY = ("torch", "transformers")
 OUTSIDE = ("lsp_server", "training")
+MODULE = "module:"  # marks the module part of a `from X import y` inside the package
 
 
 def modules(root: Path, package: str = "model") -> dict[str, Path]:
@@ -45,6 +47,8 @@ def imports(name: str, path: Path) -> list[tuple[str, int]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
+            if target.split(".")[0] == "model":
+                found.append((MODULE + target, node.lineno))  # must exist (checked by violations)
             # `from pkg import mod` depends on the module; `from mod import name` on mod.
             found += [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
             found.append((target, node.lineno))
@@ -65,6 +69,10 @@ def violations(root: Path) -> list[str]:
         if layer_of(name) is None and path.name != "__init__.py":
             problems.append(f"{where}: a module outside the layers {LAYERS}")
         for target, line in imports(name, path):
+            if target.startswith(MODULE):
+                if target[len(MODULE):] not in mods:
+                    problems.append(f"{where}:{line}: imports {target[len(MODULE):]}, which does not exist")
+                continue
             top = target.split(".")[0]
             if top in OUTSIDE:
                 problems.append(f"{where}:{line}: imports {target} (model imports neither lsp_server nor training)")
@@ -154,6 +162,8 @@ def _write(root: Path, files: dict[str, str]) -> None:
     ({"model/prompt/a.py": "def f():\n    from transformers import AutoTokenizer\n"},
      "imports transformers (the prompt layer is torch-free)"),
     ({"model/flat.py": ""}, "model/flat.py: a module outside the layers"),
+    ({"model/serving/a.py": "def f():\n    from .gone import x\n"},
+     "imports model.serving.gone, which does not exist"),
 ])
 def test_the_check_finds_each_kind_of_break(tmp_path, files, expected):
     inits = {f"model/{layer}/__init__.py": "" for layer in LAYERS} | {"model/__init__.py": ""}

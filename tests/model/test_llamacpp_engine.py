@@ -337,3 +337,35 @@ def test_engine_choice():
 
     assert engine_for("default") == "llama.cpp"
     assert engine_for("default@int4") == "torch"
+
+
+def test_stop_ids_end_the_answer_before_the_token_llamacpp_goes_past(engine, monkeypatch):
+    """A completion's end tokens (``model.prompt.fim.stop_token_ids``): ``<file_sep>`` is special (no
+    text) and no end-of-generation token for llama.cpp; with it in ``stop_ids`` the answer
+    ends there, its text not emitted; without, the next file follows."""
+    from model.prompt.chat_format import encode_text
+    from model.prompt.fim import stop_token_ids
+
+    tok = engine.tokenizer
+    vocab = tok.get_vocab()
+    stops = stop_token_ids(tok)
+    assert {vocab["<file_sep>"], vocab["<|endoftext|>"], tok.eos_token_id} <= set(stops)
+    sep = vocab["<file_sep>"]
+    ids: list[int] = []
+    for i in range(12):
+        ids += [sep, *encode_text(tok, f"# file{i}.py\nVALUE = {i}\n")]
+    ids += [sep, *encode_text(tok, "# file12.py\n")]
+    body = engine.request_body
+
+    def nudged(*args, **kwargs):  # after its line the model writes <file_sep>, not its eos
+        return {**body(*args, **kwargs),
+                "logit_bias": [[sep, 8.0], [tok.eos_token_id, -100.0], [vocab["<|endoftext|>"], -100.0]]}
+
+    monkeypatch.setattr(engine, "request_body", nudged)
+    params = GenerationParams(max_new_tokens=14)
+    got: list[str] = []
+    outcome = engine.run(ids, params, threading.Event(), got.append, stop_ids=stops)
+    assert "".join(got) == "VALUE = 12\n" and outcome.finish_reason == "stop"
+    plain: list[str] = []
+    engine.run(ids, params, threading.Event(), plain.append)
+    assert "".join(plain).startswith("VALUE = 12\n# file13")
