@@ -10,7 +10,7 @@ All on the default spec (the embedded SmolLM2-135M Q4_1 GGUF) unless said otherw
 - ``chat``: per engine (llama.cpp and torch workers), a ~1,000-token prompt with a
   300-token answer, its second turn (cached prompt tokens), and 4 requests at once;
 - ``concurrency``: per engine, 1 / 4 / 8 requests at once, aggregate tok/s. Equally warm:
-  every round gets fresh prompts of the same length (a round tag at the start of the user
+  every round gets fresh prompts of about the same length (a round tag at the start of the user
   message), after one warm-up request caches the shared system prompt, so no round reuses
   another round's prompt (``warmth`` in the JSON says so);
 - ``ask``: worker cold start (spawn -> ready), ``starchat ask`` spawned against the running
@@ -57,8 +57,8 @@ TASKS = ["checks if a number is prime", "reverses a linked list", "debounces ano
          "merges two sorted lists", "parses a CSV line", "flattens a nested list",
          "counts words in a text", "computes a moving average"]
 WARMTH = ("fresh prompts per round: each request's user message starts with its own round "
-          "and request tag (same token count), after one warm-up request cached the shared "
-          "system prompt; no round reuses another's prompt")
+          "and request tag (prompts within a few tokens of each other), after one warm-up "
+          "request cached the shared system prompt; no round reuses another's prompt")
 
 
 def log(message: str) -> None:
@@ -289,14 +289,14 @@ def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
     return out
 
 
-def humaneval(engine, limit: int | None, tmp: Path) -> dict:
+def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
     from training.evaluation.humaneval import run_humaneval, score
 
     out = {}
     for name, dry in dry_settings(engine).items():
         t = time.perf_counter()
         rows = run_humaneval(LlamaCppBackend(engine, dry, f"default ({name})"), tmp / f"humaneval-{name}.jsonl",
-                             limit=limit, progress=False)
+                             limit=limit, max_new_tokens=max_new_tokens, progress=False)
         result = score(rows)
         out[name] = {"problems": result["problems"], "pass@1": result["pass@1"], "statuses": result["statuses"],
                      "wall_s": round(time.perf_counter() - t, 1)}
@@ -313,7 +313,7 @@ def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
     engine = llamacpp_engine.load(default_gguf_path(), slots=1)
     return {"loops": {"prompts_file": str(PROMPTS.relative_to(ROOT)), "max_new_tokens": max_new_tokens,
                       **loop_share(engine, prompts, max_new_tokens)},
-            "humaneval_greedy": humaneval(engine, limit, tmp)}
+            "humaneval_greedy": {"max_new_tokens": max_new_tokens, **humaneval(engine, limit, max_new_tokens, tmp)}}
 
 
 # --- a 1.5B-shaped file ------------------------------------------------------------------
@@ -356,7 +356,8 @@ def main() -> None:
                         help="smoke run: 1 repeat, 16 decode / 32 answer tokens, fewer prefill files")
     parser.add_argument("--skip-quality", action="store_true", help="leave out loops and HumanEval (slow)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts / problems of the quality section")
-    parser.add_argument("--quality-tokens", type=int, default=256)
+    parser.add_argument("--quality-tokens", type=int, default=256,
+                        help="answer length of the loop prompts and HumanEval (256, as `starchat eval humaneval`)")
     parser.add_argument("--big", action="store_true", help="also the 1.5B-shaped synthetic file")
     args = parser.parse_args()
     if args.quick:
