@@ -17,7 +17,7 @@ guarantees, and how it holds here:
 - prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
 - repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
-  ``benchmarks/bench_loops.py``);
+  ``benchmarks/bench_model.py``);
 - stop tokens: llama.cpp ends a request at the model's end-of-generation tokens only, and
   renders other special tokens as empty text, so a stop string never sees them. A request
   with ``stop_ids`` (code completions: ``model.prompt.fim.stop_token_ids``) asks for each token's
@@ -60,7 +60,7 @@ MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
 SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
 # DRY ("don't repeat yourself") penalises tokens that would extend a sequence already seen
 # in the context; the values are llama.cpp's recommended ones, the multiplier chosen by
-# benchmarks/bench_loops.py over training/data/code_eval_prompts.jsonl.
+# benchmarks/bench_model.py (quality.loops) over training/data/code_eval_prompts.jsonl.
 # dry_penalty_last_n is the context window (llama.cpp's -1, which its server refuses).
 DEFAULT_DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
 
