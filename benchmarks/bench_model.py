@@ -86,7 +86,7 @@ def chat_prompt(tokenizer, n_tokens: int = 1000) -> list[dict]:
 def worker_vs_raw(path: Path, file: Path, threads: int, tokens: int, repeats: int) -> dict:
     """Decode through our worker vs ``xllamacpp`` alone on ``file`` (same threads, same
     request body), alternated so load on the machine hits both alike."""
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
     from model.prompt.params import GenerationParams
 
     messages = system_messages(LONG_ANSWER)
@@ -211,7 +211,7 @@ def concurrency_figures(path: Path, tokens: int) -> dict:
 # --- `starchat ask`, cold start, RSS ----------------------------------------------------------
 
 def ask_figures(spec: str, runtime: Path, runs: int) -> dict:
-    from model import protocol
+    from model.serving import protocol
 
     env = dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     out = {"worker_cold_start_s": summary([common.cold_start(spec, runtime) for _ in range(max(3, runs))])}
@@ -287,7 +287,7 @@ class LlamaCppBackend:
 
 
 def dry_settings(engine) -> dict:
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
 
     on = dict(llamacpp_engine.DEFAULT_DRY, dry_penalty_last_n=engine.context_window)
     return {"dry_off": {}, "dry_on": on}
@@ -330,7 +330,7 @@ def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict
 
 def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
     from benchmarks.common import LOOP_PROMPTS as PROMPTS
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
     from model.runtime.loading import default_gguf_path
 
     prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()][:limit]
@@ -343,7 +343,7 @@ def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
 # --- a 1.5B-shaped file ------------------------------------------------------------------
 
 def big_figures(threads: int, tokens: int, tmp: Path, runtime: Path) -> dict:
-    from model import protocol
+    from model.serving import protocol
     from tests.tiny_models import synthetic_gguf
 
     t = time.perf_counter()
@@ -387,7 +387,7 @@ def main() -> None:
     if args.quick:
         args.repeats, args.decode_tokens, args.answer_tokens, args.quality_tokens = 1, 16, 32, 64
 
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
     from model.prompt.chat_format import chat_format_for
     from model.runtime.loading import default_gguf_path, load_tokenizer
 

@@ -158,7 +158,7 @@ LONG_CHAT = {"messages": [{"role": "user", "content": "Write a Python module wit
 @pytest.fixture(scope="module")
 def llama_scheduler():
     """The worker's scheduler in this process on llama.cpp (the default spec's engine)."""
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
 
     if not llamacpp_engine.available():
         pytest.skip("llama.cpp (the xllamacpp wheel) is not available here")
@@ -184,7 +184,7 @@ def _unique_prefix(tag: str, repeat: int = 12) -> str:
 
 
 def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(llama_scheduler, monkeypatch):
-    from model import worker
+    from model.serving import worker
     from model.serving.worker import FIM_PREFILL_CHUNK
 
     # The order is under test, not the time share: a short rest, so that a slow (busy)
@@ -267,7 +267,7 @@ def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypa
 
 
 def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_scheduler, monkeypatch):
-    from model import worker
+    from model.serving import worker
 
     monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 50.0)  # a long rest: the cancel must cut it
     s = llama_scheduler
