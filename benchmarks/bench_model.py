@@ -86,8 +86,8 @@ def chat_prompt(tokenizer, n_tokens: int = 1000) -> list[dict]:
 def worker_vs_raw(path: Path, file: Path, threads: int, tokens: int, repeats: int) -> dict:
     """Decode through our worker vs ``xllamacpp`` alone on ``file`` (same threads, same
     request body), alternated so load on the machine hits both alike."""
-    from model.runtime import llamacpp_engine
     from model.prompt.params import GenerationParams
+    from model.runtime import llamacpp_engine
 
     messages = system_messages(LONG_ANSWER)
     engine = llamacpp_engine.load(file, slots=1)  # for the request body only
@@ -259,33 +259,6 @@ def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool)
 
 # --- quality: loops and HumanEval, DRY off vs on ----------------------------------------------
 
-class LlamaCppBackend:
-    """``training.evaluation``'s backend interface over our llama.cpp engine in this process,
-    with the engine's DRY setting as given (``{}`` = no repetition control)."""
-
-    chat_mode = "template"
-
-    def __init__(self, engine, dry: dict, spec: str) -> None:
-        self.engine, self.dry, self.spec = engine, dry, spec
-
-    def complete(self, messages: list[dict], params: dict, stop_when=None):
-        import threading
-
-        from model.prompt.params import GenerationParams
-        from training.evaluation.backends import Completion
-
-        self.engine.dry = dict(self.dry)
-        cancel, parts = threading.Event(), []
-
-        def on_delta(text: str) -> None:
-            parts.append(text)
-            if stop_when is not None and stop_when("".join(parts)):
-                cancel.set()
-        outcome = self.engine.run(self.engine.chat_format.encode(messages), GenerationParams.from_dict(params),
-                                  cancel, on_delta)
-        return Completion("".join(parts), outcome.usage, "stop" if outcome.finish_reason == "cancelled" else outcome.finish_reason)
-
-
 def dry_settings(engine) -> dict:
     from model.runtime import llamacpp_engine
 
@@ -296,10 +269,11 @@ def dry_settings(engine) -> dict:
 def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
     """Answers (greedy, the product's system prompt) in which one sentence or line repeats."""
     from benchmarks.common import repeated_units
+    from training.evaluation.backends import LlamaCppBackend
 
     out = {}
     for name, dry in dry_settings(engine).items():
-        backend = LlamaCppBackend(engine, dry, "default")
+        backend = LlamaCppBackend(engine=engine, dry=dry)
         looping, chars = [], 0
         for row in prompts:
             text = backend.complete(system_messages(row["prompt"]), {"max_new_tokens": max_new_tokens, "temperature": 0.0}).text
@@ -314,12 +288,13 @@ def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
 
 
 def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
+    from training.evaluation.backends import LlamaCppBackend
     from training.evaluation.humaneval import run_humaneval, score
 
     out = {}
     for name, dry in dry_settings(engine).items():
         t = time.perf_counter()
-        rows = run_humaneval(LlamaCppBackend(engine, dry, f"default ({name})"), tmp / f"humaneval-{name}.jsonl",
+        rows = run_humaneval(LlamaCppBackend(f"default ({name})", engine=engine, dry=dry), tmp / f"humaneval-{name}.jsonl",
                              limit=limit, max_new_tokens=max_new_tokens, progress=False)
         result = score(rows)
         out[name] = {"problems": result["problems"], "pass@1": result["pass@1"], "statuses": result["statuses"],
@@ -387,8 +362,8 @@ def main() -> None:
     if args.quick:
         args.repeats, args.decode_tokens, args.answer_tokens, args.quality_tokens = 1, 16, 32, 64
 
-    from model.runtime import llamacpp_engine
     from model.prompt.chat_format import chat_format_for
+    from model.runtime import llamacpp_engine
     from model.runtime.loading import default_gguf_path, load_tokenizer
 
     threads = llamacpp_engine.default_threads()
@@ -401,6 +376,10 @@ def main() -> None:
     os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
     try:
         tokenizer = load_tokenizer("default")
+        if not args.skip_quality:  # first: its figures do not depend on the load, the speeds after it do
+            log("quality (slow)")
+            result["quality"] = quality_figures(args.limit, args.quality_tokens, tmp)
+        result["load_avg_speed_start"] = common.load_avg()
         log("ask and cold start")
         result["ask"] = ask_figures("default", runtime, 3 if args.quick else 7)
         paths = {}
@@ -420,9 +399,6 @@ def main() -> None:
         log("prefill by type")
         prompt_ids = chat_format_for(tokenizer).encode(chat_prompt(tokenizer))
         result["prefill_by_type"] = prefill_by_type(threads, prompt_ids, tmp, args.quick)
-        if not args.skip_quality:
-            log("quality (slow)")
-            result["quality"] = quality_figures(args.limit, args.quality_tokens, tmp)
         if args.big:
             log("big")
             result["big"] = big_figures(threads, args.decode_tokens, tmp, runtime)

@@ -1,8 +1,12 @@
 """Where answers come from: the model in-process, the shared worker, or an OpenAI-style URL.
 
 Every backend has `complete(messages, params, stop_when=None) -> Completion`. The default for
-evaluation is in-process (`EngineBackend`): a batch job should not compete with the editor's
-shared worker, and it can pick the chat format (template or dialogue prompting) per run.
+evaluation is in-process, on the engine the spec runs on in the worker
+(`model.runtime.loading.engine_for`): `LlamaCppBackend` for GGUF files (the default spec
+among them; DRY repetition control as served), `EngineBackend` (torch) for folders. So a
+figure for `--model default` is a figure for what users get. A batch job should not compete
+with the editor's shared worker, and in-process it can pick the chat format (template or
+dialogue prompting) per run.
 The worker and OpenAI-compatible backends are the editor's own clients (`model.serving.client`,
 `model.backends.openai_backend`): one wire format, one set of parameter rules (`model.prompt.params`).
 """
@@ -81,6 +85,62 @@ class EngineBackend:
         return Completion(text, dict(stream.usage or {}), finish)
 
 
+class LlamaCppBackend:
+    """A GGUF spec on llama.cpp in this process (``model.runtime.llamacpp_engine``), one request
+    at a time. ``dry``: the engine's DRY sampler settings; None keeps the served default, ``{}``
+    turns repetition control off (benchmarks compare both)."""
+
+    def __init__(self, spec: str = "default", *, chat_mode: str = "auto", dry: dict | None = None,
+                 engine=None) -> None:
+        from model.prompt.chat_format import chat_format_for
+
+        if engine is None:
+            from model.runtime import llamacpp_engine
+            from model.runtime.loading import resolve_spec
+
+            source = resolve_spec(spec)
+            engine = llamacpp_engine.load(source.location, source.name, slots=1, dry=dry)
+        elif dry is not None:
+            engine.dry = dict(dry)
+        self.spec, self.engine, self.tokenizer = spec, engine, engine.tokenizer
+        self.chat_format = (engine.chat_format if chat_mode == "auto"
+                            else chat_format_for(engine.tokenizer, mode=chat_mode))
+        self.chat_mode = self.chat_format.kind
+
+    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None,
+                 prefix: str = "") -> Completion:
+        """Generate one reply (see ``EngineBackend.complete``)."""
+        from model.prompt.chat_format import encode_text
+
+        ids = self.chat_format.encode(messages)
+        if prefix:
+            ids = ids + encode_text(self.tokenizer, prefix)
+        return self._run(ids, params, stop_when)
+
+    def complete_raw(self, prompt: str, params: dict, stop_when: StopWhen = None) -> Completion:
+        """Continue plain text with no chat format (HumanEval on base models)."""
+        return self._run(list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]), params, stop_when)
+
+    def _run(self, ids: list[int], params: dict, stop_when: StopWhen) -> Completion:
+        from model.prompt.params import GenerationParams
+
+        cancel, parts = threading.Event(), []
+
+        def on_delta(text: str) -> None:
+            parts.append(text)
+            if stop_when is not None and stop_when("".join(parts)):
+                cancel.set()
+
+        try:
+            outcome = self.engine.run(ids, GenerationParams.from_dict(params), cancel, on_delta)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        finish = outcome.finish_reason or "stop"
+        if finish == "cancelled" and stop_when is not None:
+            finish = "stop"
+        return Completion("".join(parts), dict(outcome.usage or {}), finish)
+
+
 class ClientBackend:
     """A model behind a client with ``model.serving.client.WorkerClient``'s interface: the shared
     worker, or an OpenAI-compatible server through ``model.backends.openai_backend`` (one HTTP
@@ -145,7 +205,8 @@ class OpenAIBackend(ClientBackend):
 
 
 def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):
-    """The backend for a model spec: in-process by default, the shared worker on request."""
+    """The backend for a model spec: in-process on the spec's own engine by default, the shared
+    worker on request."""
     from model.runtime.loading import resolve_spec
 
     resolve_spec(spec)  # a bad spec fails here in a second, before torch is imported
@@ -153,4 +214,8 @@ def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"
         if chat_mode != "auto":
             raise BackendError("The shared worker uses the model's own chat format; drop --chat-format or --via-worker.")
         return WorkerBackend(spec)
+    from model.runtime.loading import engine_for
+
+    if engine_for(spec) == "llama.cpp":
+        return LlamaCppBackend(spec, chat_mode=chat_mode)
     return EngineBackend(spec, chat_mode=chat_mode)
