@@ -58,6 +58,7 @@ ENGINE_NAME = "llama.cpp"
 # front and shared by the slots: 4,096 tokens cost ~94 MB for the embedded model.
 MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
 SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
+BATCH = 256  # prompt tokens per llama.cpp step (see load)
 # DRY ("don't repeat yourself") penalises tokens that would extend a sequence already seen
 # in the context; the values are llama.cpp's recommended ones, the multiplier chosen by
 # benchmarks/bench_model.py (quality.loops) over training/data/code_eval_prompts.jsonl.
@@ -150,6 +151,8 @@ class LlamaCppEngine:
         stop_set = frozenset(int(i) for i in stop_ids)
 
         def on_chunk(chunk: Any) -> bool:
+            if cancel.is_set():  # chunks llama.cpp made before it saw the stop are not shown
+                return True
             if not isinstance(chunk, dict):
                 return False
             if "error" in chunk or ("message" in chunk and "choices" not in chunk):
@@ -179,7 +182,7 @@ class LlamaCppEngine:
         if state["error"]:
             raise RuntimeError(state["error"])
         final = state["final"] or {}
-        reason = "cancelled" if cancel.is_set() and not final.get("usage") else None
+        reason = "cancelled" if cancel.is_set() else None
         if state["stopped"]:
             reason = "stop"
         if reason is None:
@@ -241,6 +244,12 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     params.model.path = str(path)
     params.n_ctx = window
     params.n_parallel = slots
+    # llama.cpp checks for cancelled requests and serves the other slots between batches: a
+    # 256-token batch keeps that to ~1 s of prompt work on 2 CPU cores where the default (2,048)
+    # made a whole 1,024-token completion window one uninterruptible step; prefill itself was
+    # within 3% (n_ubatch 256 vs 512, docs/performance.md).
+    params.n_batch = BATCH
+    params.n_ubatch = BATCH
     params.kv_unified = True  # the slots share one window-sized cache; each may use all of it
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads

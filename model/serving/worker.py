@@ -139,6 +139,7 @@ class Scheduler(threading.Thread):
         self.info: dict = {"spec": spec, "ready": False, "pid": os.getpid()}
         self._cond = threading.Condition()
         self._pending: list[Job] = []
+        self._starting: list[Job] = []  # taken from _pending, not yet running
         self._active: list[Job] = []
         self._running: set[Job] = set()  # requests on their own threads (llama.cpp)
         self._turn = 0
@@ -146,6 +147,8 @@ class Scheduler(threading.Thread):
         self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
         self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
         self._fim_stop_ids: list[int] | None = None  # model.prompt.fim.stop_token_ids, once
+        # Code completions run one at a time on llama.cpp (see _run_on_own_thread).
+        self._fim_turn = threading.Lock()
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
         #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
         #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
@@ -161,14 +164,14 @@ class Scheduler(threading.Thread):
 
     def cancel(self, key: tuple[int, Any]) -> None:
         with self._cond:
-            for job in [*self._pending, *self._active, *self._running]:
+            for job in [*self._pending, *self._starting, *self._active, *self._running]:
                 if job.key == key:
                     job.cancel.set()
             self._cond.notify_all()  # a completion waiting between prompt steps stops now
 
     def cancel_connection(self, conn_id: int) -> None:
         with self._cond:
-            for job in [*self._pending, *self._active, *self._running]:
+            for job in [*self._pending, *self._starting, *self._active, *self._running]:
                 if job.key[0] == conn_id:
                     job.cancel.set()
             self._cond.notify_all()
@@ -234,8 +237,11 @@ class Scheduler(threading.Thread):
                 while not self._pending and not self._active:
                     self._cond.wait()
                 new, self._pending = self._pending, []
+                self._starting = new  # still reachable by cancel() while its prompt is built
             for job in new:
                 self._start(job)
+            with self._cond:
+                self._starting = []
             self._turn += 1
             first, together, last = plan_round(list(self._active), self.batch, self._turn)
             for job in first:
@@ -336,8 +342,22 @@ class Scheduler(threading.Thread):
             self._note(("delta", job.key))
             job.emit({"type": "delta", "id": job.key[1], "text": text})
 
+        has_turn = False
         try:
             if job.background:
+                # One completion at a time: a typist's new request cancels the last one, which
+                # may be inside a prompt step llama.cpp cannot interrupt. The new one waits for
+                # it to end and then finds its prompt in the slot it leaves (llama.cpp picks
+                # the free slot sharing the longest start). Run side by side, every keystroke
+                # would prefill the whole window in a slot of its own, all at once.
+                while not (has_turn := self._fim_turn.acquire(timeout=0.05)):
+                    if job.cancel.is_set():
+                        break
+                if not has_turn:
+                    self._note(("dropped", job.key))
+                    job.emit({"type": "done", "id": job.key[1], "usage": {"prompt_tokens": len(prompt_ids), "tokens": 0},
+                              "finish_reason": "cancelled", "truncated": job.truncated})
+                    return
                 self._prefill_aside(job, prompt_ids)
             outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job))
             if job.background:
@@ -349,6 +369,8 @@ class Scheduler(threading.Thread):
             job.emit({"type": "done", "id": job.key[1], "usage": outcome.usage,
                       "finish_reason": outcome.finish_reason, "truncated": job.truncated})
         finally:
+            if has_turn:
+                self._fim_turn.release()
             with self._cond:
                 self._running.discard(job)
                 self._cond.notify_all()  # a completion waiting for this chat's steps goes on

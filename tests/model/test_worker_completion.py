@@ -65,7 +65,7 @@ def test_fim_request_is_prompt_ids_of_the_prefix(scheduler):
     # SmolLM2 has no FIM tokens: a prefix-only continuation of the text before the cursor.
     assert tok.decode(ids) == CODE
     ids, truncated, _ = build_prompt(scheduler.engine, fim(CODE * 10, context_tokens=64))
-    assert len(ids) == 64 and truncated == ["prefix"]  # cut from the left
+    assert 64 - 64 // 16 < len(ids) <= 64 and truncated == ["prefix"]  # cut from the left, in steps
     assert tok.decode(ids).endswith(CODE)
     with pytest.raises(ValueError, match="fim.files"):
         build_prompt(scheduler.engine, fim(files="b.py"))
@@ -295,3 +295,51 @@ def test_torch_completion_ends_at_its_stop_ids(scheduler):
     assert text and first.generated
     stopped = engine.decoder(ids, {"max_new_tokens": 4}, stop_ids=[first.generated[0]])
     assert stopped.step() == "" and stopped.done and stopped.finish_reason == "stop"
+
+
+def test_llamacpp_typing_runs_one_completion_at_a_time_on_the_last_ones_work(llama_scheduler, monkeypatch):
+    """A typist's requests, each cancelling the one before (as the language server does):
+    completions never run side by side (each would prefill the whole window in a slot of its
+    own), a request cancelled while it waits is dropped unsent, and the last one finds the
+    prompt its cancelled predecessors processed in the slot's cache."""
+    s = llama_scheduler
+    running, most = [0], [0]
+    real_run = s.engine.run
+
+    def counted(*args, **kwargs):  # the real engine, with a count of calls in flight
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(s.engine, "run", counted)
+    s.trace = []
+    prefix = _unique_prefix("typing", 24)
+    c = Collector()
+    names = [f"k{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        if i:
+            s.cancel((6, names[i - 1]))
+        s.submit(Job((6, name), fim(prefix + "x" * i), c.emit_for(name)))
+        if i == 0:  # the first is inside llama.cpp's prompt work when the next keystroke comes
+            while not any(e == ("run", (6, name), e[2]) for e in s.trace if len(e) == 3):
+                time.sleep(0.01)
+            time.sleep(0.3)
+        time.sleep(0.05)
+    frames = c.wait(set(names))
+    assert most[0] == 1, "two completions ran in llama.cpp at once"
+    dones = {name: _done(frames, name) for name in names}
+    assert all(d["type"] == "done" for d in dones.values())
+    assert all(dones[n]["finish_reason"] == "cancelled" for n in names[:-1]), (dones, s.trace)
+    last = dones[names[-1]]
+    assert last["finish_reason"] != "cancelled" and _text(frames, names[-1]).strip()
+    runs = [e[1][1] for e in s.trace if e[0] == "run"]
+    assert runs[0] == "k0" and runs[-1] == names[-1] and len(runs) < len(names) + 1
+    assert any(e[0] == "dropped" for e in s.trace) or len(runs) == len(names)
+    # The cancelled first request's prompt work was kept (at least its first batch, which
+    # llama.cpp cannot interrupt; all of it on a fast machine) and the last one started from it.
+    from model.runtime.llamacpp_engine import BATCH
+
+    assert last["usage"]["cached_prompt_tokens"] >= BATCH, last["usage"]
