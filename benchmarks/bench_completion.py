@@ -7,9 +7,13 @@
    ignored) and mean edit similarity (1 - Levenshtein / longer length).
 2. A replay through ``starchat lsp`` over stdio: a stdlib function typed at 80 ms per
    keystroke, an automatic ``textDocument/inlineCompletion`` after every keystroke (as VS
-   Code asks), a short pause at each line end: latency p50/p95 from request to response,
-   the share answered / null (cancelled or stale) / cancelled, and the number of non-null
-   answers that arrived for a document version older than the editor's (must be 0).
+   Code asks), a pause at each line end (600 ms) and, seeded, after 30% of the word
+   boundaries inside a line (500 ms: a typist looking at the suggestion). Reported: the
+   share answered / null (superseded or stale) / cancelled, the number of non-null answers
+   that arrived for a document version older than the editor's (must be 0), and latency
+   from request to response: of the answered automatic single-line (mid-line) completions
+   (the headline, ``single_line_latency_ms_p50/p95``), of answered line-start (block)
+   completions, and of all requests (a superseded request's quick ``null`` included).
 3. Chat decode speed in the worker (the engine's own decode tok/s of one 128-token answer)
    alone, and again while a typing replay requests completions: the function of part 2
    typed at 80 ms per keystroke, an automatic completion after each keystroke (the next
@@ -165,8 +169,12 @@ def progress(message: str) -> None:
     print(f"[bench_completion] {message}", file=sys.stderr, flush=True)  # noqa: T201
 
 
+WORD_PAUSE_S = 0.5
+WORD_PAUSE_SHARE = 0.3
+
+
 async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: float, pause_s: float,
-                       max_chars: int = 0) -> dict:
+                       max_chars: int = 0, seed: int = 0) -> dict:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lsp_server", "lsp", env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
@@ -191,11 +199,13 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
     current = {"version": version}
     line, col = header.count("\n"), 0
 
-    async def ask(at_version: int, position: dict) -> None:
+    rng = random.Random(seed)
+
+    async def ask(at_version: int, position: dict, mid_line: bool) -> None:
         sent = time.perf_counter()
         answer = await client.request("textDocument/inlineCompletion", {
             "textDocument": {"uri": uri}, "position": position, "context": {"triggerKind": 2}})
-        results.append({"latency": time.perf_counter() - sent, "version": at_version,
+        results.append({"latency": time.perf_counter() - sent, "version": at_version, "mid_line": mid_line,
                         "version_at_answer": current["version"],
                         "answered": bool(answer.get("result")),
                         "cancelled": answer.get("error", {}).get("code") == -32800})
@@ -212,8 +222,11 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
             line, col = line + 1, 0
         else:
             col += len(ch.encode("utf-16-le")) // 2
-        tasks.append(asyncio.ensure_future(ask(version, {"line": line, "character": col})))
-        await asyncio.sleep(keystroke_s + (pause_s if ch == "\n" else 0.0))
+        tasks.append(asyncio.ensure_future(ask(version, {"line": line, "character": col}, ch != "\n")))
+        pause = pause_s if ch == "\n" else 0.0
+        if ch in " (.,=:" and rng.random() < WORD_PAUSE_SHARE:
+            pause = WORD_PAUSE_S
+        await asyncio.sleep(keystroke_s + pause)
     await asyncio.gather(*tasks)
     await client.request("shutdown", {})
     client.notify("exit", {})
@@ -225,7 +238,8 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
 
     latencies = sorted(r["latency"] for r in results)
     answered = [r for r in results if r["answered"]]
-    answered_latency = sorted(r["latency"] for r in answered)
+    single = sorted(r["latency"] for r in answered if r["mid_line"])
+    block = sorted(r["latency"] for r in answered if not r["mid_line"])
 
     def pct(values: list[float], q: float) -> float | None:
         return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else None
@@ -236,9 +250,12 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
         "answered_share": round(len(answered) / len(results), 3),
         "null_share": round(sum(not r["answered"] and not r["cancelled"] for r in results) / len(results), 3),
         "cancelled_share": round(sum(r["cancelled"] for r in results) / len(results), 3),
-        "latency_ms_p50": pct(latencies, 0.5), "latency_ms_p95": pct(latencies, 0.95),
-        "answered_latency_ms_p50": pct(answered_latency, 0.5),
-        "answered_latency_ms_p95": pct(answered_latency, 0.95),
+        "word_pause_ms": WORD_PAUSE_S * 1000, "word_pause_share": WORD_PAUSE_SHARE,
+        "single_line_answered": len(single),
+        "single_line_latency_ms_p50": pct(single, 0.5), "single_line_latency_ms_p95": pct(single, 0.95),
+        "line_start_answered": len(block),
+        "line_start_latency_ms_p50": pct(block, 0.5), "line_start_latency_ms_p95": pct(block, 0.95),
+        "all_requests_latency_ms_p50": pct(latencies, 0.5), "all_requests_latency_ms_p95": pct(latencies, 0.95),
         "stale_answers": (stale := sum(r["version_at_answer"] != r["version"] for r in answered)),
         "no_stale_answers": stale == 0,
     }
@@ -322,7 +339,7 @@ def main() -> None:
         if "replay" not in skip:
             out["replay"] = asyncio.run(bench_replay(env, args.model, args.context_tokens,
                                                      args.keystroke_ms / 1000, args.line_pause_ms / 1000,
-                                                     args.replay_chars))
+                                                     args.replay_chars, args.seed))
             progress(f"replay: {out['replay']}")
         if "chat" not in skip:
             out["chat_with_completions"] = bench_chat(socket, args.context_tokens, args.keystroke_ms / 1000)

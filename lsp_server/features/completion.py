@@ -43,6 +43,9 @@ ALTERNATIVE_TEMPERATURE = 0.8  # sampled alternatives of an invoked request
 ALTERNATIVE_TOP_P = 0.95
 
 
+PREFIX_STEP_CHARS = 1024  # the sent prefix's start moves in steps of this many characters
+
+
 class InlineCompletion:
     """Per-server state: requests in flight, last edits, the cache, the completion model."""
 
@@ -155,9 +158,13 @@ class InlineCompletion:
     def _request(self, uri: str, prefix: str, suffix: str, cursor: Cursor) -> dict:
         settings = self.server.settings.completion
         chars = settings.context_tokens * 8  # the worker counts tokens; this only bounds the frame
+        # The prefix's start moves in whole steps, not with each keystroke: the worker's prompt
+        # (and so the engine's prompt cache) can then start alike from one keystroke to the next.
+        start = max(0, len(prefix) - chars)
+        start -= start % PREFIX_STEP_CHARS
         return {
             "fim": {
-                "prefix": prefix[-chars:],
+                "prefix": prefix[start:],
                 "suffix": suffix[:chars],
                 "path": self.path_of(uri),
                 "files": self.other_files(uri, chars),

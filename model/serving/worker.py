@@ -147,7 +147,11 @@ class Scheduler(threading.Thread):
         self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
         self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
         self._fim_stop_ids: list[int] | None = None  # model.prompt.fim.stop_token_ids, once
-        # Code completions run one at a time on llama.cpp (see _run_on_own_thread).
+        # llama.cpp slots: chats keep off the last one, which code completions use, one at a
+        # time (see _run_on_own_thread, _take_chat_slot, _fim_slot).
+        self._slot_busy: set[int] = set()
+        self._slot_used: dict[int, float] = {}
+        self._slot_prompts: dict[int, list[int]] = {}
         self._fim_turn = threading.Lock()
         #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
         #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
@@ -278,6 +282,36 @@ class Scheduler(threading.Thread):
             self._fim_stop_ids = stop_token_ids(self.engine.tokenizer)
         return self._fim_stop_ids
 
+    def _take_chat_slot(self, ids: list[int]) -> int | None:
+        """A chat's llama.cpp slot, never the completions' one: of the free others, the one
+        whose last prompt shares the longest start with ``ids`` (a conversation's next turn
+        finds its cache), else the least recently used; None (llama.cpp picks) if all are busy."""
+        slots = getattr(self.engine, "slots", 1)
+        if slots <= 1:
+            return None
+        with self._cond:
+            free = [i for i in range(slots - 1) if i not in self._slot_busy]
+            if not free:
+                return None
+            slot = max(free, key=lambda i: (_common_prefix(self._slot_prompts.get(i, []), ids),
+                                            -self._slot_used.get(i, 0)))
+            self._slot_busy.add(slot)
+            self._slot_used[slot] = time.monotonic()
+            self._slot_prompts[slot] = list(ids)
+            return slot
+
+    def _release_chat_slot(self, slot: int | None) -> None:
+        if slot is not None:
+            with self._cond:
+                self._slot_busy.discard(slot)
+
+    def _fim_slot(self) -> int | None:
+        """Code completions keep to the last slot: the next keystroke's prompt then finds the
+        last one's work there, shifted if its window moved (llama.cpp picks a slot by the
+        cached prompt's start, which a moved window no longer shares)."""
+        slots = getattr(self.engine, "slots", 1)
+        return slots - 1 if slots > 1 else None
+
     def _chat_streaming(self) -> bool:
         return any(not j.background for j in self._running)
 
@@ -307,7 +341,7 @@ class Scheduler(threading.Thread):
             end = start + FIM_PREFILL_CHUNK
             self._note(("prefill", job.key, end - start))
             t0 = time.monotonic()
-            self.engine.prefill(ids[:end], job.cancel)
+            self.engine.prefill(ids[:end], job.cancel, slot=self._fim_slot())
             took = time.monotonic() - t0
             self._fim_cached = ids[:end]
             start = end
@@ -359,7 +393,12 @@ class Scheduler(threading.Thread):
                               "finish_reason": "cancelled", "truncated": job.truncated})
                     return
                 self._prefill_aside(job, prompt_ids)
-            outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job))
+            chat_slot = None if job.background else self._take_chat_slot(prompt_ids)
+            try:
+                outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job),
+                                          slot=self._fim_slot() if job.background else chat_slot)
+            finally:
+                self._release_chat_slot(chat_slot)
             if job.background:
                 self._rest_after(outcome.usage)
         except Exception as exc:  # one request's failure must not take the worker down

@@ -86,8 +86,8 @@ def test_typing_at_the_end_of_a_long_file_keeps_the_window_start(family, tokeniz
     prompts = [build_fim_prompt(tok, {"prefix": text + typed[:n], "suffix": "\nprint(result)\n",
                                       "context_tokens": 1024}).ids for n in range(len(typed) + 1)]
     starts_kept = 0
-    for before, after in zip(prompts, prompts[1:]):
-        same = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+    for before, after in zip(prompts, prompts[1:], strict=False):
+        same = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), min(len(before), len(after)))
         starts_kept += same >= 1024 * 3 // 4 - 64 - 8  # all but the last few prefix tokens reused
     assert all(len(ids) <= 1024 for ids in prompts)
     assert starts_kept >= len(typed) - 2  # at most one or two steps of the cut while typing a line

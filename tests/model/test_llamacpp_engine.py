@@ -369,3 +369,18 @@ def test_stop_ids_end_the_answer_before_the_token_llamacpp_goes_past(engine, mon
     plain: list[str] = []
     engine.run(ids, params, threading.Event(), plain.append)
     assert "".join(plain).startswith("VALUE = 12\n# file13")
+
+
+def test_a_prompt_whose_start_was_dropped_reuses_the_cached_rest(engine):
+    """A completion window that slid one step (its first tokens dropped) finds the rest in the
+    slot's cache, shifted (llama.cpp's cache reuse), instead of reading it all again (the
+    worker keeps completions to one slot, as here)."""
+    from model.runtime.llamacpp_engine import CACHE_REUSE
+
+    text = "".join(f"def helper_{i}(value):\n    return value * {i} + {i % 7}\n\n" for i in range(60))
+    ids = engine.tokenizer(text)["input_ids"][:700]
+    first = engine.run(ids[:600], GenerationParams(max_new_tokens=1), threading.Event(), lambda _t: None, slot=1)
+    assert first.usage["prompt_tokens"] == 600
+    slid = engine.run(ids[CACHE_REUSE:600 + CACHE_REUSE], GenerationParams(max_new_tokens=1),
+                      threading.Event(), lambda _t: None, slot=1)
+    assert slid.usage["cached_prompt_tokens"] >= 600 - 2 * CACHE_REUSE, slid.usage

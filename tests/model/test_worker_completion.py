@@ -343,3 +343,38 @@ def test_llamacpp_typing_runs_one_completion_at_a_time_on_the_last_ones_work(lla
     from model.runtime.llamacpp_engine import BATCH
 
     assert last["usage"]["cached_prompt_tokens"] >= BATCH, last["usage"]
+
+
+def test_llamacpp_chats_keep_off_the_completion_slot_and_turns_find_their_slot(llama_scheduler, monkeypatch):
+    """Completions keep to the last llama.cpp slot (their cache survives the chats); a chat
+    takes another free slot, the one whose last prompt starts like its own."""
+    s = llama_scheduler
+    calls = []
+    real_run = s.engine.run
+
+    def recorded(ids, params, *args, **kwargs):  # the real engine, each call's kind and slot noted
+        kind = "fim" if kwargs.get("stop_ids") or params.max_new_tokens == 1 else "chat"  # (1: a prompt step)
+        calls.append((kind, kwargs.get("slot"), len(ids)))
+        return real_run(ids, params, *args, **kwargs)
+
+    monkeypatch.setattr(s.engine, "run", recorded)
+    last = s.engine.slots - 1
+    c = Collector()
+    short = {"messages": [{"role": "user", "content": "Name one prime number."}], "params": {"max_new_tokens": 12}}
+    s.submit(Job((7, "a"), LONG_CHAT, c.emit_for("a")))
+    s.submit(Job((7, "b"), short, c.emit_for("b")))
+    s.submit(Job((7, "c"), fim(_unique_prefix("slots")), c.emit_for("c")))
+    frames = c.wait({"a", "b", "c"})
+    assert all(_done(frames, n)["type"] == "done" for n in "abc")
+    chats = [(n, slot) for kind, slot, n in calls if kind == "chat"]
+    assert len(chats) == 2 and None not in [slot for _n, slot in chats], calls  # the worker chose
+    assert last not in [slot for _n, slot in chats] and chats[0][1] != chats[1][1], calls
+    assert {slot for kind, slot, _n in calls if kind == "fim"} == {last}, calls
+    # The short chat's next turn goes back to the slot holding its first turn.
+    b_slot = min(chats)[1]  # the shorter prompt is the short chat's
+    again = {"messages": [*short["messages"], {"role": "assistant", "content": "7"},
+                          {"role": "user", "content": "And another?"}], "params": {"max_new_tokens": 8}}
+    c2 = Collector()
+    s.submit(Job((7, "b2"), again, c2.emit_for("b2")))
+    c2.wait({"b2"})
+    assert calls[-1][:2] == ("chat", b_slot), calls
