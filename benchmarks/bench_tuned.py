@@ -28,6 +28,7 @@ a temp dir removed at the end). Wall times are per step and for the whole run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -121,9 +122,10 @@ def main() -> None:
 
     # Convert the GGUF once, before both chains need it (they would race on the cache folder).
     t0 = time.perf_counter()
-    from model.loading import local_folder
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import warning prints to stdout
+        from model.loading import local_folder
 
-    _, base_folder = local_folder("default")
+        _, base_folder = local_folder("default")
     steps["base_folder"] = {"folder": base_folder, "step_wall_s": round(time.perf_counter() - t0, 1)}
 
     he_limit = ["--limit", str(args.limit)] if args.limit else []
