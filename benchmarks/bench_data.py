@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.loading import load_tokenizer  # noqa: E402
+from model.runtime.loading import load_tokenizer  # noqa: E402
 from training.data import load_dialogues  # noqa: E402
 from training.packing import pack_examples, packing_efficiency  # noqa: E402
 from training.tokenize import add_chat_tokens, tokenize_dialogues  # noqa: E402

@@ -1,7 +1,8 @@
 """Language-server figures, printed as one JSON object.
 
-- initialize: spawn -> InitializeResult (cold: includes Python imports) and the request
-  alone once the process reads (warm);
+- initialize: spawn of `starchat lsp` -> InitializeResult (cold: includes Python start and
+  imports; median of 3 spawns, ``initialize_cold_s_median``) and the request alone once the
+  process reads (warm);
 - textDocument/codeAction p50/p99 while an explain is streaming;
 - time to first token through LSP (executeCommand -> first $/progress delta) vs the engine
   directly on the same messages in this process.
@@ -15,7 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,6 +28,7 @@ from pygls.lsp.client import LanguageClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import stop_workers  # noqa: E402
 from lsp_server import commands  # noqa: E402
 
 SAMPLE = ROOT / "lsp_server" / "samples" / "buggy_stats.py"
@@ -97,15 +98,24 @@ async def warm_initialize() -> float:
     return elapsed
 
 
+async def cold_initialize() -> float:
+    """Spawn of `starchat lsp` -> its InitializeResult (Python start and imports included)."""
+    client = Client()
+    cold = (await client.start({}))["cold_s"]
+    await client.stop()
+    return cold
+
+
 async def lsp_figures() -> dict:
     result: dict = {}
     warm = [await warm_initialize() for _ in range(3)]
     result["initialize_warm_s_median"] = statistics.median(warm)
+    cold = [await cold_initialize() for _ in range(3)]
+    result["initialize_cold_s_median"] = statistics.median(cold)
+    result["initialize_cold_s_runs"] = cold
 
     client = Client()
-    result["initialize_cold_s"] = (await client.start({"generation": {"max_new_tokens": 8}}))[
-        "cold_s"
-    ]
+    await client.start({"generation": {"max_new_tokens": 8}})
     uri = SAMPLE.as_uri()
     client.lsp.text_document_did_open(
         types.DidOpenTextDocumentParams(
@@ -159,8 +169,8 @@ async def lsp_figures() -> dict:
 
 def worker_ttft() -> float:
     """The same request through the worker client without LSP (isolates the LSP layer)."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerClient
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.serving.client import WorkerClient
 
     request = {
         "system": DEFAULT_SYSTEM_PROMPT,
@@ -182,9 +192,9 @@ def worker_ttft() -> float:
 
 def engine_ttft() -> float:
     """The same messages straight through the engine in this process."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.engine import Engine, GenerationParams
-    from model.loading import load_model
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.runtime.engine import Engine, GenerationParams
+    from model.runtime.loading import load_model
 
     engine = Engine(load_model("default"))
     messages = [
@@ -200,38 +210,6 @@ def engine_ttft() -> float:
             pass
         values.append(stream.usage["ttft_s"])
     return statistics.median(values)
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, dead but not reaped, counts as gone)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_workers(runtime: Path) -> None:
-    """Stop the benchmark's workers (they outlive their clients by design); wait until gone."""
-    from model.client import WorkerClient
-
-    pids = []
-    for sock in runtime.glob("*.sock"):
-        try:
-            with WorkerClient(socket_path=sock, autostart=False) as worker:
-                pids.append(int(worker.info()["pid"]))
-        except Exception:  # a stale socket: nobody to stop
-            continue
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while (pids := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
 
 
 def main() -> int:

@@ -1,16 +1,35 @@
-"""Model-layer figures as one JSON object on stdout.
+"""Every model-side figure in one run, as one JSON object on stdout.
 
-- cold load (GGUF -> safetensors conversion into an empty cache) and warm load, each in a
-  fresh process, so the import of torch/transformers is counted as a user would see it;
-- worker cold start (process start to model ready), full precision and ``@int4``;
-- TTFT at ~40 / ~500 / ~2,000 prompt tokens, decode tok/s, through the engine;
-- decode tok/s for each option: our runner fp32 (default), our runner int4, the engine
-  over transformers' model, and plain ``model.generate``;
-- int4 vs fp32 greedy agreement on a few prompts (identical answers, first divergence);
-- a second turn of a ~2,000-token conversation (prefix reuse) vs its first turn;
-- aggregate tok/s of 1, 4 and 8 concurrent requests through one worker, fp32 and int4;
-- peak RSS of this process.
-Medians over ``--repeats`` runs. Usage: python benchmarks/bench_model.py [--quick]
+All on the default spec (the embedded SmolLM2-135M Q4_1 GGUF) unless said otherwise:
+
+- ``decode``: decode tok/s of every engine that runs the spec, back to back: our worker on
+  llama.cpp (the default engine), ``xllamacpp`` alone (same file, same threads, same
+  request body), ``worker_over_raw`` (target >= 0.9); our torch runner fp32 (what
+  ``STARCHAT_ENGINE=torch`` serves), ``default@int4``, transformers' ``model.generate``;
+  whether the torch runner's greedy tokens are identical to ``model.generate``'s, and how
+  many of 6 greedy answers (64 tokens) int4 gives exactly as fp32;
+- ``chat``: per engine (llama.cpp and torch workers), a ~1,000-token prompt with a
+  300-token answer, its second turn (cached prompt tokens), and 4 requests at once;
+- ``concurrency``: per engine, 1 / 4 / 8 requests at once, aggregate tok/s. Equally warm:
+  every round gets fresh prompts of about the same length (a round tag at the start of the user
+  message), after one warm-up request caches the shared system prompt, so no round reuses
+  another round's prompt (``warmth`` in the JSON says so);
+- ``ask``: worker cold start (spawn -> ready), ``starchat ask`` spawned against the running
+  worker (spawn -> first answer byte), the worker's peak RSS;
+- ``prefill_by_type``: raw llama.cpp prefill of the same ~1,000-token prompt on re-quantized
+  copies of the default file (Q4_1 as shipped, Q4_0, Q8_0, F16), and n_ubatch / threads on
+  the shipped file;
+- ``quality`` (slow; ``--skip-quality`` leaves it out): answers that loop over the 103
+  prompts of ``training/data/code_eval_prompts.jsonl`` and HumanEval pass@1 (164 problems,
+  greedy, ``training.evaluation.humaneval``), each with DRY off and on (the default);
+- ``big`` (``--big``): a synthetic GGUF with Qwen2.5-1.5B's shapes (Q4_0, random weights)
+  through ``starchat ask --model FILE`` and its worker: RSS over file size (target <= 2.5),
+  decode vs ``xllamacpp`` alone on the file (target >= 0.9).
+
+Medians over ``--repeats``; the load average at start and end shows whether the machine
+was quiet. Every worker, server and temp file is gone when the script ends.
+
+    python benchmarks/bench_model.py [--quick] [--limit N] [--skip-quality] [--big]
 """
 
 from __future__ import annotations
@@ -18,80 +37,103 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LOAD_SNIPPET = (
-    "import time; t=time.perf_counter(); from model.loading import load_model; "
-    "load_model('default'); print(time.perf_counter()-t)"
-)
+from benchmarks import common  # noqa: E402
+from benchmarks.common import median, summary  # noqa: E402
+
+QUESTION = "Write a Python function that reverses a string."
+LONG_ANSWER = "Count from 1 to 400, writing each number in words on its own line."
+CODE = (ROOT / "model" / "prompt" / "budget.py").read_text()
+TORCH = {"STARCHAT_ENGINE": "torch"}
+ENGINES = {"llama.cpp": {}, "torch": TORCH}
+TASKS = ["checks if a number is prime", "reverses a linked list", "debounces another function",
+         "merges two sorted lists", "parses a CSV line", "flattens a nested list",
+         "counts words in a text", "computes a moving average"]
+WARMTH = ("fresh prompts per round: each request's user message starts with its own round "
+          "and request tag (prompts within a few tokens of each other), after one warm-up "
+          "request cached the shared system prompt; no round reuses another's prompt")
 
 
-def timed_load(env: dict) -> float:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", LOAD_SNIPPET], check=True, env=env, cwd=ROOT,
-                   capture_output=True)
-    return round(time.perf_counter() - t, 2)
+def log(message: str) -> None:
+    print(f"[bench_model {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def worker_cold_start(spec: str = "default") -> float:
-    from model.client import WorkerClient, ensure_worker
+def system_messages(user: str) -> list[dict]:
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
 
-    with tempfile.TemporaryDirectory() as rt:
-        path = Path(rt) / "w.sock"
-        t = time.perf_counter()
-        ensure_worker(spec, path)
-        with WorkerClient(socket_path=path) as client:
-            while not client.info().get("ready"):
-                time.sleep(0.02)
-            elapsed = time.perf_counter() - t
-            os.kill(client.info()["pid"], 15)
-    return round(elapsed, 2)
+    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def prompt_of(tokenizer, n_tokens: int) -> list[dict]:
-    filler = "def f_{i}(x):\n    return x * {i} + 1\n\n"
-    text, i = "", 0
-    while len(tokenizer(text)["input_ids"]) < n_tokens - 30:
-        text += filler.format(i=i)
-        i += 1
-    return [{"role": "user", "content": "Explain this code briefly:\n" + text}]
+def chat_prompt(tokenizer, n_tokens: int = 1000) -> list[dict]:
+    """A ~``n_tokens`` chat prompt: our own source code to explain."""
+    text = CODE
+    while len(tokenizer(text)["input_ids"]) < n_tokens - 60:
+        text += "\n" + CODE
+    ids = tokenizer(text)["input_ids"][: n_tokens - 60]
+    return system_messages("Explain this code:\n" + tokenizer.decode(ids))
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """A process's peak resident memory (Linux /proc), after it served the requests."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+# --- decode of every engine -----------------------------------------------------------------
+
+def worker_vs_raw(path: Path, file: Path, threads: int, tokens: int, repeats: int) -> dict:
+    """Decode through our worker vs ``xllamacpp`` alone on ``file`` (same threads, same
+    request body), alternated so load on the machine hits both alike."""
+    from model.prompt.params import GenerationParams
+    from model.runtime import llamacpp_engine
+
+    messages = system_messages(LONG_ANSWER)
+    engine = llamacpp_engine.load(file, slots=1)  # for the request body only
+    body = engine.request_body(engine.chat_format.encode(messages), GenerationParams(max_new_tokens=tokens))
+    del engine
+    request = {"messages": messages, "params": {"max_new_tokens": tokens}}
+    rounds = []
+    with common.raw_server(file, threads) as raw:
+        for _ in range(repeats):
+            rounds.append({"worker": common.worker_decode(path, request), "raw": common.raw_decode(raw, body)})
+    w = median([r["worker"]["tok_per_s"] for r in rounds], 1)
+    r = median([r["raw"]["tok_per_s"] for r in rounds], 1)
+    return {"worker_llamacpp_tok_s": w, "raw_xllamacpp_tok_s": r,
+            "worker_over_raw": round(w / r, 3) if r else None, "tokens": tokens, "rounds": rounds}
 
 
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 4)
-
-
-BANK = [{"role": "user", "content": "Write a Python class for a bank account with deposit, withdraw and balance, with docstrings."}]
-
-
-def decode_rate(engine, repeats: int, decode_tokens: int) -> float:
-    rates = []
+def torch_decode_rate(engine, repeats: int, tokens: int) -> tuple[float | None, list[int]]:
+    rates, generated = [], []
     for _ in range(repeats):
-        s = engine.generate(BANK, {"max_new_tokens": decode_tokens})
+        s = engine.generate(system_messages(QUESTION), {"max_new_tokens": tokens})
         list(s)
         rates.append(s.usage["tok_per_s"])
-    return median(rates)
+        generated = list(s.decoder.generated)
+    return median(rates, 1), generated
+
+
+def generate_rate(loaded, ids: list[int], repeats: int, tokens: int) -> tuple[float | None, list[int]]:
+    """transformers' ``model.generate``, greedy: decode tok/s (prefill subtracted) and tokens."""
+    import torch
+
+    rates, out = [], []
+    model = loaded.model
+    for _ in range(repeats):
+        with torch.inference_mode():
+            inp = torch.tensor([ids], device=loaded.device)
+            model.generate(inp, max_new_tokens=1, do_sample=False)  # warm
+            t0 = time.perf_counter()
+            model.generate(inp, max_new_tokens=1, do_sample=False)
+            prefill = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            g = model.generate(inp, max_new_tokens=tokens, do_sample=False, min_new_tokens=tokens)
+            total = time.perf_counter() - t0
+        rates.append((g.shape[1] - len(ids) - 1) / max(1e-9, total - prefill))
+    with torch.inference_mode():  # the greedy answer as generate gives it (may stop at eos)
+        out = model.generate(torch.tensor([ids], device=loaded.device), max_new_tokens=tokens, do_sample=False)
+    return median(rates, 1), out[0, len(ids):].tolist()
 
 
 AGREEMENT_PROMPTS = [
@@ -104,152 +146,270 @@ AGREEMENT_PROMPTS = [
 ]
 
 
-def agreement(reference, other, tokens: int = 64) -> dict:
-    """How often ``other`` gives the reference's greedy answer, and where they part."""
+def int4_agreement(fp32, int4, tokens: int = 64) -> dict:
+    """How often int4 gives fp32's greedy answer (``tokens`` long), and where they part."""
     same, diverge = 0, []
     for q in AGREEMENT_PROMPTS:
-        msgs = [{"role": "user", "content": q}]
-        a, b = reference.generate(msgs, {"max_new_tokens": tokens}), other.generate(msgs, {"max_new_tokens": tokens})
+        a, b = fp32.generate(system_messages(q), {"max_new_tokens": tokens}), int4.generate(system_messages(q), {"max_new_tokens": tokens})
         list(a), list(b)
         ga, gb = a.decoder.generated, b.decoder.generated
         same += ga == gb
         diverge.append(next((i for i, (x, y) in enumerate(zip(ga, gb, strict=False)) if x != y), min(len(ga), len(gb))))
-    return {"int4_identical_answers": f"{same}/{len(AGREEMENT_PROMPTS)}", "int4_first_divergence_tokens": diverge}
+    return {"int4_identical_answers": f"{same}/{len(AGREEMENT_PROMPTS)}", "int4_answer_tokens": tokens,
+            "int4_first_divergence_tokens": diverge}
 
 
-def engine_figures(engine, loaded, hf_loaded, repeats: int, decode_tokens: int) -> dict:
-    import torch
+def decode_torch(tokens: int, repeats: int, agreement_tokens: int) -> dict:
+    """Our torch runner fp32 and int4, and transformers' generate, in this process."""
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
-    from model.engine import Engine
-
+    fp32 = Engine(load_model("default"))
     out: dict = {}
-    for n in (40, 500, 2000):
-        msgs = prompt_of(loaded.tokenizer, n)
-        ttfts, prompt_tokens = [], 0
-        for _ in range(repeats):
-            engine.clear_prefix_cache()
-            s = engine.generate(msgs, {"max_new_tokens": 1})
-            list(s)
-            ttfts.append(s.usage["ttft_s"])
-            prompt_tokens = s.usage["prompt_tokens"]
-        out[f"ttft_s@{prompt_tokens}"] = median(ttfts)
-    ids = engine.chat_format.encode(BANK)
-    ref_rates = []
-    model = hf_loaded.model
-    for _ in range(repeats):
-        with torch.inference_mode():
-            inp = torch.tensor([ids], device=engine.device)
-            model.generate(inp, max_new_tokens=1, do_sample=False)  # prefill only
-            t0 = time.perf_counter()
-            g = model.generate(inp, max_new_tokens=1, do_sample=False)
-            prefill = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            g = model.generate(inp, max_new_tokens=decode_tokens, do_sample=False,
-                               min_new_tokens=decode_tokens)
-            total = time.perf_counter() - t0
-        ref_rates.append((g.shape[1] - len(ids) - 1) / max(1e-9, total - prefill))
-    out["decode_tok_s"] = decode_rate(engine, repeats, decode_tokens)
-    out["transformers_engine_decode_tok_s"] = decode_rate(Engine(hf_loaded), repeats, decode_tokens)
-    out["generate_decode_tok_s"] = median(ref_rates)
-    out["engine_vs_generate"] = round(out["decode_tok_s"] / out["generate_decode_tok_s"], 3)
-    # Second turn of a ~2,000-token conversation: only the new tokens are prefilled.
-    convo = prompt_of(loaded.tokenizer, 2000)
-    firsts, seconds = [], []
-    for _ in range(repeats):
-        engine.clear_prefix_cache()
-        s1 = engine.generate(convo, {"max_new_tokens": 24})
-        reply = "".join(s1)
-        firsts.append(s1.usage["ttft_s"])
-        turn2 = convo + [{"role": "assistant", "content": reply}, {"role": "user", "content": "Now shorter, please."}]
-        s2 = engine.generate(turn2, {"max_new_tokens": 1})
-        list(s2)
-        seconds.append(s2.usage["ttft_s"])
-    out["first_turn_ttft_s@2k"] = median(firsts)
-    out["second_turn_ttft_s@2k"] = median(seconds)
-    out["second_vs_first_turn"] = round(out["second_turn_ttft_s@2k"] / out["first_turn_ttft_s@2k"], 3)
+    out["torch_runner_fp32_tok_s"], ours = torch_decode_rate(fp32, repeats, tokens)
+    hf = load_model("default", runner="transformers")
+    ids = fp32.chat_format.encode(system_messages(QUESTION))
+    out["transformers_generate_tok_s"], theirs = generate_rate(hf, ids, repeats, tokens)
+    eos = set(fp32.eos_ids) | set(fp32.chat_format.stop_token_ids)
+    ours, theirs = [t for t in ours if t not in eos], [t for t in theirs if t not in eos]
+    out["torch_runner_vs_generate_identical_greedy"] = ours == theirs
+    out["greedy_tokens_compared"] = [len(ours), len(theirs)]
+    out["torch_runner_over_generate"] = (round(out["torch_runner_fp32_tok_s"] / out["transformers_generate_tok_s"], 3)
+                                         if out["transformers_generate_tok_s"] else None)
+    del hf
+    int4 = Engine(load_model("default@int4"))
+    out["torch_int4_tok_s"], _ = torch_decode_rate(int4, repeats, tokens)
+    out.update(int4_agreement(fp32, int4, agreement_tokens))
     return out
 
 
-def concurrency_figures(tokens: int, spec: str = "default") -> dict:
-    from model.client import WorkerClient, ensure_worker
+# --- chat turns, bursts, concurrency (per engine, through a worker) -------------------------
 
-    out: dict = {}
-    tag = "" if spec == "default" else "_" + spec.split("@")[-1]
-    with tempfile.TemporaryDirectory() as rt:
-        path = Path(rt) / "w.sock"
-        ensure_worker(spec, path)
-        prompts = ["Write a Python function that checks if a number is prime.",
-                   "Write a Python function that reverses a linked list.",
-                   "Write a JavaScript function that debounces another function.",
-                   "Write a Python function that merges two sorted lists."]
+def chat_figures(path: Path, tokenizer, answer_tokens: int) -> dict:
+    chat = chat_prompt(tokenizer)
+    answer, first = common.turn(path, chat, answer_tokens)
+    _, second = common.turn(path, [*chat, {"role": "assistant", "content": answer},
+                                   {"role": "user", "content": "Which part would you simplify?"}], answer_tokens)
+    burst = common.concurrent(path, [{"messages": system_messages(f"Write a Python function number {i} that sorts a list."),
+                                      "params": {"max_new_tokens": answer_tokens}} for i in range(4)])
+    return {"first_turn": first, "second_turn": second, "burst_4": burst}
 
-        def one(i: int, counts: list) -> None:
-            with WorkerClient(socket_path=path) as c:
-                req = {"messages": [{"role": "user", "content": prompts[i % 4]}],
-                       "params": {"max_new_tokens": tokens, "stop": ["\x00never"]}}
-                for ev in c.generate(req):
-                    if ev["type"] == "done":
-                        counts[i] = ev["usage"]["tokens"]
 
-        with WorkerClient(socket_path=path) as c:  # warm the worker
-            while not c.info().get("ready"):
-                time.sleep(0.05)
-        for n in (1, 4, 8):
-            counts = [0] * n
-            threads = [threading.Thread(target=one, args=(i, counts)) for i in range(n)]
-            t = time.perf_counter()
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            out[f"aggregate{tag}_tok_s@{n}"] = round(sum(counts) / (time.perf_counter() - t), 2)
-        for n in (4, 8):
-            out[f"concurrency{tag}_speedup@{n}"] = round(out[f"aggregate{tag}_tok_s@{n}"] / out[f"aggregate{tag}_tok_s@1"], 2)
-        with WorkerClient(socket_path=path) as c:
-            t = time.perf_counter()
-            first = None
-            for ev in c.generate({"messages": [{"role": "user", "content": "Hi"}], "params": {"max_new_tokens": 4}}):
-                if ev["type"] == "delta" and first is None:
-                    first = time.perf_counter() - t
-            out[f"warm_worker{tag}_client_ttft_s"] = round(first or 0, 3)
-            pid = c.info()["pid"]
-            out[f"worker{tag}_peak_rss_mib"] = peak_rss_mib(pid)
-            os.kill(pid, 15)
+def concurrency_figures(path: Path, tokens: int) -> dict:
+    common.turn(path, system_messages("Hi."), 2)  # caches the shared system prompt for all rounds
+    out: dict = {"warmth": WARMTH, "max_new_tokens": tokens}
+    for n in (1, 4, 8):
+        requests = [{"messages": system_messages(f"[round {n} request {i}] Write a Python function that {TASKS[i % 8]}."),
+                     "params": {"max_new_tokens": tokens, "stop": ["\x00never"]}} for i in range(n)]
+        out[f"aggregate_tok_s@{n}"] = common.concurrent(path, requests)["aggregate_tok_per_s"]
+    for n in (4, 8):
+        base = out["aggregate_tok_s@1"]
+        out[f"speedup@{n}"] = round(out[f"aggregate_tok_s@{n}"] / base, 2) if base else None
     return out
 
+
+# --- `starchat ask`, cold start, RSS ----------------------------------------------------------
+
+def ask_figures(spec: str, runtime: Path, runs: int) -> dict:
+    from model.serving import protocol
+
+    env = dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    out = {"worker_cold_start_s": summary([common.cold_start(spec, runtime) for _ in range(max(3, runs))])}
+    path = protocol.socket_path_for(spec)
+    _, pid = common.start_worker(spec, path)
+    common.one_ask(spec, QUESTION, env)  # the worker's first prefill of the question, not counted
+    asks = [common.one_ask(spec, QUESTION, env) for _ in range(runs)]
+    out["ask_spawn_to_first_byte_s"] = summary([a["first_byte_s"] for a in asks])
+    out["ask_spawn_to_exit_s"] = summary([a["exit_s"] for a in asks])
+    out["ask_imports_torch"] = any(a["torch"] for a in asks)
+    out["ask_engine"] = asks[-1]["stats"].get("engine")
+    out["worker_memory_after_ask"] = common.proc_memory_mib(pid)
+    common.stop_pids([pid])
+    return out
+
+
+# --- prefill by quantization type -------------------------------------------------------------
+
+def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool) -> dict:
+    from model.runtime.loading import default_gguf_path
+
+    shipped = default_gguf_path()
+    runs = 1 if quick else 2
+    out: dict = {"prompt_tokens": len(prompt_ids), "threads": threads, "unit": f"prefill_s (llama.cpp prompt_ms / 1000, best of {runs}, no cache)"}
+    files = {"Q4_1 (shipped)": shipped}
+    for qtype in ("Q4_0",) if quick else ("Q4_0", "Q8_0", "F16"):
+        t = time.perf_counter()
+        files[qtype] = common.requantize_gguf(shipped, tmp / f"default-{qtype}.gguf", qtype)
+        log(f"wrote {qtype} copy in {time.perf_counter() - t:.1f} s")
+    by_type = {}
+    for name, file in files.items():
+        with common.raw_server(file, threads, slots=1, ubatch=512, batch=2048) as raw:
+            by_type[name] = {"prefill_s": common.raw_prefill_s(raw, prompt_ids, runs), "file_mib": round(file.stat().st_size / 2**20, 1)}
+    out["by_type_ubatch512"] = by_type
+    sweep = []
+    for th, ub in [(threads, 128)] + ([] if quick else [(threads, 256), (1, 512)]):
+        with common.raw_server(shipped, th, slots=1, ubatch=ub, batch=2048) as raw:
+            sweep.append({"file": "Q4_1 (shipped)", "threads": th, "n_ubatch": ub, "prefill_s": common.raw_prefill_s(raw, prompt_ids, runs)})
+    out["q4_1_sweep"] = sweep
+    for file in files.values():
+        if file != shipped:
+            file.unlink()
+    return out
+
+
+# --- quality: loops and HumanEval, DRY off vs on ----------------------------------------------
+
+def dry_settings(engine) -> dict:
+    from model.runtime import llamacpp_engine
+
+    on = dict(llamacpp_engine.DEFAULT_DRY, dry_penalty_last_n=engine.context_window)
+    return {"dry_off": {}, "dry_on": on}
+
+
+def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
+    """Answers (greedy, the product's system prompt) in which one sentence or line repeats."""
+    from benchmarks.common import repeated_units
+    from training.evaluation.backends import LlamaCppBackend
+
+    out = {}
+    for name, dry in dry_settings(engine).items():
+        backend = LlamaCppBackend(engine=engine, dry=dry)
+        looping, chars = [], 0
+        for row in prompts:
+            text = backend.complete(system_messages(row["prompt"]), {"max_new_tokens": max_new_tokens, "temperature": 0.0}).text
+            chars += len(text)
+            if repeated_units(text):
+                looping.append(row["id"])
+        out[name] = {"answers": len(prompts), "looping": len(looping), "loop_share": round(len(looping) / max(1, len(prompts)), 3),
+                     "looping_ids": looping, "mean_chars": round(chars / max(1, len(prompts)))}
+        log(f"loops {name}: {len(looping)} of {len(prompts)}")
+    out["halved"] = out["dry_on"]["loop_share"] <= out["dry_off"]["loop_share"] / 2
+    return out
+
+
+def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
+    from training.evaluation.backends import LlamaCppBackend
+    from training.evaluation.humaneval import run_humaneval, score
+
+    out = {}
+    for name, dry in dry_settings(engine).items():
+        t = time.perf_counter()
+        rows = run_humaneval(LlamaCppBackend(f"default ({name})", engine=engine, dry=dry), tmp / f"humaneval-{name}.jsonl",
+                             limit=limit, max_new_tokens=max_new_tokens, progress=False)
+        result = score(rows)
+        out[name] = {"problems": result["problems"], "pass@1": result["pass@1"], "statuses": result["statuses"],
+                     "wall_s": round(time.perf_counter() - t, 1)}
+        log(f"humaneval {name}: pass@1 {result['pass@1']}")
+    return out
+
+
+def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
+    from benchmarks.common import LOOP_PROMPTS as PROMPTS
+    from model.runtime import llamacpp_engine
+    from model.runtime.loading import default_gguf_path
+
+    prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()][:limit]
+    engine = llamacpp_engine.load(default_gguf_path(), slots=1)
+    return {"loops": {"prompts_file": str(PROMPTS.relative_to(ROOT)), "max_new_tokens": max_new_tokens,
+                      **loop_share(engine, prompts, max_new_tokens)},
+            "humaneval_greedy": {"max_new_tokens": max_new_tokens, **humaneval(engine, limit, max_new_tokens, tmp)}}
+
+
+# --- a 1.5B-shaped file ------------------------------------------------------------------
+
+def big_figures(threads: int, tokens: int, tmp: Path, runtime: Path) -> dict:
+    from model.serving import protocol
+    from tests.tiny_models import synthetic_gguf
+
+    t = time.perf_counter()
+    file = synthetic_gguf(tmp / "qwen2.5-1.5b-shapes-Q4_0.gguf")
+    size = file.stat().st_size
+    out: dict = {"shapes": "qwen2.5-1.5b (28 layers, hidden 1536, ffn 8960, 12/2 heads), vocab 49,152, random Q4_0",
+                 "file_mib": round(size / 2**20, 1), "write_s": round(time.perf_counter() - t, 1)}
+    log(f"wrote the synthetic file ({out['file_mib']} MiB)")
+    spec = str(file)
+    env = dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    try:
+        first = common.one_ask(spec, QUESTION, env, max_new_tokens=tokens)  # starts the worker too
+        out["ask_with_worker_start_first_byte_s"] = round(first["first_byte_s"], 3)
+        out["ask_warm_first_byte_s"] = round(common.one_ask(spec, QUESTION, env, max_new_tokens=8)["first_byte_s"], 3)
+        path = protocol.socket_path_for(spec)
+        pid = common.wait_ready(path)
+        out.update(worker_vs_raw(path, file, threads, tokens, 2))
+        mem = common.proc_memory_mib(pid)
+        out.update({"worker_memory": mem, "worker_peak_rss_over_file": round(mem.get("peak_rss_mib", 0) * 2**20 / size, 2)})
+    finally:
+        common.stop_workers(runtime)
+        file.unlink(missing_ok=True)
+    return out
+
+
+# --- the run -------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decode-tokens", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 32 tokens, no cold load")
+    parser.add_argument("--answer-tokens", type=int, default=300, help="answer length of the chat turns")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 repeat, 16 decode / 32 answer tokens, fewer prefill files")
+    parser.add_argument("--skip-quality", action="store_true", help="leave out loops and HumanEval (slow)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts / problems of the quality section")
+    parser.add_argument("--quality-tokens", type=int, default=256,
+                        help="answer length of the loop prompts and HumanEval (256, as `starchat eval humaneval`)")
+    parser.add_argument("--big", action="store_true", help="also the 1.5B-shaped synthetic file")
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.decode_tokens = 1, 32
-    result: dict = {"cpu_count": os.cpu_count()}
-    import torch
+        args.repeats, args.decode_tokens, args.answer_tokens, args.quality_tokens = 1, 16, 32, 64
 
-    result["torch_threads"] = torch.get_num_threads()
-    if not args.quick:
-        with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, STARCHAT_CACHE_DIR=cache)
-            result["cold_load_s"] = timed_load(env)
-            result["warm_load_s"] = median([timed_load(env) for _ in range(args.repeats)])
-    result["worker_cold_start_s"] = median([worker_cold_start() for _ in range(max(5, args.repeats))])
-    result["worker_cold_start_int4_s"] = median([worker_cold_start("default@int4") for _ in range(args.repeats)])
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.prompt.chat_format import chat_format_for
+    from model.runtime import llamacpp_engine
+    from model.runtime.loading import default_gguf_path, load_tokenizer
 
-    loaded = load_model("default")
-    engine = Engine(loaded)
-    result.update(engine_figures(engine, loaded, load_model("default", runner="transformers"),
-                                 args.repeats, args.decode_tokens))
-    int4 = Engine(load_model("default@int4"))
-    result["decode_int4_tok_s"] = decode_rate(int4, args.repeats, args.decode_tokens)
-    result.update(agreement(engine, int4))
-    result.update(concurrency_figures(args.decode_tokens))
-    result.update(concurrency_figures(args.decode_tokens, "default@int4"))
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    threads = llamacpp_engine.default_threads()
+    result: dict = {"load_avg_start": common.load_avg(), "cpu_count": os.cpu_count(), "llamacpp_threads": threads,
+                    "args": vars(args)}
+    tmp = Path(tempfile.mkdtemp(prefix="starchat-bench-model-"))
+    runtime = tmp / "run"
+    runtime.mkdir(mode=0o700)
+    saved_runtime = os.environ.get("STARCHAT_RUNTIME_DIR")
+    os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
+    try:
+        tokenizer = load_tokenizer("default")
+        if not args.skip_quality:  # first: its figures do not depend on the load, the speeds after it do
+            log("quality (slow)")
+            result["quality"] = quality_figures(args.limit, args.quality_tokens, tmp)
+        result["load_avg_speed_start"] = common.load_avg()
+        log("ask and cold start")
+        result["ask"] = ask_figures("default", runtime, 3 if args.quick else 7)
+        paths = {}
+        for name, env in ENGINES.items():  # one worker per engine, each on its own socket
+            paths[name] = runtime / f"bench-{name}.sock"
+            result.setdefault("worker_cold_start_s_by_engine", {})[name] = round(common.start_worker("default", paths[name], env)[0], 2)
+        log("decode")
+        result["decode"] = worker_vs_raw(paths["llama.cpp"], default_gguf_path(), threads, args.decode_tokens,
+                                         max(2, args.repeats))
+        result["decode"].update(decode_torch(args.decode_tokens, args.repeats, 16 if args.quick else 64))
+        for name, path in paths.items():
+            log(f"chat and concurrency on {name}")
+            result.setdefault("chat", {})[name] = chat_figures(path, tokenizer, args.answer_tokens)
+            result.setdefault("concurrency", {})[name] = concurrency_figures(path, args.decode_tokens)
+            result.setdefault("worker_memory_by_engine", {})[name] = common.proc_memory_mib(common.worker_pid(path))
+        common.stop_workers(runtime)
+        log("prefill by type")
+        prompt_ids = chat_format_for(tokenizer).encode(chat_prompt(tokenizer))
+        result["prefill_by_type"] = prefill_by_type(threads, prompt_ids, tmp, args.quick)
+        if args.big:
+            log("big")
+            result["big"] = big_figures(threads, args.decode_tokens, tmp, runtime)
+    finally:  # nothing of the benchmark's may outlive it: workers, sockets, files
+        common.stop_workers(runtime)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if saved_runtime is None:
+            os.environ.pop("STARCHAT_RUNTIME_DIR", None)
+        else:
+            os.environ["STARCHAT_RUNTIME_DIR"] = saved_runtime
+    result["load_avg_end"] = common.load_avg()
     print(json.dumps(result, indent=1))
 
 

@@ -39,7 +39,7 @@ QUESTION = "Write a Python function that reverses a string."
 
 def answer(folder: Path, runtime: Path, max_new_tokens: int) -> dict:
     """Ask the trained folder one question through a real worker, then stop the worker."""
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
     text, done = "", {}

@@ -9,7 +9,7 @@ JSON, with `TUNED`/`OUT` standing for the folders), all on the torch engine in f
 (`STARCHAT_ENGINE=torch`), greedy, same settings on both sides:
 
 - base: the embedded model (`default`) on the torch engine, i.e. the GGUF de-quantized to fp32,
-  the same weights `starchat train` starts from (`model.loading.local_folder`), in the model's
+  the same weights `starchat train` starts from (`model.runtime.loading.local_folder`), in the model's
   own chat template;
 - tuned: the folder `starchat train CONFIG` writes, in the StarChat format it was trained on;
 - HumanEval, all 164 problems, greedy pass@1 (`starchat eval humaneval`);
@@ -123,7 +123,7 @@ def main() -> None:
     # Convert the GGUF once, before both chains need it (they would race on the cache folder).
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import warning prints to stdout
-        from model.loading import local_folder
+        from model.runtime.loading import local_folder
 
         _, base_folder = local_folder("default")
     steps["base_folder"] = {"folder": base_folder, "step_wall_s": round(time.perf_counter() - t0, 1)}

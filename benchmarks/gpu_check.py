@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py [--decode-tokens 256] [--sft-steps 30] [--skip-1b] [--skip-sft]
 
-1. bf16 decode tok/s through our engine (``model.loading.load_model`` on CUDA, which runs the
+1. bf16 decode tok/s through our engine (``model.runtime.loading.load_model`` on CUDA, which runs the
    transformers runner there) for the embedded model and a ~1.1B random Llama, against the
    HBM bound (weight bytes read per token vs the card's bandwidth; HBM_GBPS overrides).
 2. llama.cpp on the GPU through the installed ``xllamacpp`` wheel, when it has a GPU backend
@@ -98,8 +98,8 @@ def no_cuda_message() -> dict:
 def _decode(spec: str, args: argparse.Namespace, bandwidth: float | None) -> dict:
     import torch
 
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
     torch.cuda.reset_peak_memory_stats()
     loaded = load_model(spec, device="cuda", dtype=torch.bfloat16)
@@ -127,7 +127,7 @@ def _one_b_folder(work: Path) -> str:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from model.loading import load_tokenizer
+    from model.runtime.loading import load_tokenizer
 
     tok = load_tokenizer("default")
     config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **ONE_B)
@@ -147,7 +147,7 @@ def _llamacpp(args: argparse.Namespace) -> dict:
         import xllamacpp
     except ImportError:
         return {"ran": False, "reason": "xllamacpp is not installed"}
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     devices = [{"name": d["name"], "type": str(d["type"])} for d in xllamacpp.get_device_info()]
     if not any("GPU" in d["type"] for d in devices):
@@ -182,7 +182,7 @@ def _poll_gpu_memory(done: threading.Event, peak: list[float | None]) -> None:
 
 
 def _sft(args: argparse.Namespace, peak: float | None, work: Path) -> dict:
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
 
     out = work / "sft"
     cmd = [sys.executable, "-m", "training.train", "training/configs/smollm2_cpu.yaml",

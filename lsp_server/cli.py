@@ -2,7 +2,7 @@
 
 Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
 torch. `ask` and `chat` use the local model worker, or with ``--url`` an OpenAI-compatible
-server (``model.openai_backend``). Usage errors (unknown model spec, unreadable file, bad
+server (``model.backends.openai_backend``). Usage errors (unknown model spec, unreadable file, bad
 line range, bad url, a model the server does not list) print one sentence and exit with
 code 2; a failing worker or an unreachable server exits with code 1.
 """
@@ -30,8 +30,8 @@ class UsageError(Exception):
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    # Defaults and rules live in model.params (torch-free); a flag left out is not sent.
-    from model.params import GenerationParams
+    # Defaults and rules live in model.prompt.params (torch-free); a flag left out is not sent.
+    from model.prompt.params import GenerationParams
 
     d = GenerationParams()
     p.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or an HF id")
@@ -56,7 +56,7 @@ _GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetit
 
 def _params(args: argparse.Namespace) -> dict:
     """The request's ``params``: the flags given, checked by the worker's own rules."""
-    from model.params import GenerationParams
+    from model.prompt.params import GenerationParams
 
     given = {name: getattr(args, name) for name in _GENERATION_FLAGS if getattr(args, name) is not None}
     try:
@@ -73,7 +73,7 @@ def _client(args: argparse.Namespace):
 
     Checks the options first (UsageError); nothing connects until the first request.
     """
-    from model.openai_backend import make_client
+    from model.backends.openai_backend import make_client
 
     if args.url is None:
         for flag in ("api_model", "api_key_env"):
@@ -107,20 +107,20 @@ def _client(args: argparse.Namespace):
 
 def _backend_error(exc: Exception, args: argparse.Namespace) -> Exception:
     """Connection failures of the OpenAI-compatible server, worded for the command line."""
-    from model.client import WorkerError
-    from model.openai_backend import UnknownModelError
+    from model.backends.openai_backend import UnknownModelError
+    from model.serving.client import WorkerError
 
     if isinstance(exc, UnknownModelError):  # --api-model names a model the server does not list
         return UsageError(str(exc))
     text = str(exc)
-    prefix = "Set the backend's model:"  # model.openai_backend's wording for the settings file
+    prefix = "Set the backend's model:"  # model.backends.openai_backend's wording for the settings file
     if args.url is not None and text.startswith(prefix):
         return WorkerError("Pass --api-model NAME:" + text[len(prefix):])
     return exc
 
 
 def _check_model(spec: str) -> None:
-    from model.loading import ModelSpecError, resolve_spec
+    from model.runtime.loading import ModelSpecError, resolve_spec
 
     try:
         resolve_spec(spec)
@@ -169,7 +169,7 @@ def _file_request(question: str, path: str, lines: str | None, surrounding: int 
 
 def _stream(client, request: dict, out=sys.stdout) -> dict:
     """Print deltas as they come; return the done event."""
-    from model.client import WorkerError
+    from model.serving.client import WorkerError
 
     for event in client.generate(request):
         kind = event["type"]
@@ -186,8 +186,8 @@ def _stream(client, request: dict, out=sys.stdout) -> dict:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.client import WorkerError
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
+    from model.serving.client import WorkerError
 
     params = _params(args)
     if args.lines and not args.file:
@@ -219,8 +219,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.openai_backend import OpenAIBackendError
+    from model.backends.openai_backend import OpenAIBackendError
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
 
     params = _params(args)
     history: list[dict] = []
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FORWARDED = {"worker": "model.worker", "train": "training.train", "eval": "training.evaluate"}
+FORWARDED = {"worker": "model.serving.worker", "train": "training.train", "eval": "training.evaluate"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
     args = build_parser().parse_args(argv)
-    from model.client import WorkerError
+    from model.serving.client import WorkerError
 
     try:
         return args.func(args)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.params import FIELD_NAMES, GenerationParams
+from model.prompt.params import FIELD_NAMES, GenerationParams
 
 SECTION = "starchat"
 
@@ -54,7 +54,8 @@ class CompletionSettings:
     max_new_tokens: int = 64
     context_tokens: int = 1024
     model: str | None = None  # a separate (usually smaller FIM) model spec; None: the chat model
-    template: str = "auto"  # a FIM family of model.fim.TEMPLATES, or auto-detect
+    template: str = "auto"  # a FIM family of model.prompt.fim.TEMPLATES, or auto-detect
+    invoked_items: int = 3  # suggestions for an explicit request (triggerKind Invoked)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ class Settings:
 
     model: str = "default"
     #: Set for a model behind an OpenAI-compatible server: the ``model`` object's items
-    #: (backend, url, model, api_key_env, timeouts) as ``model.openai_backend`` reads them.
+    #: (backend, url, model, api_key_env, timeouts) as ``model.backends.openai_backend`` reads them.
     backend: tuple[tuple[str, Any], ...] = ()
-    #: The worker's own type and rules (``model.params``), checked here so that a value the
+    #: The worker's own type and rules (``model.prompt.params``), checked here so that a value the
     #: worker would refuse is one warning now, not a failure of every chat later.
     generation: GenerationParams = field(default_factory=GenerationParams)
     context: ContextSettings = field(default_factory=ContextSettings)
@@ -154,7 +155,7 @@ def _parse_model(raw: Any, problems: list[str]) -> tuple[str, tuple]:
 
 def _parse_openai(raw: dict, problems: list[str]) -> tuple[str, tuple]:
     # Imported only by users of this backend: start-up stays free of the model layer.
-    from model.openai_backend import parse_backend  # noqa: PLC0415
+    from model.backends.openai_backend import parse_backend  # noqa: PLC0415
 
     for key in raw:
         if key not in OPENAI_KEYS:
@@ -200,7 +201,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
     return settings, problems
 
 
-# The FIM families of model.fim.TEMPLATES (not imported: start-up stays free of the model layer).
+# The FIM families of model.prompt.fim.TEMPLATES (not imported: start-up stays free of the model layer).
 FIM_TEMPLATES = ("auto", "qwen", "starcoder", "deepseek", "codellama", "none")
 _COMPLETION_CHECKS: dict[str, tuple[str, Any, str]] = {
     # key: (field, check, what a good value is)
@@ -209,6 +210,7 @@ _COMPLETION_CHECKS: dict[str, tuple[str, Any, str]] = {
     "contextTokens": ("context_tokens", lambda v: _int_in(v, 32, 32768), "must be an integer from 32 to 32768"),
     "model": ("model", lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "must be a model spec (a non-empty string) or null"),
     "template": ("template", lambda v: v in FIM_TEMPLATES, "must be one of " + ", ".join(FIM_TEMPLATES)),
+    "invokedItems": ("invoked_items", lambda v: _int_in(v, 1, 8), "must be an integer from 1 to 8"),
 }
 
 
@@ -239,7 +241,7 @@ def parse_completion(raw: Any, problems: list[str]) -> CompletionSettings:
 
 
 def model_backend(settings: Settings) -> dict[str, Any]:
-    """The setting ``model.openai_backend.make_async_client`` takes: worker or OpenAI server."""
+    """The setting ``model.backends.openai_backend.make_async_client`` takes: worker or OpenAI server."""
     if settings.backend:
         return dict(settings.backend)
     return {"backend": "worker", "name": settings.model,

@@ -164,5 +164,5 @@ def build_request(
     parts: list[dict[str, str]],
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """The structured request of ``model.client`` (fitted by the worker's budget)."""
+    """The structured request of ``model.serving.client`` (fitted by the worker's budget)."""
     return {"system": system, "history": history, "user_parts": parts, "params": params}

@@ -1,6 +1,6 @@
 """Pull the code out of a model answer and shape it to replace the user's selection.
 
-The fences are parsed by ``model.extract`` (shared with the evaluation).
+The fences are parsed by ``model.prompt.extract`` (shared with the evaluation).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-from model.extract import code_blocks, is_language
+from model.prompt.extract import code_blocks, is_language
 
 
 def extract_code(reply: str, language_id: str) -> str | None:

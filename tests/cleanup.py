@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-WORKER_COMMANDS = ("model.worker", "lsp_server worker", "starchat worker")
+WORKER_COMMANDS = ("model.serving.worker", "lsp_server worker", "starchat worker")
 
 
 def is_alive(pid: int) -> bool:
@@ -60,7 +60,7 @@ def terminate(pids, timeout: float = 15.0) -> list[int]:
 
 def worker_pids(runtime: Path) -> list[int]:
     """Pids of the workers answering on sockets anywhere under ``runtime``."""
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     pids = []
     for sock in Path(runtime).rglob("*.sock"):

@@ -34,7 +34,7 @@ def free_port() -> int:
 def transformers_serve(log_path: Path) -> Iterator[str]:
     """Run ``transformers serve`` on the embedded model's folder (no hub), logging to
     ``log_path`` (its access log names every request); yield its base url (``…/v1``)."""
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
@@ -77,7 +77,7 @@ def llamacpp_serve(log_path: Path) -> Iterator[str]:
     """Run llama.cpp's server (``xllamacpp.Server``) on the embedded GGUF, one thread, a
     2,048-token window, logging to ``log_path`` (a ``launch_slot_`` line per completion);
     yield its base url (``…/v1``). It lists one model, :data:`LLAMACPP_MODEL`."""
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     port = free_port()
     with open(log_path, "wb") as log:

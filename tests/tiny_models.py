@@ -39,13 +39,13 @@ GGUF_ARCH = {"llama": "llama", "gpt_bigcode": "starcoder", "starcoder2": "starco
 def _base_tokenizer() -> Any:
     """The embedded model's tokenizer, read from its GGUF file.
 
-    What ``model.loading.load_tokenizer("default")`` returns, without going through the
+    What ``model.runtime.loading.load_tokenizer("default")`` returns, without going through the
     model cache: tests may point ``STARCHAT_CACHE_DIR`` at a temp dir, and the first use
     of an empty cache would de-quantize the whole embedded model (~15 s, ~1 GB).
     """
     from transformers import AutoTokenizer
 
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     path = default_gguf_path()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -55,7 +55,7 @@ def tokenizer_for(template: str = "chatml") -> Any:
     """A copy of the embedded tokenizer with the chat format ``template`` asks for."""
     import copy
 
-    from model.chat_format import STARCHAT_TOKENS
+    from model.prompt.chat_format import STARCHAT_TOKENS
 
     if template not in TEMPLATES:
         raise ValueError(f"Unknown template {template!r}: use {', '.join(TEMPLATES)}.")
@@ -125,7 +125,7 @@ def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
     """
     import gguf
 
-    from model.loading import default_gguf_path
+    from model.runtime.loading import default_gguf_path
 
     fields = []
     for name, field in gguf.GGUFReader(str(default_gguf_path())).fields.items():

@@ -2,11 +2,11 @@
 
 A dialogue is rendered with the tokenizer's chat template (or StarChat's) with placeholders
 where message contents go. The markup between contents is tokenized with special tokens
-recognised; every content is tokenized as data (``model.chat_format.encode_text``), so a
+recognised; every content is tokenized as data (``model.prompt.chat_format.encode_text``), so a
 literal ``<|end|>`` typed by a user stays text. Labels are built segment by segment: only
 assistant contents and the end-of-turn token right after them are labelled; system and user
 turns, role headers and padding are -100. This is the same token sequence the server sends
-at inference (``model.chat_format.ChatFormat.encode``), so training and serving agree.
+at inference (``model.prompt.chat_format.ChatFormat.encode``), so training and serving agree.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from model.chat_format import (
+from model.prompt.chat_format import (
     STARCHAT_TEMPLATE,
     STARCHAT_TOKENS,
     chat_format_for,

@@ -60,7 +60,7 @@ def make_trainable(model: Any) -> Any:
     """Clear transformers' GGUF quantizer flag so Trainer accepts a GGUF-loaded model.
 
     The weights are plain floats once loaded, but the flag makes Trainer refuse the model
-    ("purely quantized"). ``model.loading`` already hands us a safetensors copy of the
+    ("purely quantized"). ``model.runtime.loading`` already hands us a safetensors copy of the
     embedded model; this covers users who load a GGUF file themselves.
     """
     if getattr(model, "hf_quantizer", None) is not None or getattr(model, "is_quantized", False):
@@ -107,7 +107,7 @@ def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
     """
     from peft import LoraConfig, get_peft_model
 
-    from model.chat_format import STARCHAT_TOKENS
+    from model.prompt.chat_format import STARCHAT_TOKENS
 
     targets = lora_args.lora_target_modules
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in STARCHAT_TOKENS]
@@ -161,7 +161,7 @@ def run(argv: list[str]) -> int:
     """Parse, train and save; errors in the input raise ValueError subclasses."""
     from transformers import AutoTokenizer, Trainer
 
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
     from training.config import ConfigError, parse_config
     from training.distributed import init_deepspeed_comm, write_partition_report
     from training.packing import PackedCollator, PaddingCollator
@@ -205,7 +205,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``starchat train``; returns the exit status (2 for bad input)."""
-    from model.loading import ModelSpecError
+    from model.runtime.loading import ModelSpecError
     from training.config import ConfigError, print_help
     from training.data import DialogueError
 

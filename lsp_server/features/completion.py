@@ -1,10 +1,12 @@
 """Inline completion (LSP 3.18 ``textDocument/inlineCompletion``): ghost text at the cursor.
 
-The request becomes a worker ``fim`` request (``model.fim`` builds the prompt ids with the
+The request becomes a worker ``fim`` request (``model.prompt.fim`` builds the prompt ids with the
 model's own tokenizer): the text before and after the cursor, the document's path, and the
 other open documents, most recently edited first. The answer is post-processed
-(``lsp_server.completion_text``) and returned as one ``InlineCompletionItem`` whose range
-is on the cursor's line, or ``null``.
+(``lsp_server.completion_text``) and returned as ``InlineCompletionItem``s whose range is
+on the cursor's line, or ``null``: one for an automatic request (triggerKind 2, every
+keystroke); for an invoked one (triggerKind 1, the user asked) the greedy answer first,
+then sampled alternatives, up to ``completion.invokedItems`` different ones.
 
 What a typist expects:
 - the latest request per document wins: a new one cancels the one in flight (in the worker
@@ -12,7 +14,8 @@ What a typist expects:
 - an answer for a document version that changed meanwhile is ``null``;
 - ``$/cancelRequest`` cancels the request (answered ``RequestCancelled``);
 - typing the first characters of the last suggestion serves the rest from a cache;
-- the worker runs chat first (``model.worker.plan_round``).
+- the worker runs chat first (``model.serving.worker.plan_round`` on torch, ``Scheduler._prefill_aside``
+  on llama.cpp).
 Failures (no model, a refused request) are logged and answered ``null``: an editor asks
 on every keystroke, so an error per keystroke would only be noise.
 """
@@ -36,6 +39,8 @@ from .model_link import ModelLink
 log = logging.getLogger(__name__)
 
 MAX_OTHER_FILES = 4
+ALTERNATIVE_TEMPERATURE = 0.8  # sampled alternatives of an invoked request
+ALTERNATIVE_TOP_P = 0.95
 
 
 class InlineCompletion:
@@ -108,8 +113,10 @@ class InlineCompletion:
         )
         item_range = types.Range(start=start, end=end)
 
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        count = settings.invoked_items if invoked else 1
         cached = self.cache.get(uri, prefix, suffix)
-        if cached is not None:
+        if cached is not None and count == 1:
             self.served_from_cache += 1
             return [types.InlineCompletionItem(insert_text=chosen + cached, range=item_range)]
 
@@ -117,7 +124,7 @@ class InlineCompletion:
         if old is not None and not old.done():
             old.cancel()  # the latest request per document wins
         request = self._request(uri, prefix, suffix, cursor)
-        task = asyncio.ensure_future(self._generate(request))
+        task = asyncio.ensure_future(self._generate_several(request, count))
         self.inflight[uri] = task
         try:
             await asyncio.wait({task})
@@ -135,11 +142,15 @@ class InlineCompletion:
         current = self.server.workspace.text_documents.get(uri)
         if current is None or current.version != version:
             return None  # the document changed while the model was answering
-        text = postprocess(task.result(), cursor)
-        if text is None:
+        texts: list[str] = []
+        for raw in task.result():  # the greedy answer first
+            text = postprocess(raw, cursor)
+            if text is not None and text not in texts:
+                texts.append(text)
+        if not texts:
             return None
-        self.cache.put(uri, prefix, suffix, text)
-        return [types.InlineCompletionItem(insert_text=chosen + text, range=item_range)]
+        self.cache.put(uri, prefix, suffix, texts[0])
+        return [types.InlineCompletionItem(insert_text=chosen + text, range=item_range) for text in texts]
 
     def _request(self, uri: str, prefix: str, suffix: str, cursor: Cursor) -> dict:
         settings = self.server.settings.completion
@@ -160,6 +171,26 @@ class InlineCompletion:
                 "stop": ["\n\n"] if cursor.block_mode else ["\n"],
             },
         }
+
+    async def _generate_several(self, request: dict, count: int) -> list[str]:
+        """The greedy answer, then sampled ones (seeded: repeatable) until ``count`` differ.
+
+        At most ``2 * (count - 1)`` samples: a confident model repeats itself. One after
+        another: each finds the prompt in the worker's cache (llama.cpp's slot, the torch
+        engine's prefix cache), where requests side by side would each process it.
+        """
+        answers = [await self._generate(request)]
+        for seed in range(1, 2 * count - 1):
+            if len(set(answers)) >= count:
+                break
+            params = {**request["params"], "temperature": ALTERNATIVE_TEMPERATURE,
+                      "top_p": ALTERNATIVE_TOP_P, "seed": seed}
+            try:
+                answers.append(await self._generate({**request, "params": params}))
+            except RuntimeError as exc:  # the greedy answer stands
+                log.warning("an alternative inline completion failed: %s", exc)
+                break
+        return answers
 
     async def _generate(self, request: dict) -> str:
         """The model's text for ``request``; cancelling this task cancels it in the worker."""

@@ -49,8 +49,8 @@ EDITING_TASKS = {"fix", "addDocstring"}
 
 
 def system_prompt() -> str:
-    """The model layer's coding-assistant persona (defined once, in model.chat_format)."""
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415 - cheap, but not needed at start
+    """The model layer's coding-assistant persona (defined once, in model.prompt.chat_format)."""
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415 - cheap, but not needed at start
 
     return DEFAULT_SYSTEM_PROMPT
 
@@ -206,7 +206,7 @@ async def stream_reply(server: Any, stream: DeltaStream, request: dict) -> dict:
 
 
 def _is_worker_error(exc: Exception) -> bool:
-    from model.client import WorkerError  # noqa: PLC0415 - loaded by now, kept off start-up
+    from model.serving.client import WorkerError  # noqa: PLC0415 - loaded by now, kept off start-up
 
     return isinstance(exc, WorkerError)
 

@@ -1,6 +1,6 @@
 """The server's connection to the model (the shared worker or an OpenAI-compatible server).
 
-``model.client`` is imported only here and only after ``initialized``, so ``initialize``
+``model.serving.client`` is imported only here and only after ``initialized``, so ``initialize``
 never pays for it; the worker process owns torch and the weights.
 """
 
@@ -83,8 +83,8 @@ class ModelLink:
             self._client = None
 
     async def _connect(self, settings: Settings) -> Any:
-        from model.client import WorkerError  # noqa: PLC0415 - keep start-up light
-        from model.openai_backend import make_async_client  # noqa: PLC0415
+        from model.backends.openai_backend import make_async_client  # noqa: PLC0415
+        from model.serving.client import WorkerError  # noqa: PLC0415 - keep start-up light
 
         token = await make_token(self._server, None)
         if token is not None:
@@ -121,7 +121,7 @@ class ModelLink:
 
 async def _warm_up(client: Any, server: Any, token: Any) -> dict:
     """Wait until the worker has loaded the model, reporting progress meanwhile."""
-    from model.client import WorkerError  # noqa: PLC0415
+    from model.serving.client import WorkerError  # noqa: PLC0415
 
     started = time.monotonic()
     reported = -1

@@ -36,7 +36,7 @@ HOSTILE = [
 ]
 GENERATING = [commands.EXPLAIN, commands.FIX, commands.CHAT, commands.WRITE_TESTS,
               commands.ADD_DOCSTRING]
-BAD_SETTINGS_WARNED = [  # each refused by model.params with a warning naming the field
+BAD_SETTINGS_WARNED = [  # each refused by model.prompt.params with a warning naming the field
     ("max_new_tokens", -3), ("max_new_tokens", "many"), ("max_new_tokens", 0),
     ("temperature", -1), ("temperature", "hot"), ("top_p", 0), ("top_p", 1.5),
     ("top_k", -2), ("seed", "x"), ("max_new_tokens", True),

@@ -59,7 +59,7 @@ def setup(request, tiny_models, tmp_path_factory):
 
 
 def worker_info(runtime: Path) -> dict:
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     (sock,) = runtime.rglob("*.sock")
     with WorkerClient(socket_path=sock, autostart=False) as client:

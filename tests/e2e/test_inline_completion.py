@@ -58,10 +58,10 @@ def new_document(client: LanguageClient, text: str = CODE) -> str:
     return open_document(client, path, text)
 
 
-def send(client: LanguageClient, uri: str, position=CURSOR, selected=None, msg_id=None):
+def send(client: LanguageClient, uri: str, position=CURSOR, selected=None, msg_id=None, trigger=2):
     """Send an inlineCompletion request; returns (id, future of the raw JSON result)."""
     msg_id = msg_id or f"ic-{uuid.uuid4().hex}"
-    context: dict = {"triggerKind": 2}
+    context: dict = {"triggerKind": trigger}
     if selected is not None:
         context["selectedCompletionInfo"] = selected
     raw = {"textDocument": {"uri": uri}, "position": position, "context": context}
@@ -107,6 +107,34 @@ async def test_capability_and_a_completion_on_the_cursor_line(lsp: LanguageClien
     item = item_of(await rest)
     assert item["insertText"] == text[2:]
     assert item["range"] == {"start": moved, "end": moved}
+
+
+async def test_invoked_request_gets_several_different_items(lsp: LanguageClient):
+    # In a comment: room for more than one good continuation.
+    text = CODE + "lines(path))\n\n\ndef parse_config(path):\n    # Read the"
+    uri = new_document(lsp, text)
+    cursor = {"line": text.count("\n"), "character": len(text.rsplit("\n", 1)[-1])}
+    _, automatic = send(lsp, uri, cursor, trigger=2)
+    greedy = item_of(await automatic)["insertText"]  # automatic: exactly one
+    _, invoked = send(lsp, uri, cursor, trigger=1)
+    items = await invoked
+    assert isinstance(items, list) and 2 <= len(items) <= 3, items
+    texts = [item["insertText"] for item in items]
+    assert texts[0] == greedy  # the greedy answer first, then sampled alternatives
+    assert len(set(texts)) == len(texts)  # no duplicates
+    for item in items:
+        assert set(item) == {"insertText", "range"}
+        assert item["range"] == {"start": cursor, "end": cursor}
+        assert item["insertText"].strip() and "\n" not in item["insertText"]  # mid-line: the rest of it
+    # The same invoked request again: the same items (seeded sampling).
+    _, again = send(lsp, uri, cursor, trigger=1)
+    assert [i["insertText"] for i in await again] == texts
+    # With invokedItems 1, an invoked request gets the greedy answer alone.
+    lsp.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"starchat": {"completion": {"maxNewTokens": 24, "invokedItems": 1}}}))
+    _, single = send(lsp, uri, cursor, trigger=1)
+    assert item_of(await single)["insertText"] == greedy
+    lsp.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=SETTINGS))
 
 
 async def test_selected_completion_info_is_extended_over_its_range(lsp: LanguageClient):

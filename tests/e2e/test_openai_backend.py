@@ -226,8 +226,8 @@ async def test_cli_ask_url_prints_exactly_the_answer_and_nothing_else(openai_ser
     import json
     import urllib.request
 
-    from model.chat_format import DEFAULT_SYSTEM_PROMPT
-    from model.openai_backend import build_body
+    from model.backends.openai_backend import build_body
+    from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
 
     question = "Write a Python function is_even(n)."
     r = await starchat_cli("ask", question, "--url", openai_server.url, "--max-new-tokens", "24")
@@ -260,7 +260,7 @@ def unknown_model_sentence(url: str, listed: str) -> str:
 
 
 async def listed_model(url: str) -> str:
-    from model.openai_backend import AsyncOpenAIClient, OpenAISettings
+    from model.backends.openai_backend import AsyncOpenAIClient, OpenAISettings
 
     probe = AsyncOpenAIClient(OpenAISettings(url=url))
     await probe.connect()

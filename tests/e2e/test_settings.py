@@ -21,7 +21,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from lsp_server import commands
-from model.params import GenerationParams
+from model.prompt.params import GenerationParams
 from tests.import_guard import guarded_command, heavy_imports
 from tests.model.conftest import kill_workers
 
@@ -42,7 +42,7 @@ def worker_env(tmp_path_factory):
     env = {**os.environ, "STARCHAT_RUNTIME_DIR": str(runtime),
            "STARCHAT_DATA_DIR": str(tmp_path_factory.mktemp("settings-data")), "PYTHONUNBUFFERED": "1"}
     started = subprocess.run(
-        [sys.executable, "-c", "from model.client import ensure_worker; ensure_worker('default')"],
+        [sys.executable, "-c", "from model.serving.client import ensure_worker; ensure_worker('default')"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert started.returncode == 0, started.stderr

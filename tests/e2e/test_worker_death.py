@@ -25,7 +25,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def worker_pid(runtime: Path) -> int:
     """Ask the running worker for its pid through the real client."""
-    from model.client import WorkerClient
+    from model.serving.client import WorkerClient
 
     (sock,) = runtime.rglob("*.sock")
     with WorkerClient(socket_path=sock, autostart=False) as worker:

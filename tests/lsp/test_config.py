@@ -46,8 +46,8 @@ def test_section_is_found_with_or_without_the_wrapper():
 
 
 def test_a_value_the_worker_would_refuse_is_one_warning_and_its_default():
-    """The server checks generation settings with the worker's own rules (model.params)."""
-    from model.params import GenerationParams
+    """The server checks generation settings with the worker's own rules (model.prompt.params)."""
+    from model.prompt.params import GenerationParams
 
     for field, value in [("temperature", 50), ("repetition_penalty", 0), ("max_new_tokens", 2**64),
                          ("max_new_tokens", 200_000), ("temperature", float("nan")),

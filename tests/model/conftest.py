@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def loaded():
-    from model.loading import load_model
+    from model.runtime.loading import load_model
 
     return load_model("default")
 
@@ -17,7 +17,7 @@ def loaded():
 @pytest.fixture(scope="session")
 def hf_loaded():
     """The same model run by transformers: the reference our own runner must equal."""
-    from model.loading import load_model
+    from model.runtime.loading import load_model
 
     return load_model("default", runner="transformers")
 
@@ -26,14 +26,14 @@ def hf_loaded():
 def tokenizer():
     """transformers' tokenizer (training adds tokens to copies of it); the worker's own
     tokenizer is compared with it in test_tokenizer.py."""
-    from model.loading import load_tokenizer
+    from model.runtime.loading import load_tokenizer
 
     return load_tokenizer("default")
 
 
 @pytest.fixture(scope="session")
 def engine(loaded):
-    from model.engine import Engine
+    from model.runtime.engine import Engine
 
     return Engine(loaded)
 
@@ -58,7 +58,7 @@ def kill_workers(runtime: Path) -> None:
 @pytest.fixture(scope="module")
 def worker_socket(tmp_path_factory):
     """One real worker (embedded model) shared by a test module."""
-    from model.client import ensure_worker
+    from model.serving.client import ensure_worker
 
     runtime = tmp_path_factory.mktemp("worker")
     path = ensure_worker("default", runtime / "worker.sock")

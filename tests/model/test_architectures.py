@@ -14,7 +14,7 @@ The engines (the last part of a cell's id):
   ``gpt_bigcode`` GGUF file is refused there with a sentence (transformers reads no
   ``starcoder`` GGUF), see ``test_starcoder_gguf_is_refused_on_torch_with_a_sentence``;
 - ``llama.cpp``: every GGUF file by default, the ``starcoder`` one included. Its greedy
-  answer is compared with the same file run through ``model.llamacpp_engine`` in this
+  answer is compared with the same file run through ``model.runtime.llamacpp_engine`` in this
   process (llama.cpp is not bit-identical to torch, so never with a torch run).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from model.client import WorkerClient, ensure_worker
+from model.serving.client import WorkerClient, ensure_worker
 from tests.tiny_models import ARCHS, QTYPES
 
 from .conftest import kill_workers
@@ -109,17 +109,17 @@ def served(request, tiny_models, private_cache, tmp_path_factory):
 
 
 class LlamaCppReference:
-    """``model.llamacpp_engine`` in this process, with the torch Engine's ``generate`` shape."""
+    """``model.runtime.llamacpp_engine`` in this process, with the torch Engine's ``generate`` shape."""
 
     def __init__(self, spec: str):
-        from model import llamacpp_engine
+        from model.runtime import llamacpp_engine
 
         self.engine = llamacpp_engine.load(spec, slots=1)
         self.chat_format = self.engine.chat_format
         self.tokenizer = self.engine.tokenizer
 
     def generate(self, messages: list[dict], params: dict):
-        from model.params import GenerationParams
+        from model.prompt.params import GenerationParams
 
         deltas: list[str] = []
         outcome = self.engine.run(self.chat_format.encode(messages), GenerationParams.from_dict(params),
@@ -142,8 +142,8 @@ def in_process(served):
         yield ref
         ref.engine.server = None  # the server stops when the last reference goes
         return
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STARCHAT_ENGINE", "torch")

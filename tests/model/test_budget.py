@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from model.budget import BudgetError, fit
-from model.chat_format import chat_format_for
+from model.prompt.budget import BudgetError, fit
+from model.prompt.chat_format import chat_format_for
 
 
 @pytest.fixture(scope="module")

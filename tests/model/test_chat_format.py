@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from model.chat_format import (
+from model.prompt.chat_format import (
     DIALOGUE_PREAMBLE,
     STARCHAT_TOKENS,
     chat_format_for,

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from model.engine import Engine
+from model.runtime.engine import Engine
 
 QUESTION = [{"role": "user", "content": "Write a Python function is_even(n)."}]
 

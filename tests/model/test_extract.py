@@ -1,8 +1,8 @@
-"""The one fenced-code-block parser (model.extract), used by Fix edits and the evaluation."""
+"""The one fenced-code-block parser (model.prompt.extract), used by Fix edits and the evaluation."""
 
 from __future__ import annotations
 
-from model.extract import CodeBlock, code_blocks, is_language
+from model.prompt.extract import CodeBlock, code_blocks, is_language
 
 
 def test_blocks_in_order_with_their_tags_and_exact_bodies():

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from model.fim import build_fim_prompt, detect_template, resolve_template
+from model.prompt.fim import build_fim_prompt, detect_template, resolve_template
 
 FAMILIES = {
     "starcoder": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],  # <file_sep> is there already
@@ -64,14 +64,33 @@ def test_window_is_three_quarters_prefix_end_and_one_quarter_suffix_start(family
     prefix = "".join(f"line_{i} = {i}\n" for i in range(400))
     suffix = "".join(f"after_{i} = {i}\n" for i in range(400))
     prompt = build_fim_prompt(tok, {"prefix": prefix, "suffix": suffix, "context_tokens": 200})
-    assert len(prompt.ids) == 200 and prompt.truncated == ["prefix", "suffix"]
-    assert prompt.prefix_tokens == (200 - 3) * 3 // 4 and prompt.suffix_tokens == 200 - 3 - prompt.prefix_tokens
+    step = (200 - 3) // 16  # a long prefix is cut in whole steps (see the next test)
+    assert 200 - step < len(prompt.ids) <= 200 and prompt.truncated == ["prefix", "suffix"]
+    assert (200 - 3) * 3 // 4 - step < prompt.prefix_tokens <= (200 - 3) * 3 // 4
+    assert prompt.suffix_tokens == 200 - 3 - (200 - 3) * 3 // 4
     text = tok.decode(prompt.ids)
     assert "line_399 = 399\n<｜fim▁hole｜>after_0 = 0\n" in text  # prefix's end, suffix's start
     assert "line_0 =" not in text and "after_399" not in text
     # A short suffix lends its share to the prefix.
     prompt = build_fim_prompt(tok, {"prefix": prefix, "suffix": "\n", "context_tokens": 200})
-    assert len(prompt.ids) == 200 and prompt.suffix_tokens == 1
+    assert 200 - step < len(prompt.ids) <= 200 and prompt.suffix_tokens == 1
+
+
+@pytest.mark.parametrize("family", ["none", "starcoder"])
+def test_typing_at_the_end_of_a_long_file_keeps_the_window_start(family, tokenizer, family_tokenizers):
+    """The engine's prompt cache can reuse a keystroke's prompt only if the next one starts the
+    same: a truncated prefix's cut moves in steps, so typing on changes only the last tokens."""
+    tok = tokenizer if family == "none" else family_tokenizers[family]
+    text = "".join(f"value_{i} = compute({i}, scale=2)\n" for i in range(600))  # ~9,000 tokens
+    typed = "result = value_1 + value_2  # the sum of the first two values"
+    prompts = [build_fim_prompt(tok, {"prefix": text + typed[:n], "suffix": "\nprint(result)\n",
+                                      "context_tokens": 1024}).ids for n in range(len(typed) + 1)]
+    starts_kept = 0
+    for before, after in zip(prompts, prompts[1:]):
+        same = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+        starts_kept += same >= 1024 * 3 // 4 - 64 - 8  # all but the last few prefix tokens reused
+    assert all(len(ids) <= 1024 for ids in prompts)
+    assert starts_kept >= len(typed) - 2  # at most one or two steps of the cut while typing a line
 
 
 def test_other_files_fill_what_is_left_most_recent_nearest(family_tokenizers):
@@ -105,3 +124,22 @@ def test_template_override_and_bad_requests(tokenizer, family_tokenizers):
         build_fim_prompt(tokenizer, {"prefix": "", "cursor": 3})
     with pytest.raises(ValueError, match="no text before the cursor"):
         build_fim_prompt(tokenizer, {"prefix": "", "suffix": "x"})
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_stop_token_ids_have_the_family_end_tokens_and_its_sentinels(family, family_tokenizers):
+    from model.prompt.fim import TEMPLATES, stop_token_ids
+
+    tok = copy.deepcopy(family_tokenizers[family])
+    ends = {"starcoder": ["<fim_pad>"], "qwen": ["<|fim_pad|>", "<|repo_name|>"],
+            "deepseek": ["<|EOT|>", "<｜end▁of▁sentence｜>"], "codellama": ["\u2581<EOT>"]}[family]
+    tok.add_special_tokens({"additional_special_tokens": [*FAMILIES[family], *ends]})
+    ids = set(stop_token_ids(tok))
+    wanted = [*ends, *FAMILIES[family], *TEMPLATES[family].stops, "<|endoftext|>"]
+    vocab = tok.get_vocab()
+    for token in wanted:
+        token_id = vocab.get(token, vocab.get("\u2581" + token))
+        assert token_id in ids, token
+    assert tok.eos_token_id in ids
+    # Ordinary code tokens are not among them.
+    assert not ids & set(tok("def f(x):\n    return x\n")["input_ids"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import llama
+from model.runtime import llama
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["two-layouts", "one-layout"])
@@ -109,7 +109,7 @@ def test_unsupported_configs_are_left_to_transformers():
 
 def test_int4_holds_the_gguf_weights_exactly(loaded):
     """The default model's layers came from Q4_1 blocks of 32: 4-bit groups hold them exactly."""
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
 
     weights = llama.load_weights(local_folder("default")[1])
     for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight"):
@@ -127,8 +127,8 @@ def test_int4_holds_the_gguf_weights_exactly(loaded):
 
 
 def test_int4_model_answers_like_full_precision(loaded):
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
     quick = load_model("default@int4")
     assert quick.quantize == "int4" and quick.name.endswith("@int4")
@@ -140,8 +140,8 @@ def test_int4_model_answers_like_full_precision(loaded):
 
 
 def test_native_kernels_equal_the_decoded_weights(tmp_path, monkeypatch):
-    """model/native/qmatmul.c against F.linear on the weights its codes stand for."""
-    from model import native
+    """model/runtime/native/qmatmul.c against F.linear on the weights its codes stand for."""
+    from model.runtime import native
 
     native.kernels.cache_clear()
     monkeypatch.setenv("STARCHAT_CACHE_DIR", str(tmp_path))  # a fresh build, as on a new machine
@@ -161,7 +161,7 @@ def test_native_kernels_equal_the_decoded_weights(tmp_path, monkeypatch):
 
 
 def test_without_native_kernels_int4_falls_back_to_pytorch(monkeypatch):
-    from model import native
+    from model.runtime import native
 
     monkeypatch.setenv("STARCHAT_NATIVE", "0")
     native.kernels.cache_clear()

@@ -1,7 +1,7 @@
 """llama.cpp serving GGUF specs in the worker: every worker guarantee, on the embedded model.
 
 Most tests go through a real worker process (the module's ``worker_socket``: the default
-spec, which llama.cpp serves). A few drive ``model.llamacpp_engine`` in this process where
+spec, which llama.cpp serves). A few drive ``model.runtime.llamacpp_engine`` in this process where
 llama.cpp's own counters are the evidence (cancel, the DRY default).
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from model.client import WorkerClient, ensure_worker
-from model.loading import default_gguf_path
-from model.params import GenerationParams
+from model.prompt.params import GenerationParams
+from model.runtime.loading import default_gguf_path
+from model.serving.client import WorkerClient, ensure_worker
 
 ASK = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
        "params": {"max_new_tokens": 32}}
@@ -39,7 +39,7 @@ def collect(client: WorkerClient, request: dict) -> tuple[str, dict, list[str]]:
 @pytest.fixture(scope="module")
 def engine():
     """llama.cpp on the embedded file in this process (one slot is plenty here)."""
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
 
     eng = llamacpp_engine.load(default_gguf_path(), "SmolLM2-135M-Instruct", slots=2)
     yield eng
@@ -257,7 +257,7 @@ def test_llamacpp_listener_is_unreachable(worker_socket):
 
 
 def test_bad_gguf_files_get_one_sentence(tmp_path):
-    from model import llamacpp_engine
+    from model.runtime import llamacpp_engine
 
     data = default_gguf_path().read_bytes()
     (tmp_path / "text.gguf").write_text("not a model")
@@ -314,7 +314,7 @@ def test_forced_torch_engine_still_serves_gguf(tmp_path):
     env = dict(os.environ, STARCHAT_ENGINE="torch", STARCHAT_RUNTIME_DIR=str(tmp_path))
     code = (
         "import json, sys\n"
-        "from model.client import WorkerClient\n"
+        "from model.serving.client import WorkerClient\n"
         "with WorkerClient('default') as c:\n"
         "    text = ''.join(e.get('text', '') for e in c.generate(" + repr(ASK) + "))\n"
         "    info = c.info()\n"
@@ -333,7 +333,39 @@ def test_forced_torch_engine_still_serves_gguf(tmp_path):
 
 
 def test_engine_choice():
-    from model.loading import engine_for
+    from model.runtime.loading import engine_for
 
     assert engine_for("default") == "llama.cpp"
     assert engine_for("default@int4") == "torch"
+
+
+def test_stop_ids_end_the_answer_before_the_token_llamacpp_goes_past(engine, monkeypatch):
+    """A completion's end tokens (``model.prompt.fim.stop_token_ids``): ``<file_sep>`` is special (no
+    text) and no end-of-generation token for llama.cpp; with it in ``stop_ids`` the answer
+    ends there, its text not emitted; without, the next file follows."""
+    from model.prompt.chat_format import encode_text
+    from model.prompt.fim import stop_token_ids
+
+    tok = engine.tokenizer
+    vocab = tok.get_vocab()
+    stops = stop_token_ids(tok)
+    assert {vocab["<file_sep>"], vocab["<|endoftext|>"], tok.eos_token_id} <= set(stops)
+    sep = vocab["<file_sep>"]
+    ids: list[int] = []
+    for i in range(12):
+        ids += [sep, *encode_text(tok, f"# file{i}.py\nVALUE = {i}\n")]
+    ids += [sep, *encode_text(tok, "# file12.py\n")]
+    body = engine.request_body
+
+    def nudged(*args, **kwargs):  # after its line the model writes <file_sep>, not its eos
+        return {**body(*args, **kwargs),
+                "logit_bias": [[sep, 8.0], [tok.eos_token_id, -100.0], [vocab["<|endoftext|>"], -100.0]]}
+
+    monkeypatch.setattr(engine, "request_body", nudged)
+    params = GenerationParams(max_new_tokens=14)
+    got: list[str] = []
+    outcome = engine.run(ids, params, threading.Event(), got.append, stop_ids=stops)
+    assert "".join(got) == "VALUE = 12\n" and outcome.finish_reason == "stop"
+    plain: list[str] = []
+    engine.run(ids, params, threading.Event(), plain.append)
+    assert "".join(plain).startswith("VALUE = 12\n# file13")

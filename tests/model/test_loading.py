@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from model.loading import ModelSpecError, default_gguf_path, load_model, local_folder, resolve_spec
+from model.runtime.loading import (
+    ModelSpecError,
+    default_gguf_path,
+    load_model,
+    local_folder,
+    resolve_spec,
+)
 
 
 def test_default_is_the_embedded_gguf():
@@ -17,15 +23,16 @@ def test_default_is_the_embedded_gguf():
 
 
 def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
-    import model.loading
+    import model.runtime.loading
+    from model.runtime.paths import cache_dir
 
     _, folder = local_folder("default")  # converted by now (the `loaded` fixture)
-    assert Path(folder).is_relative_to(model.loading.cache_dir())
+    assert Path(folder).is_relative_to(cache_dir())
     files = {p.name: p.stat().st_mtime_ns for p in Path(folder).iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
     # Asked again, the cache answers: no second conversion, no file rewritten.
     conversions = []
-    monkeypatch.setattr(model.loading, "_convert_gguf", lambda *a: conversions.append(a))
+    monkeypatch.setattr(model.runtime.loading, "_convert_gguf", lambda *a: conversions.append(a))
     for _ in range(2):
         assert local_folder("default")[1] == folder
     assert conversions == []
@@ -35,7 +42,7 @@ def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
 
 
 def test_runner_choice_and_refusals(tmp_path):
-    from model.loading import split_spec
+    from model.runtime.loading import split_spec
 
     assert split_spec("default@int4") == ("default", "int4") and split_spec("/m") == ("/m", "none")
     assert resolve_spec("default@int4").kind == "gguf"
@@ -96,7 +103,7 @@ def test_default_model_loads_without_transformers(loaded):
     import subprocess
     import sys
 
-    code = ("import sys; from model.loading import load_model; from model.engine import Engine; "
+    code = ("import sys; from model.runtime.loading import load_model; from model.runtime.engine import Engine; "
             "e = Engine(load_model('default')); "
             "print(''.join(e.generate([{'role': 'user', 'content': 'Hi'}], {'max_new_tokens': 4, 'temperature': 0.5, 'seed': 1}))); "
             "print('transformers' in sys.modules)")

@@ -8,8 +8,8 @@ import json
 import subprocess
 import sys
 
-from model import protocol
-from model.client import WorkerClient
+from model.serving import protocol
+from model.serving.client import WorkerClient
 
 from .conftest import kill_workers
 

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from model.openai_backend import (
+from model.backends.openai_backend import (
     AsyncOpenAIClient,
     OpenAIBackendError,
     OpenAIClient,

@@ -1,4 +1,4 @@
-"""The one rule set for generation settings (model.params): strict, lenient, torch-free."""
+"""The one rule set for generation settings (model.prompt.params): strict, lenient, torch-free."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import msgpack
 import pytest
 
-from model.params import MAX_NEW_TOKENS, GenerationParams
+from model.prompt.params import MAX_NEW_TOKENS, GenerationParams
 
 
 @pytest.mark.parametrize("field,value", [
@@ -63,13 +63,14 @@ def test_good_values_are_normalised_and_pack_as_msgpack():
 
 
 def test_the_engine_re_exports_the_same_class():
-    from model import engine, params
+    from model.prompt import params
+    from model.runtime import engine
 
     assert engine.GenerationParams is params.GenerationParams
 
 
 def test_importing_the_rules_imports_no_torch():
-    code = ("import sys, model.params, lsp_server.config, lsp_server.cli; "
+    code = ("import sys, model.prompt.params, lsp_server.config, lsp_server.cli; "
             "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

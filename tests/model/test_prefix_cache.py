@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.prefix_cache import PrefixCache
+from model.runtime.prefix_cache import PrefixCache
 
 TURN1 = [{"role": "system", "content": "You are terse."},
          {"role": "user", "content": "Write a Python function that adds two numbers."}]

@@ -1,4 +1,4 @@
-"""model.sampling gives the same scores and tokens as transformers' logits processors.
+"""model.runtime.sampling gives the same scores and tokens as transformers' logits processors.
 
 The reference is the processor list the engine used to build (repetition penalty, then
 temperature, top-k and top-p when sampling) followed by the engine's own choice: argmax
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model.sampling import Sampler
+from model.runtime.sampling import Sampler
 
 VOCAB = 1000
 SEEDS = [0, 1, 2, 3, 4]
@@ -153,7 +153,7 @@ def test_top_k_one_is_argmax(seed):
 
 
 def test_imports_without_transformers():
-    code = "import sys, model.sampling; sys.exit('transformers' in sys.modules)"
+    code = "import sys, model.runtime.sampling; sys.exit('transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 0, result.stderr or "model.sampling imported transformers"
+    assert result.returncode == 0, result.stderr or "model.runtime.sampling imported transformers"

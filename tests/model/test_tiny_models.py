@@ -65,7 +65,7 @@ def test_q8_gguf_holds_the_folders_weights(arch, tiny_models):
 def test_folder_config_matches_its_tokenizer(template, tiny_models):
     import json
 
-    from model.loading import load_tokenizer
+    from model.runtime.loading import load_tokenizer
 
     folder = tiny_models.folder("gpt_bigcode", template)
     tokenizer = load_tokenizer(str(folder))

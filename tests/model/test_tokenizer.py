@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from model.chat_format import STARCHAT_TEMPLATE, STARCHAT_TOKENS, chat_format_for
-from model.tokenizer import LiteTokenizer, can_load_lite, load_lite_tokenizer
+from model.prompt.chat_format import STARCHAT_TEMPLATE, STARCHAT_TOKENS, chat_format_for
+from model.prompt.tokenizer import LiteTokenizer, can_load_lite, load_lite_tokenizer
 
 TEXTS = [
     "def add(a, b):\n    return a + b\n",
@@ -57,7 +57,7 @@ ATTRIBUTES = [
 
 @pytest.fixture(scope="module")
 def default_folder() -> str:
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
 
     return local_folder("default")[1]
 
@@ -333,7 +333,7 @@ def test_model_specific_tokenizer_classes_are_left_to_transformers(tmp_path, def
 def test_importing_and_using_it_needs_no_transformers_or_torch(default_folder):
     code = (
         "import sys\n"
-        "from model.tokenizer import load_lite_tokenizer\n"
+        "from model.prompt.tokenizer import load_lite_tokenizer\n"
         f"tok = load_lite_tokenizer({default_folder!r})\n"
         "tok.apply_chat_template([{'role': 'user', 'content': 'hi'}], tokenize=False)\n"
         "tok.decode(tok.encode('hi'))\n"

@@ -11,8 +11,9 @@ import time
 import msgpack
 import pytest
 
-from model import protocol
-from model.client import WorkerClient, WorkerError, ensure_worker
+from model.runtime.paths import unix_address
+from model.serving import protocol
+from model.serving.client import WorkerClient, WorkerError, ensure_worker
 
 ASK = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
        "params": {"max_new_tokens": 32}}
@@ -98,7 +99,7 @@ def test_a_second_client_is_served_while_the_first_streams(worker_socket):
 
 def _raw(path) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
-    with protocol.unix_address(path) as address:
+    with unix_address(path) as address:
         s.connect(address)
     return s
 

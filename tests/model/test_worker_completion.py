@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+import uuid
 
 import pytest
 
-from model.worker import Job, Scheduler, build_prompt, plan_round
+from model.serving.worker import Job, Scheduler, build_prompt, plan_round
 
 CHAT = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
         "params": {"max_new_tokens": 40}}
@@ -63,7 +65,7 @@ def test_fim_request_is_prompt_ids_of_the_prefix(scheduler):
     # SmolLM2 has no FIM tokens: a prefix-only continuation of the text before the cursor.
     assert tok.decode(ids) == CODE
     ids, truncated, _ = build_prompt(scheduler.engine, fim(CODE * 10, context_tokens=64))
-    assert len(ids) == 64 and truncated == ["prefix"]  # cut from the left
+    assert 64 - 64 // 16 < len(ids) <= 64 and truncated == ["prefix"]  # cut from the left, in steps
     assert tok.decode(ids).endswith(CODE)
     with pytest.raises(ValueError, match="fim.files"):
         build_prompt(scheduler.engine, fim(files="b.py"))
@@ -144,3 +146,200 @@ def test_plan_round_puts_chat_first_and_one_completion_step_per_round():
     new_fim[2].cancel.set()
     first, _, last = plan_round([chat, *new_fim], False, 0)
     assert first == [chat, new_fim[2]] and last == [new_fim[0]]
+
+
+# --- llama.cpp (the engine of GGUF specs, the default's included) ------------------------
+
+LONG_CHAT = {"messages": [{"role": "user", "content": "Write a Python module with ten small string "
+                           "helper functions, each with a docstring and an example."}],
+             "params": {"max_new_tokens": 400}}
+
+
+@pytest.fixture(scope="module")
+def llama_scheduler():
+    """The worker's scheduler in this process on llama.cpp (the default spec's engine)."""
+    from model.runtime import llamacpp_engine
+
+    if not llamacpp_engine.available():
+        pytest.skip("llama.cpp (the xllamacpp wheel) is not available here")
+    sched = Scheduler("default")
+    sched.start()
+    assert sched.ready.wait(300) and sched.load_error is None
+    assert sched.info["engine"] == "llama.cpp"
+    yield sched
+    sched.engine.server = None  # llama.cpp stops when its server object goes
+
+
+def _text(frames: list, name: str) -> str:
+    return "".join(f["text"] for n, f in frames if n == name and f["type"] == "delta")
+
+
+def _done(frames: list, name: str) -> dict:
+    return next(f for n, f in frames if n == name and f["type"] in ("done", "error"))
+
+
+def _unique_prefix(tag: str, repeat: int = 12) -> str:
+    """A long prefix no slot has cached (its first line is new), ~25 tokens per repeat."""
+    return f"# {tag} {uuid.uuid4().hex}\n" + CODE * repeat
+
+
+def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(llama_scheduler, monkeypatch):
+    from model.serving import worker
+    from model.serving.worker import FIM_PREFILL_CHUNK
+
+    # The order is under test, not the time share: a short rest, so that a slow (busy)
+    # machine still sees several steps before the chat ends.
+    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 1.0)
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((1, "chat"), LONG_CHAT, c.emit_for("chat")))
+    first = c.frames.get(timeout=300)
+    assert first[0] == "chat" and first[1]["type"] == "delta"  # the chat is streaming
+    prefix = _unique_prefix("aside")
+    s.submit(Job((1, "c"), fim(prefix), c.emit_for("c")))
+    frames = [first, *c.wait({"chat", "c"})]
+    chat_done, fim_done = _done(frames, "chat"), _done(frames, "c")
+    assert chat_done["type"] == fim_done["type"] == "done"
+
+    trace = list(s.trace)
+    steps = [i for i, e in enumerate(trace) if e[0] == "prefill" and e[1] == (1, "c")]
+    assert len(steps) >= 2, f"the completion's prompt went in one piece while the chat streamed: {trace}"
+    assert all(trace[i][2] <= FIM_PREFILL_CHUNK for i in steps)
+    # The chat decoded on its own between two steps of the completion's prompt.
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert any(e == ("delta", (1, "chat")) for e in trace[a:b]), trace[a:b]
+    # The request for the answer has a small rest of the prompt, or the chat was over by then.
+    at = next(i for i, e in enumerate(trace) if e[0] == "run" and e[1] == (1, "c"))
+    last_chat = max(i for i, e in enumerate(trace) if e == ("delta", (1, "chat")))
+    assert trace[at][2] <= FIM_PREFILL_CHUNK or at > last_chat, trace
+    # llama.cpp's own counter: that request found the steps in its slot's cache.
+    usage = fim_done["usage"]
+    assert usage["cached_prompt_tokens"] >= usage["prompt_tokens"] - trace[at][2] - 1
+
+    # Both answers are right: the chat starts as it does alone (llama.cpp's results move a
+    # little with the batch and the cache, so the start only), the completion is there.
+    alone = Collector()
+    s.submit(Job((2, "chat"), LONG_CHAT, alone.emit_for("chat")))
+    solo = alone.wait({"chat"})
+    assert _text(frames, "chat")[:12] == _text(solo, "chat")[:12] and _text(solo, "chat").strip()
+    assert _text(frames, "c").strip()
+
+
+def test_llamacpp_completion_without_a_chat_goes_at_once(llama_scheduler):
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((3, "c"), fim(_unique_prefix("alone", 24)), c.emit_for("c")))
+    frames = c.wait({"c"})
+    assert _done(frames, "c")["type"] == "done" and _text(frames, "c").strip()
+    assert not [e for e in s.trace if e[0] == "prefill"]
+    run = next(e for e in s.trace if e[0] == "run")
+    assert run[2] > 500  # the whole prompt in one request
+
+
+def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypatch):
+    """``<file_sep>`` is no end-of-generation token for llama.cpp, which renders it as empty
+    text and goes on; the worker ends a completion there (the text case is in
+    test_llamacpp_engine.py)."""
+    from model.prompt.params import GenerationParams
+
+    s = llama_scheduler
+    sep = s.engine.tokenizer.get_vocab()["<file_sep>"]
+    body = s.engine.request_body
+
+    def forced(*args, **kwargs):  # the model writes <file_sep> and nothing else
+        return {**body(*args, **kwargs), "logit_bias": [[sep, 100.0]]}
+
+    monkeypatch.setattr(s.engine, "request_body", forced)
+    # (few tokens: the DRY sampler would end a long run of one token by itself)
+    request = {"fim": {"prefix": CODE, "path": "a.py"}, "params": {"max_new_tokens": 6}}
+    c = Collector()
+    s.submit(Job((4, "c"), request, c.emit_for("c")))
+    frames = c.wait({"c"})
+    done = _done(frames, "c")
+    assert done["type"] == "done" and done["finish_reason"] == "stop" and done["usage"]["tokens"] == 0
+    assert _text(frames, "c") == ""
+    # The same prompt without the completion's stop ids: llama.cpp writes on past it.
+    ids = build_prompt(s.engine, request)[0]
+    outcome = s.engine.run(ids, GenerationParams(max_new_tokens=6), threading.Event(), lambda _t: None)
+    assert outcome.finish_reason == "length" and outcome.usage["tokens"] == 6, outcome
+
+
+def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_scheduler, monkeypatch):
+    from model.serving import worker
+
+    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 50.0)  # a long rest: the cancel must cut it
+    s = llama_scheduler
+    s.trace = []
+    c = Collector()
+    s.submit(Job((5, "chat"), LONG_CHAT, c.emit_for("chat")))
+    assert c.frames.get(timeout=300)[0] == "chat"
+    s.submit(Job((5, "c"), fim(_unique_prefix("cancel")), c.emit_for("c")))
+    while not any(e[0] == "prefill" and e[1] == (5, "c") for e in list(s.trace)):
+        time.sleep(0.01)
+    s.cancel((5, "c"))
+    frames = c.wait({"chat", "c"})
+    ends = [n for n, f in frames if f["type"] in ("done", "error")]
+    assert ends == ["c", "chat"]  # the cancelled completion ended while the chat streamed
+    assert _done(frames, "c")["finish_reason"] == "cancelled" and _text(frames, "c") == ""
+    assert sum(e[0] == "prefill" and e[1] == (5, "c") for e in s.trace) == 1
+
+
+def test_torch_completion_ends_at_its_stop_ids(scheduler):
+    """The torch engine honours a completion's end tokens too (``Decoder.stop_ids``)."""
+    engine = scheduler.engine
+    ids = build_prompt(engine, fim())[0]
+    first = engine.decoder(ids, {"max_new_tokens": 4})
+    text = "".join(first.step() for _ in range(4) if not first.done)
+    assert text and first.generated
+    stopped = engine.decoder(ids, {"max_new_tokens": 4}, stop_ids=[first.generated[0]])
+    assert stopped.step() == "" and stopped.done and stopped.finish_reason == "stop"
+
+
+def test_llamacpp_typing_runs_one_completion_at_a_time_on_the_last_ones_work(llama_scheduler, monkeypatch):
+    """A typist's requests, each cancelling the one before (as the language server does):
+    completions never run side by side (each would prefill the whole window in a slot of its
+    own), a request cancelled while it waits is dropped unsent, and the last one finds the
+    prompt its cancelled predecessors processed in the slot's cache."""
+    s = llama_scheduler
+    running, most = [0], [0]
+    real_run = s.engine.run
+
+    def counted(*args, **kwargs):  # the real engine, with a count of calls in flight
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(s.engine, "run", counted)
+    s.trace = []
+    prefix = _unique_prefix("typing", 24)
+    c = Collector()
+    names = [f"k{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        if i:
+            s.cancel((6, names[i - 1]))
+        s.submit(Job((6, name), fim(prefix + "x" * i), c.emit_for(name)))
+        if i == 0:  # the first is inside llama.cpp's prompt work when the next keystroke comes
+            while not any(e == ("run", (6, name), e[2]) for e in s.trace if len(e) == 3):
+                time.sleep(0.01)
+            time.sleep(0.3)
+        time.sleep(0.05)
+    frames = c.wait(set(names))
+    assert most[0] == 1, "two completions ran in llama.cpp at once"
+    dones = {name: _done(frames, name) for name in names}
+    assert all(d["type"] == "done" for d in dones.values())
+    assert all(dones[n]["finish_reason"] == "cancelled" for n in names[:-1]), (dones, s.trace)
+    last = dones[names[-1]]
+    assert last["finish_reason"] != "cancelled" and _text(frames, names[-1]).strip()
+    runs = [e[1][1] for e in s.trace if e[0] == "run"]
+    assert runs[0] == "k0" and runs[-1] == names[-1] and len(runs) < len(names) + 1
+    assert any(e[0] == "dropped" for e in s.trace) or len(runs) == len(names)
+    # The cancelled first request's prompt work was kept (at least its first batch, which
+    # llama.cpp cannot interrupt; all of it on a fast machine) and the last one started from it.
+    from model.runtime.llamacpp_engine import BATCH
+
+    assert last["usage"]["cached_prompt_tokens"] >= BATCH, last["usage"]

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from model.chat_format import STARCHAT_TOKENS
+from model.prompt.chat_format import STARCHAT_TOKENS
 from training.progress import read_log
 from training.tokenize import IGNORE_INDEX, tokenize_dialogues
 from training.train import main
@@ -71,8 +71,8 @@ def check_tokens_and_labels(out: Path, vocab: int) -> int:
 
 
 def answers(out: Path) -> None:
-    from model.engine import Engine
-    from model.loading import load_model
+    from model.runtime.engine import Engine
+    from model.runtime.loading import load_model
 
     engine = Engine(load_model(str(out)))
     assert engine.chat_format.stop_token_ids  # <|end|> stops it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from model.chat_format import STARCHAT_TOKENS, chat_format_for, encode_text
+from model.prompt.chat_format import STARCHAT_TOKENS, chat_format_for, encode_text
 from training.tokenize import (
     IGNORE_INDEX,
     add_chat_tokens,

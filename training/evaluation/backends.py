@@ -1,10 +1,14 @@
 """Where answers come from: the model in-process, the shared worker, or an OpenAI-style URL.
 
 Every backend has `complete(messages, params, stop_when=None) -> Completion`. The default for
-evaluation is in-process (`EngineBackend`): a batch job should not compete with the editor's
-shared worker, and it can pick the chat format (template or dialogue prompting) per run.
-The worker and OpenAI-compatible backends are the editor's own clients (`model.client`,
-`model.openai_backend`): one wire format, one set of parameter rules (`model.params`).
+evaluation is in-process, on the engine the spec runs on in the worker
+(`model.runtime.loading.engine_for`): `LlamaCppBackend` for GGUF files (the default spec
+among them; DRY repetition control as served), `EngineBackend` (torch) for folders. So a
+figure for `--model default` is a figure for what users get. A batch job should not compete
+with the editor's shared worker, and in-process it can pick the chat format (template or
+dialogue prompting) per run.
+The worker and OpenAI-compatible backends are the editor's own clients (`model.serving.client`,
+`model.backends.openai_backend`): one wire format, one set of parameter rules (`model.prompt.params`).
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ StopWhen = Callable[[str], bool] | None
 
 
 class EngineBackend:
-    """The model loaded in this process through model.loading + model.engine."""
+    """The model loaded in this process through model.runtime.loading + model.runtime.engine."""
 
     def __init__(self, spec: str = "default", *, chat_mode: str = "auto") -> None:
-        from model.chat_format import chat_format_for
-        from model.engine import Engine
-        from model.loading import load_model
+        from model.prompt.chat_format import chat_format_for
+        from model.runtime.engine import Engine
+        from model.runtime.loading import load_model
 
         self.spec = spec
         self.loaded = load_model(spec)
@@ -55,7 +59,7 @@ class EngineBackend:
         """
         if not prefix:
             return self._run(messages, params, stop_when)
-        from model.chat_format import encode_text
+        from model.prompt.chat_format import encode_text
 
         ids = self.chat_format.encode(messages) + encode_text(self.loaded.tokenizer, prefix)
         return self._run(ids, params, stop_when)
@@ -66,7 +70,7 @@ class EngineBackend:
         return self._run(list(ids), params, stop_when)
 
     def _run(self, prompt, params: dict, stop_when: StopWhen) -> Completion:
-        from model.params import GenerationParams
+        from model.prompt.params import GenerationParams
 
         cancel = threading.Event()
         stream = self.engine.generate(prompt, GenerationParams.from_dict(params), cancel=cancel)
@@ -81,9 +85,65 @@ class EngineBackend:
         return Completion(text, dict(stream.usage or {}), finish)
 
 
+class LlamaCppBackend:
+    """A GGUF spec on llama.cpp in this process (``model.runtime.llamacpp_engine``), one request
+    at a time. ``dry``: the engine's DRY sampler settings; None keeps the served default, ``{}``
+    turns repetition control off (benchmarks compare both)."""
+
+    def __init__(self, spec: str = "default", *, chat_mode: str = "auto", dry: dict | None = None,
+                 engine=None) -> None:
+        from model.prompt.chat_format import chat_format_for
+
+        if engine is None:
+            from model.runtime import llamacpp_engine
+            from model.runtime.loading import resolve_spec
+
+            source = resolve_spec(spec)
+            engine = llamacpp_engine.load(source.location, source.name, slots=1, dry=dry)
+        elif dry is not None:
+            engine.dry = dict(dry)
+        self.spec, self.engine, self.tokenizer = spec, engine, engine.tokenizer
+        self.chat_format = (engine.chat_format if chat_mode == "auto"
+                            else chat_format_for(engine.tokenizer, mode=chat_mode))
+        self.chat_mode = self.chat_format.kind
+
+    def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None,
+                 prefix: str = "") -> Completion:
+        """Generate one reply (see ``EngineBackend.complete``)."""
+        from model.prompt.chat_format import encode_text
+
+        ids = self.chat_format.encode(messages)
+        if prefix:
+            ids = ids + encode_text(self.tokenizer, prefix)
+        return self._run(ids, params, stop_when)
+
+    def complete_raw(self, prompt: str, params: dict, stop_when: StopWhen = None) -> Completion:
+        """Continue plain text with no chat format (HumanEval on base models)."""
+        return self._run(list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]), params, stop_when)
+
+    def _run(self, ids: list[int], params: dict, stop_when: StopWhen) -> Completion:
+        from model.prompt.params import GenerationParams
+
+        cancel, parts = threading.Event(), []
+
+        def on_delta(text: str) -> None:
+            parts.append(text)
+            if stop_when is not None and stop_when("".join(parts)):
+                cancel.set()
+
+        try:
+            outcome = self.engine.run(ids, GenerationParams.from_dict(params), cancel, on_delta)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        finish = outcome.finish_reason or "stop"
+        if finish == "cancelled" and stop_when is not None:
+            finish = "stop"
+        return Completion("".join(parts), dict(outcome.usage or {}), finish)
+
+
 class ClientBackend:
-    """A model behind a client with ``model.client.WorkerClient``'s interface: the shared
-    worker, or an OpenAI-compatible server through ``model.openai_backend`` (one HTTP
+    """A model behind a client with ``model.serving.client.WorkerClient``'s interface: the shared
+    worker, or an OpenAI-compatible server through ``model.backends.openai_backend`` (one HTTP
     client for the editor and the evaluation)."""
 
     def __init__(self, client, spec: str, chat_mode: str) -> None:
@@ -92,7 +152,7 @@ class ClientBackend:
         self.chat_mode = chat_mode
 
     def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None) -> Completion:
-        from model.client import WorkerError
+        from model.serving.client import WorkerError
 
         text, usage, finish = "", {}, "stop"
         events = self.client.generate({"messages": messages, "params": params})
@@ -121,7 +181,7 @@ class WorkerBackend(ClientBackend):
     """The shared model worker (the same process the language server uses)."""
 
     def __init__(self, spec: str = "default") -> None:
-        from model.client import WorkerClient
+        from model.serving.client import WorkerClient
 
         super().__init__(WorkerClient(spec), spec, "worker")
 
@@ -131,7 +191,7 @@ class OpenAIBackend(ClientBackend):
 
     def __init__(self, url: str, model: str, *, api_key_env: str = DEFAULT_API_KEY_ENV,
                  timeout_s: float = 120.0) -> None:
-        from model.openai_backend import make_client
+        from model.backends.openai_backend import make_client
 
         base = url.strip().rstrip("/")
         base = base.removesuffix("/chat/completions")  # the endpoint's own URL is accepted too
@@ -145,12 +205,17 @@ class OpenAIBackend(ClientBackend):
 
 
 def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):
-    """The backend for a model spec: in-process by default, the shared worker on request."""
-    from model.loading import resolve_spec
+    """The backend for a model spec: in-process on the spec's own engine by default, the shared
+    worker on request."""
+    from model.runtime.loading import resolve_spec
 
     resolve_spec(spec)  # a bad spec fails here in a second, before torch is imported
     if via_worker:
         if chat_mode != "auto":
             raise BackendError("The shared worker uses the model's own chat format; drop --chat-format or --via-worker.")
         return WorkerBackend(spec)
+    from model.runtime.loading import engine_for
+
+    if engine_for(spec) == "llama.cpp":
+        return LlamaCppBackend(spec, chat_mode=chat_mode)
     return EngineBackend(spec, chat_mode=chat_mode)

@@ -1,6 +1,6 @@
 """Pull runnable code out of a model's reply (fenced blocks, bare code, raw completions).
 
-The fences are parsed by ``model.extract`` (shared with the language server's edits).
+The fences are parsed by ``model.prompt.extract`` (shared with the language server's edits).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from model.extract import LANGUAGE_TAGS, CodeBlock, code_blocks
+from model.prompt.extract import LANGUAGE_TAGS, CodeBlock, code_blocks
 
 __all__ = ["PYTHON_TAGS", "COMPLETION_STOPS", "CodeBlock", "code_blocks", "defines", "extract_python",
            "parses", "truncate_completion"]

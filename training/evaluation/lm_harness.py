@@ -4,7 +4,7 @@ Model folders (and hub ids) go through lm-eval's own Hugging Face class (``hf`` 
 ``pretrained=FOLDER``). Other specs (``default``, ``.gguf`` files) go through ``EngineLM``:
 lm-eval's ``LM`` interface on our own engine, in this process. The model worker's protocol
 streams text and has no per-token log-probabilities, which ``loglikelihood`` needs, so the
-adapter runs the same runner the worker runs (``model.loading.load_model`` -> ``runner``),
+adapter runs the same runner the worker runs (``model.runtime.loading.load_model`` -> ``runner``),
 reading the logits after each token from its KV-cached forward pass.
 
 The project's own offline task, ``starchat_python_mc`` (60 Python-semantics questions written
@@ -32,8 +32,8 @@ class EngineLM:  # lm-eval's LM base class is mixed in by make_engine_lm (import
     """loglikelihood, loglikelihood_rolling and generate_until on our torch runner."""
 
     def __init__(self, spec: str):
-        from model.engine import Engine
-        from model.loading import load_model
+        from model.runtime.engine import Engine
+        from model.runtime.loading import load_model
 
         self.loaded = load_model(spec)
         self.engine = Engine(self.loaded)
@@ -151,7 +151,7 @@ def _task_folder(work: Path) -> Path:
 
 
 def uses_hf_class(spec: str) -> bool:
-    from model.loading import resolve_spec
+    from model.runtime.loading import resolve_spec
 
     return resolve_spec(spec).kind in ("folder", "hub")
 
@@ -163,7 +163,7 @@ def run_lm_eval(spec: str, tasks: list[str], *, limit: float | None = None, engi
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from model.loading import local_folder
+    from model.runtime.loading import local_folder
 
     if engine == "auto":
         engine = "hf" if uses_hf_class(spec) else "starchat"

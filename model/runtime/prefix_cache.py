@@ -29,7 +29,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def _nbytes(cache: Any) -> int:
-    if hasattr(cache, "nbytes"):  # model.llama.KVCache
+    if hasattr(cache, "nbytes"):  # model.runtime.llama.KVCache
         return int(cache.nbytes)
     total = 0
     for layer in getattr(cache, "layers", []):
@@ -66,7 +66,7 @@ class PrefixCache:
         if self.max_bytes <= 0 or len(ids) < MIN_REUSE:
             return
         key = tuple(ids)
-        if hasattr(cache, "compact"):  # model.llama.KVCache: keep no spare capacity in the store
+        if hasattr(cache, "compact"):  # model.runtime.llama.KVCache: keep no spare capacity in the store
             cache.compact()
         size = _nbytes(cache)
         if size > self.max_bytes:

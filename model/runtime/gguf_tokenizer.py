@@ -7,33 +7,27 @@ file's ``tokenizer.*`` fields (every tokenizer kind llama.cpp writes: byte-level
 SentencePiece, Unigram); that costs an ``import transformers`` (and torch) of several
 seconds, so it runs once per file in a child process and the result is cached under the
 cache dir, keyed by the file's identity. Later starts load the folder with
-``model.tokenizer`` in ~0.2 s, and the worker itself never imports torch.
+``model.prompt.tokenizer`` in ~0.2 s, and the worker itself never imports torch.
 
-Run as ``python -m model.gguf_tokenizer FILE.gguf TARGET_DIR`` (what ``tokenizer_folder``
+Run as ``python -m model.runtime.gguf_tokenizer FILE.gguf TARGET_DIR`` (what ``tokenizer_folder``
 does).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from .paths import file_cache_folder, publish_folder
 
 CACHE_FORMAT = "1"
 CONVERT_TIMEOUT = float(os.environ.get("STARCHAT_TOKENIZER_CONVERT_TIMEOUT", 300))
 
 
 def _cache_folder(gguf: Path) -> Path:
-    from .loading import cache_dir
-
-    st = gguf.stat()
-    identity = f"tok{CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return cache_dir() / "tokenizers" / f"{gguf.stem}-{key}"
+    return file_cache_folder(gguf, "tokenizers", f"tok{CACHE_FORMAT}")
 
 
 def tokenizer_folder(gguf: str | Path) -> Path:
@@ -44,9 +38,9 @@ def tokenizer_folder(gguf: str | Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "model.gguf_tokenizer", str(gguf), str(target)],
+        [sys.executable, "-m", "model.runtime.gguf_tokenizer", str(gguf), str(target)],
         capture_output=True, text=True, timeout=CONVERT_TIMEOUT,
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(Path(__file__).resolve().parents[2]),
     )
     if proc.returncode != 0 or not (target / "tokenizer.json").is_file():
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -65,16 +59,8 @@ def convert(gguf: Path, target: Path) -> None:
         if "is not supported yet" not in str(exc):
             raise
         tokenizer = _from_tokenizer_fields(gguf)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with publish_folder(target) as tmp:
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _from_tokenizer_fields(gguf: Path):
@@ -96,7 +82,7 @@ def _from_tokenizer_fields(gguf: Path):
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m model.gguf_tokenizer FILE.gguf TARGET_DIR", file=sys.stderr)  # noqa: T201
+        print("usage: python -m model.runtime.gguf_tokenizer FILE.gguf TARGET_DIR", file=sys.stderr)  # noqa: T201
         return 2
     try:
         convert(Path(args[0]), Path(args[1]))

@@ -1,6 +1,6 @@
-"""The runner interface over a transformers model, for architectures ``model.llama`` lacks.
+"""The runner interface over a transformers model, for architectures ``llama`` lacks.
 
-A runner is what ``Engine`` drives (``model.llama.LlamaModel`` is the other one):
+A runner (``runner.Runner``) is what ``Engine`` drives (``llama.LlamaModel`` is the other one):
 
 - ``new_cache()``: an empty KV cache for one request (has ``crop`` and ``get_seq_length``,
   and deep-copies, so the prefix store can keep and share it);
@@ -9,7 +9,7 @@ A runner is what ``Engine`` drives (``model.llama.LlamaModel`` is the other one)
   each cache ends up holding its request's new token.
 
 For a batch, the requests' DynamicCaches are left-padded into one for the forward pass and
-split back afterwards (copies that ``model.llama`` avoids by attending per request).
+split back afterwards (copies that ``model.runtime.llama`` avoids by attending per request).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from typing import Any
+
+from .runner import eos_id_set
 
 
 class HFRunner:
@@ -27,8 +29,6 @@ class HFRunner:
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this one has.
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
-        from .loading import eos_id_set
-
         self.eos_ids = eos_id_set(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
 
     def new_cache(self) -> Any:

@@ -8,7 +8,7 @@ guarantees, and how it holds here:
 - content as data: the prompt is built by our chat format as token ids and sent as a token
   array, so llama.cpp never renders or tokenizes text (a ``<|im_end|>`` inside a file stays
   plain text);
-- the budget: counted with the file's own tokenizer (``model.gguf_tokenizer``) against the
+- the budget: counted with the file's own tokenizer (``model.runtime.gguf_tokenizer``) against the
   context window given to llama.cpp;
 - streamed deltas: one chunk per token from llama.cpp's stream (it holds back incomplete
   UTF-8 and partial stop strings itself);
@@ -17,7 +17,15 @@ guarantees, and how it holds here:
 - prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
 - repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
-  ``benchmarks/bench_loops.py``).
+  ``benchmarks/bench_model.py``);
+- stop tokens: llama.cpp ends a request at the model's end-of-generation tokens only, and
+  renders other special tokens as empty text, so a stop string never sees them. A request
+  with ``stop_ids`` (code completions: ``model.prompt.fim.stop_token_ids``) asks for each token's
+  id (``logprobs``) and ends at the first of them, its text not emitted;
+- prefill in steps (``prefill``): a one-token request on the start of a prompt leaves
+  that start in a slot's cache, so the request for the whole prompt that follows has only
+  the rest to process. The worker uses it to keep a code completion's prompt from stalling
+  a streaming chat (``model.serving.worker.Scheduler``).
 
 llama.cpp's server always opens an HTTP listener. It is bound to a Unix socket in a
 private (0700) temporary folder, the socket file and folder are removed once the model is
@@ -39,9 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_format import ChatFormat, chat_format_for
+from ..prompt.chat_format import ChatFormat, chat_format_for
 from .gguf_meta import GGUFError, read_metadata
-from .protocol import unix_address
+from .paths import unix_address
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +58,10 @@ ENGINE_NAME = "llama.cpp"
 # front and shared by the slots: 4,096 tokens cost ~94 MB for the embedded model.
 MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
 SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
+BATCH = 256  # prompt tokens per llama.cpp step (see load)
 # DRY ("don't repeat yourself") penalises tokens that would extend a sequence already seen
 # in the context; the values are llama.cpp's recommended ones, the multiplier chosen by
-# benchmarks/bench_loops.py over training/data/code_eval_prompts.jsonl.
+# benchmarks/bench_model.py (quality.loops) over training/data/code_eval_prompts.jsonl.
 # dry_penalty_last_n is the context window (llama.cpp's -1, which its server refuses).
 DEFAULT_DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
 
@@ -100,7 +109,7 @@ class LlamaCppEngine:
             self.dry.setdefault("dry_penalty_last_n", context_window)
         self._api_key = api_key
 
-    def request_body(self, prompt_ids: Sequence[int], params: Any) -> dict:
+    def request_body(self, prompt_ids: Sequence[int], params: Any, stop_ids: Sequence[int] = ()) -> dict:
         """The llama.cpp completion request for our GenerationParams."""
         stops = list(self.chat_format.stop_strings) + list(params.stop)
         body: dict[str, Any] = {
@@ -118,18 +127,32 @@ class LlamaCppEngine:
         }
         if params.seed is not None:
             body["seed"] = int(params.seed) & 0xFFFFFFFF
+        if stop_ids:
+            body["logprobs"] = 1  # each chunk then names its token ids
         body.update(self.dry)
         return body
 
+    def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event) -> dict:
+        """Process ``prompt_ids`` into a slot's cache (one token generated, not shown); the usage."""
+        from ..prompt.params import GenerationParams
+
+        return self.run(prompt_ids, GenerationParams(max_new_tokens=1), cancel, lambda _text: None).usage
+
     def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
-            on_delta: Callable[[str], None]) -> Outcome:
-        """Generate on the calling thread, streaming text to ``on_delta``; blocks until done."""
+            on_delta: Callable[[str], None], stop_ids: Sequence[int] = ()) -> Outcome:
+        """Generate on the calling thread, streaming text to ``on_delta``; blocks until done.
+
+        ``stop_ids``: token ids that end the answer (their text is not emitted).
+        """
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
         t_start = time.perf_counter()
-        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None}
+        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False}
+        stop_set = frozenset(int(i) for i in stop_ids)
 
         def on_chunk(chunk: Any) -> bool:
+            if cancel.is_set():  # chunks llama.cpp made before it saw the stop are not shown
+                return True
             if not isinstance(chunk, dict):
                 return False
             if "error" in chunk or ("message" in chunk and "choices" not in chunk):
@@ -138,6 +161,10 @@ class LlamaCppEngine:
                 return True
             for choice in chunk.get("choices") or ():
                 text = choice.get("text") or ""
+                if stop_set:
+                    text, stopped = _cut_at_stop_token(choice, text, stop_set)
+                    if stopped:
+                        state["stopped"] = True
                 if text:
                     if state["first"] is None:
                         state["first"] = time.perf_counter()
@@ -147,15 +174,17 @@ class LlamaCppEngine:
                     state["final"] = chunk
             if chunk.get("usage") is not None:
                 state["final"] = chunk
-            return cancel.is_set()
+            return cancel.is_set() or state["stopped"]
 
         if not cancel.is_set():
-            self.server.handle_completions(self.request_body(prompt_ids, params), on_chunk)
+            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids), on_chunk)
         t_end = time.perf_counter()
         if state["error"]:
             raise RuntimeError(state["error"])
         final = state["final"] or {}
-        reason = "cancelled" if cancel.is_set() and not final.get("usage") else None
+        reason = "cancelled" if cancel.is_set() else None
+        if state["stopped"]:
+            reason = "stop"
         if reason is None:
             choices = final.get("choices") or [{}]
             reason = choices[0].get("finish_reason") or ("cancelled" if cancel.is_set() else "stop")
@@ -177,6 +206,15 @@ class LlamaCppEngine:
         )
 
 
+def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tuple[str, bool]:
+    """The text of ``choice`` before its first stop token, and whether there was one."""
+    content = (choice.get("logprobs") or {}).get("content") or ()
+    for k, entry in enumerate(content):
+        if entry.get("id") in stop_ids:
+            return "".join(e.get("token", "") for e in content[:k]), True
+    return text, False
+
+
 def _architecture_error(path: Path, meta: dict) -> str:
     arch = meta.get("general.architecture", "unknown")
     return (f"llama.cpp could not load {path.name} (architecture {arch!r}): the architecture "
@@ -188,7 +226,7 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     """Start llama.cpp on a GGUF file; raises ValueError with a sentence when it cannot."""
     import xllamacpp
 
-    from .tokenizer import load_lite_tokenizer
+    from ..prompt.tokenizer import load_lite_tokenizer
 
     path = Path(path)
     try:
@@ -206,6 +244,12 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     params.model.path = str(path)
     params.n_ctx = window
     params.n_parallel = slots
+    # llama.cpp checks for cancelled requests and serves the other slots between batches: a
+    # 256-token batch keeps that to ~1 s of prompt work on 2 CPU cores where the default (2,048)
+    # made a whole 1,024-token completion window one uninterruptible step; prefill itself was
+    # within 3% (n_ubatch 256 vs 512, docs/performance.md).
+    params.n_batch = BATCH
+    params.n_ubatch = BATCH
     params.kv_unified = True  # the slots share one window-sized cache; each may use all of it
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads

@@ -2,12 +2,12 @@
 
 When a team's model runs on a shared GPU server, the language server talks to it instead
 of the local worker. :class:`AsyncOpenAIClient` and :class:`OpenAIClient` have exactly the
-interface of ``model.client.AsyncWorkerClient`` / ``WorkerClient`` (same requests, same
+interface of ``model.serving.client.AsyncWorkerClient`` / ``WorkerClient`` (same requests, same
 ``progress``/``delta``/``done``/``error`` events), so callers need not know which backend
 answers. Messages go as messages (``POST {url}/chat/completions`` with ``stream: true``):
 the server applies its own model's chat template. The prompt budget is approximate,
 counted in characters (``max_prompt_chars``) with the same cut order as the worker's
-token budget (``model.budget.fit``); every cut is reported in ``truncated``.
+token budget (``model.prompt.budget.fit``); every cut is reported in ``truncated``.
 
 Failures the server answered (HTTP 4xx/5xx, a bad request) come back as ``error`` events,
 like a worker refusing a request; failures of the connection itself (unreachable, timeout,
@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .client import AsyncWorkerClient, WorkerClient, WorkerError
+from ..serving.client import AsyncWorkerClient, WorkerClient, WorkerError
 from .openai_http import Endpoint, HTTPFailure, error_message, request, sse_events
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def build_body(request: dict, model: str | None, max_prompt_chars: int) -> tuple
 
     Raises ValueError with one sentence on a malformed request or bad params.
     """
-    from .budget import fit_request
-    from .params import GenerationParams
+    from ..prompt.budget import fit_request
+    from ..prompt.params import GenerationParams
 
     if not isinstance(request, dict):
         raise ValueError("A request must be a map.")

@@ -2,14 +2,15 @@
 
 Language servers (one per editor window), ``starchat ask`` and ``starchat chat`` connect to
 it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
-(``model.client``). TCP is used only when configured, on loopback by default, and then the
+(``model.serving.client``). TCP is used only when configured, on loopback by default, and then the
 first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
 ``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``):
-GGUF files run on llama.cpp (``model.llamacpp_engine``), where the scheduler thread builds
+GGUF files run on llama.cpp (``model.runtime.llamacpp_engine``), where the scheduler thread builds
 each request's prompt ids and hands the request to a thread of its own, llama.cpp's slots
-batching the concurrent ones; everything else runs on the torch engine, where one
+batching the concurrent ones (a code completion's prompt goes in small steps while a chat
+streams: ``Scheduler._prefill_aside``); everything else runs on the torch engine, where one
 scheduler thread owns the model and advances every active request one token per turn: requests past their prefill share one batched forward
 pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurrent clients
 stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..runtime.paths import unix_address
 from . import protocol
 from .protocol import ProtocolError
 
@@ -42,6 +44,16 @@ log = logging.getLogger("starchat.worker")
 DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900))
 # Decode concurrent requests in one forward pass (see Engine.step_batch); off = round robin.
 DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
+# llama.cpp, while a chat streams: a code completion's prompt goes in steps of at most this
+# many new tokens, the chat decoding on its own between two steps (Scheduler._prefill_aside).
+FIM_PREFILL_CHUNK = int(os.environ.get("STARCHAT_FIM_PREFILL_CHUNK", 32))
+# ... and the chat has the machine to itself for this many times as long as a step took, so
+# completion prompts take at most 1/(1+x) of a streaming chat's time (x = 9: 10%).
+CHAT_REST_FACTOR = float(os.environ.get("STARCHAT_FIM_CHAT_REST", 9.0))
+# Chat tokens seen between two such steps: two, since the chat's token from the step that
+# carried the chunk may arrive after the chunk's own answer.
+CHAT_TOKENS_BETWEEN_CHUNKS = 2
+CHAT_STEP_WAIT_S = 5.0  # a chat in its own prefill sends no tokens: do not wait for ever
 
 
 @dataclass(eq=False)  # hashed by identity: a request is itself
@@ -63,10 +75,10 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
     """Validate a generate request and fit it into the context window.
 
     A chat request has ``messages`` (or ``system``/``history``/``user_parts``); a code
-    completion has ``fim`` (``model.fim``). Every engine consumes the ids made here.
+    completion has ``fim`` (``model.prompt.fim``). Every engine consumes the ids made here.
     """
-    from .budget import fit_request
-    from .params import GenerationParams
+    from ..prompt.budget import fit_request
+    from ..prompt.params import GenerationParams
 
     params = GenerationParams.from_dict(request.get("params"))
     limit = engine.context_window - params.max_new_tokens
@@ -76,7 +88,7 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
             f"{engine.context_window}-token context window."
         )
     if "fim" in request:
-        from .fim import build_fim_prompt
+        from ..prompt.fim import build_fim_prompt
 
         fim = build_fim_prompt(engine.tokenizer, request["fim"], limit)
         return fim.ids, fim.truncated, params
@@ -104,6 +116,15 @@ def plan_round(jobs: list[Job], batch: bool, turn: int) -> tuple[list[Job], list
     return first, together, last
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class Scheduler(threading.Thread):
     """Loads the model, then interleaves one decode step per active request."""
 
@@ -118,10 +139,19 @@ class Scheduler(threading.Thread):
         self.info: dict = {"spec": spec, "ready": False, "pid": os.getpid()}
         self._cond = threading.Condition()
         self._pending: list[Job] = []
+        self._starting: list[Job] = []  # taken from _pending, not yet running
         self._active: list[Job] = []
         self._running: set[Job] = set()  # requests on their own threads (llama.cpp)
         self._turn = 0
-        #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests).
+        self._chat_tokens = 0  # deltas of chat requests on llama.cpp, for _prefill_aside
+        self._fim_cached: list[int] = []  # the last completion prompt llama.cpp processed
+        self._fim_not_before = 0.0  # monotonic time before which no completion prefill starts
+        self._fim_stop_ids: list[int] | None = None  # model.prompt.fim.stop_token_ids, once
+        # Code completions run one at a time on llama.cpp (see _run_on_own_thread).
+        self._fim_turn = threading.Lock()
+        #: When a list, every step is appended as ("step", key) or ("batch", [keys]) (tests);
+        #: on llama.cpp ("delta", key) per delta, ("prefill", key, new tokens) per prompt step
+        #: of a completion, ("run", key, new tokens) when its request for the answer is sent.
         self.trace: list | None = None
 
     def submit(self, job: Job) -> None:
@@ -134,15 +164,17 @@ class Scheduler(threading.Thread):
 
     def cancel(self, key: tuple[int, Any]) -> None:
         with self._cond:
-            for job in [*self._pending, *self._active, *self._running]:
+            for job in [*self._pending, *self._starting, *self._active, *self._running]:
                 if job.key == key:
                     job.cancel.set()
+            self._cond.notify_all()  # a completion waiting between prompt steps stops now
 
     def cancel_connection(self, conn_id: int) -> None:
         with self._cond:
-            for job in [*self._pending, *self._active, *self._running]:
+            for job in [*self._pending, *self._starting, *self._active, *self._running]:
                 if job.key[0] == conn_id:
                     job.cancel.set()
+            self._cond.notify_all()
 
     @property
     def busy(self) -> bool:
@@ -150,7 +182,7 @@ class Scheduler(threading.Thread):
             return bool(self._pending or self._active or self._running)
 
     def _load_engine(self) -> None:
-        from .loading import engine_for
+        from ..runtime.loading import engine_for
 
         t0 = time.perf_counter()
         kind = "torch" if self._load is not None else engine_for(self.spec)
@@ -164,8 +196,8 @@ class Scheduler(threading.Thread):
                  kind, self.info["load_s"])
 
     def _load_llamacpp(self) -> None:
-        from . import llamacpp_engine
-        from .loading import resolve_spec
+        from ..runtime import llamacpp_engine
+        from ..runtime.loading import resolve_spec
 
         source = resolve_spec(self.spec)
         self.engine = llamacpp_engine.load(source.location, source.name)
@@ -176,8 +208,8 @@ class Scheduler(threading.Thread):
         }
 
     def _load_torch(self) -> None:
-        from .engine import Engine
-        from .loading import load_model
+        from ..runtime.engine import Engine
+        from ..runtime.loading import load_model
 
         loaded = (self._load or load_model)(self.spec)
         self.engine = Engine(loaded)
@@ -205,8 +237,11 @@ class Scheduler(threading.Thread):
                 while not self._pending and not self._active:
                     self._cond.wait()
                 new, self._pending = self._pending, []
+                self._starting = new  # still reachable by cancel() while its prompt is built
             for job in new:
                 self._start(job)
+            with self._cond:
+                self._starting = []
             self._turn += 1
             first, together, last = plan_round(list(self._active), self.batch, self._turn)
             for job in first:
@@ -229,17 +264,104 @@ class Scheduler(threading.Thread):
                 self._running.add(job)
             thread.start()
             return
-        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel)
+        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job))
         with self._cond:
             self._active.append(job)
+
+    def _stop_ids(self, job: Job) -> list[int]:
+        """A code completion ends at any FIM family's end or sentinel token (``model.prompt.fim``)."""
+        if not job.background:
+            return []
+        if self._fim_stop_ids is None:
+            from ..prompt.fim import stop_token_ids
+
+            self._fim_stop_ids = stop_token_ids(self.engine.tokenizer)
+        return self._fim_stop_ids
+
+    def _chat_streaming(self) -> bool:
+        return any(not j.background for j in self._running)
+
+    def _prefill_aside(self, job: Job, ids: list[int]) -> None:
+        """Chat first on llama.cpp: feed a completion's prompt in small steps while a chat streams.
+
+        llama.cpp puts every slot's work into one batch per step: a chat's next token and up
+        to ``n_batch`` (2,048) prompt tokens of a completion, so a completion's 1,024-token
+        prompt would hold the chat's token back for the whole prefill (seconds on a CPU).
+        While a chat streams, the prompt goes instead as one-token requests on ever longer
+        starts of it, each at most ``FIM_PREFILL_CHUNK`` tokens past what the slot is known
+        to hold (the start it shares with the last completion prompt: typing changes the end
+        only). After each, the chat decodes alone: at least two tokens and ``CHAT_REST_FACTOR``
+        times the step's duration. The request for the answer then finds all but the last
+        few tokens cached. Without a chat, or once it ends, the rest goes at once.
+        """
+        start = _common_prefix(self._fim_cached, ids)
+        while not job.cancel.is_set():
+            with self._cond:  # the chat's rest after the last prefill of any completion
+                while (self._chat_streaming() and not job.cancel.is_set()
+                       and (left := self._fim_not_before - time.monotonic()) > 0):
+                    self._cond.wait(left)
+                if not self._chat_streaming():
+                    break
+            if len(ids) - start <= FIM_PREFILL_CHUNK:
+                break
+            end = start + FIM_PREFILL_CHUNK
+            self._note(("prefill", job.key, end - start))
+            t0 = time.monotonic()
+            self.engine.prefill(ids[:end], job.cancel)
+            took = time.monotonic() - t0
+            self._fim_cached = ids[:end]
+            start = end
+            with self._cond:
+                self._fim_not_before = time.monotonic() + took * CHAT_REST_FACTOR
+                until = self._chat_tokens + CHAT_TOKENS_BETWEEN_CHUNKS
+                self._cond.wait_for(
+                    lambda until=until: (self._chat_tokens >= until or job.cancel.is_set()
+                                         or not self._chat_streaming()),
+                    timeout=CHAT_STEP_WAIT_S)
+        self._note(("run", job.key, len(ids) - start))
+        if not job.cancel.is_set():  # (a cancelled one is not sent)
+            self._fim_cached = list(ids)
+
+    def _rest_after(self, usage: dict) -> None:
+        """A completion's own prefill went with a chat's step: the chat rests from it too."""
+        with self._cond:
+            if self._chat_streaming():
+                self._fim_not_before = time.monotonic() + float(usage.get("prefill_s") or 0) * CHAT_REST_FACTOR
+
+    def _note(self, event: tuple) -> None:
+        if self.trace is not None:
+            self.trace.append(event)
 
     def _run_on_own_thread(self, job: Job, prompt_ids: list[int], params: Any) -> None:
         """Run one request on an engine that generates by itself (``LlamaCppEngine.run``)."""
         def delta(text: str) -> None:
+            if not job.background:
+                with self._cond:
+                    self._chat_tokens += 1
+                    self._cond.notify_all()
+            self._note(("delta", job.key))
             job.emit({"type": "delta", "id": job.key[1], "text": text})
 
+        has_turn = False
         try:
-            outcome = self.engine.run(prompt_ids, params, job.cancel, delta)
+            if job.background:
+                # One completion at a time: a typist's new request cancels the last one, which
+                # may be inside a prompt step llama.cpp cannot interrupt. The new one waits for
+                # it to end and then finds its prompt in the slot it leaves (llama.cpp picks
+                # the free slot sharing the longest start). Run side by side, every keystroke
+                # would prefill the whole window in a slot of its own, all at once.
+                while not (has_turn := self._fim_turn.acquire(timeout=0.05)):
+                    if job.cancel.is_set():
+                        break
+                if not has_turn:
+                    self._note(("dropped", job.key))
+                    job.emit({"type": "done", "id": job.key[1], "usage": {"prompt_tokens": len(prompt_ids), "tokens": 0},
+                              "finish_reason": "cancelled", "truncated": job.truncated})
+                    return
+                self._prefill_aside(job, prompt_ids)
+            outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job))
+            if job.background:
+                self._rest_after(outcome.usage)
         except Exception as exc:  # one request's failure must not take the worker down
             log.error("Generation failed", exc_info=True)
             job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
@@ -247,8 +369,11 @@ class Scheduler(threading.Thread):
             job.emit({"type": "done", "id": job.key[1], "usage": outcome.usage,
                       "finish_reason": outcome.finish_reason, "truncated": job.truncated})
         finally:
+            if has_turn:
+                self._fim_turn.release()
             with self._cond:
                 self._running.discard(job)
+                self._cond.notify_all()  # a completion waiting for this chat's steps goes on
 
     def _advance(self, job: Job) -> None:
         if self.trace is not None:
@@ -403,7 +528,7 @@ async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: st
         try:
             if socket_file.exists():
                 socket_file.unlink()
-            with protocol.unix_address(socket_file) as address:
+            with unix_address(socket_file) as address:
                 srv = await asyncio.start_unix_server(server.handle, address)
         finally:
             os.umask(old_umask)
@@ -434,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from .loading import ModelSpecError, resolve_spec
+    from ..runtime.loading import ModelSpecError, resolve_spec
 
     try:
         resolve_spec(args.model)

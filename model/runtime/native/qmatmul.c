@@ -1,4 +1,4 @@
-/* Matrix-vector products on quantized weights, for model/llama.py's int4 mode on x86-64 AVX2.
+/* Matrix-vector products on quantized weights, for model/runtime/llama.py's int4 mode on x86-64 AVX2.
  *
  * Weights are groups of 32 inputs per output row:
  *   q4: w = q * scale + low, q in [0, 15] (GGUF Q4_1); 16 bytes per group, byte c holds

@@ -1,11 +1,11 @@
-"""Build and load ``model/native/qmatmul.c`` (AVX2 kernels for 4- and 8-bit weights) on first use.
+"""Build and load ``model/runtime/native/qmatmul.c`` (AVX2 kernels for 4- and 8-bit weights) on first use.
 
 PyTorch's own int4 CPU kernel is compute-bound on AVX2 (~0.22 ms for a 3072x576 matrix
 here); these plain loops read the same weights at memory speed (~0.12 ms) with fp32
 activations. The source is compiled once with the system C compiler into the cache dir
 (keyed by its hash, ~0.6 s) and loaded with ctypes; its OpenMP loops run on torch's libgomp,
 which is already loaded. Without a compiler or AVX2/FMA, or with ``STARCHAT_NATIVE=0``,
-``kernels()`` returns None and ``model.llama`` falls back to PyTorch's kernels.
+``kernels()`` returns None and ``model.runtime.llama`` falls back to PyTorch's kernels.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+from .paths import cache_dir
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "native" / "qmatmul.c"
@@ -58,8 +60,6 @@ def kernels() -> ctypes.CDLL | None:
     if not {"avx2", "fma"} <= _cpu_flags():
         log.info("No AVX2/FMA on this CPU: int4 uses PyTorch's kernel.")
         return None
-    from .loading import cache_dir
-
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
     target = cache_dir() / "native" / f"qmatmul-{key}.so"
     try:

@@ -9,7 +9,7 @@ A spec is one of:
   network allows it and ``HF_HUB_OFFLINE`` is not set).
 
 In the worker, GGUF specs (``default`` among them) run on llama.cpp as they are
-(``engine_for`` says which engine serves a spec; ``model.llamacpp_engine``). This module
+(``engine_for`` says which engine serves a spec; ``model.runtime.llamacpp_engine``). This module
 loads everything for the torch path: folders, hub ids, ``@int4`` specs, and GGUF files where
 the ``xllamacpp`` wheel is missing or ``STARCHAT_ENGINE=torch`` is set. There, GGUF files are
 de-quantized by transformers, which takes ~15 s for the default model; the result is saved
@@ -17,23 +17,23 @@ once as safetensors under the cache dir, keyed by the file's identity, so later 
 about a second.
 
 Plain Llama checkpoints on the CPU (the default model among them) are run by our own
-forward pass (``model.llama``) with a tokenizer that needs no transformers
-(``model.tokenizer``), so loading them imports neither; everything else goes through
-transformers (``model.hf_runner``). ``LoadedModel.runner`` is what ``Engine`` drives.
+forward pass (``model.runtime.llama``) with a tokenizer that needs no transformers
+(``model.prompt.tokenizer``), so loading them imports neither; everything else goes through
+transformers (``model.runtime.hf_runner``). ``LoadedModel.runner`` is what ``Engine`` drives.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .paths import file_cache_folder, publish_folder
+from .runner import Runner, eos_id_set
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ RUNNERS = ("auto", "lean", "transformers")
 
 @dataclass
 class LoadedModel:
-    model: Any  # model.llama.LlamaModel, or a transformers model
+    model: Any  # model.runtime.llama.LlamaModel, or a transformers model
     tokenizer: Any
     spec: str
     name: str
     device: str
     context_window: int
-    runner: Any  # what Engine drives: the LlamaModel itself or an HFRunner
+    runner: Runner  # what Engine drives: the LlamaModel itself or an HFRunner
     runner_kind: str  # "lean" | "transformers"
     quantize: str = "none"
 
@@ -70,14 +70,6 @@ class ModelSource:
     kind: str  # "folder" | "gguf" | "hub"
     location: str
     name: str
-
-
-def cache_dir() -> Path:
-    """The model cache: ``$STARCHAT_CACHE_DIR`` or ``$XDG_CACHE_HOME/starchat``."""
-    if os.environ.get("STARCHAT_CACHE_DIR"):
-        return Path(os.environ["STARCHAT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "starchat"
 
 
 def default_gguf_path() -> Path:
@@ -156,10 +148,7 @@ def engine_for(spec: str) -> str:
 
 
 def _gguf_cache_folder(gguf: Path) -> Path:
-    st = gguf.stat()
-    identity = f"{_CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+    return file_cache_folder(gguf, "models", _CACHE_FORMAT)
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -176,19 +165,10 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with publish_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "starchat-source.txt").write_text(f"{gguf.resolve()}\n")
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def local_folder(spec: str) -> tuple[ModelSource, str]:
@@ -264,10 +244,10 @@ def load_model(
 ) -> LoadedModel:
     """Load model and tokenizer for ``spec`` on the best device, ready for generation.
 
-    ``runner="auto"`` takes our own forward pass (``model.llama``, no transformers import,
+    ``runner="auto"`` takes our own forward pass (``model.runtime.llama``, no transformers import,
     ~1.4x faster decode on CPU) for plain Llama checkpoints on the CPU, and transformers
     for everything else; ``lean`` insists on the former, ``transformers`` on the latter.
-    ``quantize="int4"`` needs the lean runner (see ``model.llama.Linear``).
+    ``quantize="int4"`` needs the lean runner (see ``model.runtime.llama.Linear``).
     """
     if runner not in RUNNERS:
         raise ModelSpecError(f"Unknown runner {runner!r}: use {', '.join(RUNNERS)}.")
@@ -292,7 +272,7 @@ def load_model(
 
 
 def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | None:
-    """Why ``model.llama`` cannot run this folder, or None when it can."""
+    """Why ``model.runtime.llama`` cannot run this folder, or None when it can."""
     import json
 
     from .llama import supports
@@ -309,11 +289,6 @@ def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | No
     return None
 
 
-def eos_id_set(eos: Any) -> set[int]:
-    """generation_config's ``eos_token_id`` (an id, a list of ids or None) as a set."""
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-
-
 def _generation_eos(folder: str) -> set[int]:
     import json
 
@@ -322,8 +297,8 @@ def _generation_eos(folder: str) -> set[int]:
 
 
 def _load_lean(source: ModelSource, folder: str, spec: str, device: str, dtype: Any, quantize: str) -> LoadedModel:
+    from ..prompt.tokenizer import can_load_lite, load_lite_tokenizer
     from . import llama
-    from .tokenizer import can_load_lite, load_lite_tokenizer
 
     model = llama.load(folder, device=device, dtype=pick_dtype(device, dtype), quantize=quantize)
     model.eos_ids = _generation_eos(folder)

@@ -15,7 +15,7 @@ a repository format (``<file_sep>``, ``<|file_sep|>``), most recently edited fir
 recent placed nearest the current file.
 
 Pure: no torch, no transformers; works with any tokenizer that has ``get_vocab`` and the
-``__call__`` of ``transformers``/``model.tokenizer.LiteTokenizer``.
+``__call__`` of ``transformers``/``model.prompt.tokenizer.LiteTokenizer``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ MIN_CONTEXT_TOKENS = 32
 MAX_CONTEXT_TOKENS = 32_768
 MIN_FILE_TOKENS = 24  # a snippet shorter than this is noise, not context
 _CHARS_PER_TOKEN_CAP = 16  # text beyond this many chars per token of budget is never read
+# A prefix longer than its share is cut on the left, and the cut moves in steps, not with every
+# keystroke: the text is read from a point that moves in _ANCHOR_CHARS steps and the tokens are
+# dropped in steps of 1/_SLIDE_STEPS of the window. So the prompts of successive keystrokes
+# start alike and the engine's prompt cache (llama.cpp's slot, our prefix cache) reuses all but
+# the last few tokens; a cut that moved by one token per keystroke would re-read the window.
+_ANCHOR_CHARS = 256
+_SLIDE_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,25 @@ class _Encoder:
 
 
 TEMPLATES_SENTINELS = tuple(sorted({t for tpl in TEMPLATES.values() for t in tpl.sentinels}))
+#: Tokens that never belong in a completion, whatever the family: every family's sentinels
+#: and end tokens, repository markup, and the usual end-of-text tokens. A completion ends
+#: at the first of them that the model's vocabulary has.
+END_TOKENS = tuple(sorted({
+    *TEMPLATES_SENTINELS, *(t for tpl in TEMPLATES.values() for t in tpl.stops),
+    "<fim_pad>", "<|fim_pad|>", "<|repo_name|>", "<repo_name>", "<reponame>", "<filename>",
+    "<EOT>", "<|EOT|>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "<|im_end|>", "<|im_start|>",
+    "<|eot_id|>",
+}))
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The ids of ``END_TOKENS`` in ``tokenizer``'s vocabulary, and its end-of-sequence id."""
+    vocab = tokenizer.get_vocab()
+    ids = {found[0] for t in END_TOKENS if (found := _sentinel_id(vocab, t)) is not None}
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    return sorted(ids)
 
 
 @dataclass
@@ -242,16 +268,20 @@ def build_fim_prompt(tokenizer: Any, fim: Any, limit: int | None = None) -> FimP
         raise ValueError(f"A {budget}-token window leaves no room for the code around the cursor.")
     cap = budget * _CHARS_PER_TOKEN_CAP
     has_suffix = "{suffix}" in template.fim
-    p_ids = encode_text(tokenizer, prefix[-cap:])
+    anchor = max(0, len(prefix) - cap)
+    anchor -= anchor % _ANCHOR_CHARS
+    p_ids = encode_text(tokenizer, prefix[anchor:])
     s_ids = encode_text(tokenizer, suffix[:cap]) if has_suffix else []
     p_keep = min(len(p_ids), max(body * 3 // 4, body - len(s_ids)))
     s_keep = min(len(s_ids), body - p_keep)
     truncated = []
-    if p_keep < len(p_ids) or len(prefix) > cap:
+    if p_keep < len(p_ids) or anchor:
         truncated.append("prefix")
     if has_suffix and (s_keep < len(s_ids) or len(suffix) > cap):
         truncated.append("suffix")
-    p_ids = p_ids[len(p_ids) - p_keep :]
+    if p_keep < len(p_ids):
+        step = max(1, body // _SLIDE_STEPS)
+        p_ids = p_ids[-(-(len(p_ids) - p_keep) // step) * step :]  # drop whole steps
     s_ids = s_ids[:s_keep]
 
     left = body - p_keep - s_keep

@@ -8,8 +8,8 @@ The decode loop is ours rather than ``model.generate`` so that one request can b
 one token at a time (``Decoder.step``): the worker interleaves concurrent requests fairly,
 cancellation is checked between steps, and stop strings are held back before they are
 emitted. Prefill computes logits for the last position only. The forward passes go through
-a runner (``LoadedModel.runner``: ``model.llama`` or ``model.hf_runner``), token choice
-through ``model.sampling``. Sampling settings are ``model.params.GenerationParams``.
+a runner (``LoadedModel.runner``: ``model.runtime.llama`` or ``model.runtime.hf_runner``), token choice
+through ``model.runtime.sampling``. Sampling settings are ``model.prompt.params.GenerationParams``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .chat_format import ChatFormat, chat_format_for
+from ..prompt.chat_format import ChatFormat, chat_format_for
+from ..prompt.params import GenerationParams  # re-exported: defined torch-free there
 from .loading import LoadedModel
-from .params import GenerationParams  # re-exported: defined torch-free in model.params
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
 from .sampling import Sampler
 
@@ -30,8 +30,10 @@ class Decoder:
     """One request's decode state, advanced one token per ``step()``."""
 
     def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
-                 cancel: threading.Event | None = None, stop_strings: Sequence[str] = ()):
+                 cancel: threading.Event | None = None, stop_strings: Sequence[str] = (),
+                 stop_ids: Sequence[int] = ()):
         self.engine = engine
+        self.stop_ids = frozenset(stop_ids)  # besides the chat format's and eos (completions)
         self.params = params
         self.cancel = cancel or threading.Event()
         self.prompt_ids = list(prompt_ids)
@@ -98,7 +100,7 @@ class Decoder:
             token = self._choose(logits)
         if self.t_first is None:
             self.t_first = time.perf_counter()
-        if token in eng.chat_format.stop_token_ids or token in eng.eos_ids:
+        if token in eng.chat_format.stop_token_ids or token in eng.eos_ids or token in self.stop_ids:
             self._finish("stop")
             return self._flush(final=True)
         self.generated.append(token)
@@ -217,12 +219,12 @@ class Engine:
         self.prefix_cache.clear()
 
     def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
-                cancel: threading.Event | None = None) -> Decoder:
+                cancel: threading.Event | None = None, stop_ids: Sequence[int] = ()) -> Decoder:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.from_dict(params)
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
-        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings)
+        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids)
 
     def generate(self, messages: Sequence[dict] | Sequence[int], params: GenerationParams | dict | None = None,
                  cancel: threading.Event | None = None) -> Stream:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..runtime.paths import unix_address
 from . import protocol
 from .protocol import ProtocolError
 
@@ -38,7 +39,7 @@ class WorkerError(RuntimeError):
 def _connect_unix(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with protocol.unix_address(path) as address:
+        with unix_address(path) as address:
             sock.connect(address)
         return sock
     except OSError:
@@ -86,10 +87,10 @@ def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
         log_file = path.with_suffix(".log")
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "model.worker", "--model", spec, "--socket", str(path)],
+                [sys.executable, "-m", "model.serving.worker", "--model", spec, "--socket", str(path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # outlives the client; Ctrl-C in a terminal spares it
-                cwd=str(Path(__file__).resolve().parent.parent),
+                cwd=str(Path(__file__).resolve().parents[2]),
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -262,7 +263,7 @@ class AsyncWorkerClient(_WorkerAddress):
             else:
                 path = await asyncio.to_thread(self._unix_path)
                 try:
-                    with protocol.unix_address(path) as address:
+                    with unix_address(path) as address:
                         reader, writer = await asyncio.open_unix_connection(address)
                 except OSError:
                     raise self._not_listening(path) from None

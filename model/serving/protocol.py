@@ -14,13 +14,11 @@ Worker -> client: ``hello``, ``progress``, ``delta`` (``text``), ``done`` (``usa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import socket
 import struct
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,31 +138,6 @@ def runtime_dir() -> Path:
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
-
-
-# sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
-SUN_PATH_MAX = 100
-
-
-@contextlib.contextmanager
-def unix_address(path: str | Path) -> Iterator[str]:
-    """The address to ``bind``/``connect`` for the Unix socket at ``path``.
-
-    A runtime or temp dir deep enough to push the socket's path past the AF_UNIX limit
-    ("AF_UNIX path too long") is reached through an open descriptor of the socket's folder
-    (``/proc/self/fd/N/NAME``, Linux), so the socket stays where it belongs and every client
-    finds it at the same path. Elsewhere, and for short paths, the path itself.
-    """
-    path = Path(path)
-    text = str(path)
-    if len(os.fsencode(text)) <= SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
-        yield text
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
 
 
 def socket_path_for(spec: str) -> Path:

@@ -12,7 +12,7 @@ In fp32/bf16 it computes what ``LlamaForCausalLM`` computes (greedy output is id
 see tests/model/test_llama.py). ``quantize="int4"`` stores the layers' weights in 4-bit
 groups and the output layer in 8-bit groups (exactly the weights of a Q4_1 GGUF file such
 as the default model's) and reads ~1/5 of the bytes per token; with the native kernels
-(``model/native.py``) activations stay fp32, so answers differ from fp32 only where the
+(``model/runtime/native.py``) activations stay fp32, so answers differ from fp32 only where the
 order of additions tips a near-tie.
 
 Batched decoding (``decode_batch``) runs the matmuls of several requests as one batch and
@@ -151,7 +151,7 @@ class Linear:
       weights (measured in benchmarks/bench_model.py).
     - ``int4``: groups of 32 input weights share a scale and a minimum (the layout of GGUF's
       Q4_1, so weights that came from a Q4_1 file are reproduced exactly). Decode steps run
-      the AVX2 kernels of ``model/native.py`` (fp32 activations, ~2x PyTorch's int4 kernel);
+      the AVX2 kernels of ``model/runtime/native.py`` (fp32 activations, ~2x PyTorch's int4 kernel);
       without them PyTorch's int4 kernel runs with bf16 activations. A prefill of more than
       ``PREFILL_ROWS`` tokens decodes the groups back to the exact fp32 weights for one
       matrix product.
@@ -178,7 +178,7 @@ class Linear:
             self.codes, self.scale = quantize_groups8(weight.float(), self.GROUP)
             self.native = _native()
             if self.native is None:
-                raise ValueError("int8 groups need the native kernels (model/native.py).")
+                raise ValueError("int8 groups need the native kernels (model/runtime/native.py).")
         else:
             self.weight = weight.contiguous()
             if both_layouts and weight.dtype == torch.float32:  # MKL's bf16 kernels want [out, in]
@@ -225,7 +225,7 @@ class Linear:
 
 
 def _native() -> Any:
-    """The ctypes library of model/native.py, or None (then PyTorch's kernels are used)."""
+    """The ctypes library of model/runtime/native.py, or None (then PyTorch's kernels are used)."""
     from . import native
 
     return native.kernels()

@@ -1,0 +1,74 @@
+"""Where the model layer keeps files, and how it writes them: the cache dir, folders published
+into it atomically, and the address of a Unix socket. Standard library only; imported by
+the runtime modules that cache things and by the worker's protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The model cache: ``$STARCHAT_CACHE_DIR`` or ``$XDG_CACHE_HOME/starchat``."""
+    if os.environ.get("STARCHAT_CACHE_DIR"):
+        return Path(os.environ["STARCHAT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "starchat"
+
+
+def file_cache_folder(source: Path, area: str, version: str) -> Path:
+    """``cache_dir()/area/STEM-KEY`` for what is made from ``source``: the key is the file's
+    identity (path, size, modification time) and ``version``, so a changed file or format
+    gets a new folder."""
+    st = source.stat()
+    identity = f"{version}:{source.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return cache_dir() / area / f"{source.stem}-{key}"
+
+
+@contextlib.contextmanager
+def publish_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder next to ``target`` to write into; renamed to ``target`` when the
+    block ends without an error, so readers see the whole folder or none. If another process
+    published ``target`` first, theirs is kept; on an error the temporary folder is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
+SUN_PATH_MAX = 100
+
+
+@contextlib.contextmanager
+def unix_address(path: str | Path) -> Iterator[str]:
+    """The address to ``bind``/``connect`` for the Unix socket at ``path``.
+
+    A runtime or temp dir deep enough to push the socket's path past the AF_UNIX limit
+    ("AF_UNIX path too long") is reached through an open descriptor of the socket's folder
+    (``/proc/self/fd/N/NAME``, Linux), so the socket stays where it belongs and every client
+    finds it at the same path. Elsewhere, and for short paths, the path itself.
+    """
+    path = Path(path)
+    text = str(path)
+    if len(os.fsencode(text)) <= SUN_PATH_MAX or not os.path.isdir("/proc/self/fd"):
+        yield text
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
