@@ -10,7 +10,7 @@ process and reports what the README's training row says:
   string." through a model worker and the answer ends on the model's end-of-turn token
   (`finish_reason == "stop"`) before `--answer-tokens`.
 
-The full CPU recipe (`training/configs/smollm2_cpu.yaml`, ~6-8 min on 2 cores):
+The full CPU recipe (`training/configs/smollm2_cpu.yaml`, 24 steps, ~4 min on 2 idle cores):
     python benchmarks/bench_train.py
 A quick check of the same path:
     python benchmarks/bench_train.py --max-steps 3
