@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -359,6 +360,7 @@ def main() -> None:
                         help="answer length of the loop prompts and HumanEval (256, as `starchat eval humaneval`)")
     parser.add_argument("--big", action="store_true", help="also the 1.5B-shaped synthetic file")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped run still cleans up (finally below)
     if args.quick:
         args.repeats, args.decode_tokens, args.answer_tokens, args.quality_tokens = 1, 16, 32, 64
 
