@@ -312,6 +312,8 @@ def main() -> None:
     parser.add_argument("--line-pause-ms", type=float, default=600)
     parser.add_argument("--replay-chars", type=int, default=0, help="type only this many characters (0: all)")
     parser.add_argument("--skip", default="", help="comma-separated: quality, replay, chat")
+    parser.add_argument("--worker-log", type=Path, help="keep the worker's log here (with STARCHAT_WORKER_LOG_LEVEL="
+                        "DEBUG it has each completion's timings)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the worker is stopped below
     skip = set(filter(None, args.skip.split(",")))
@@ -349,6 +351,9 @@ def main() -> None:
                 os.kill(int(client.info()["pid"]), signal.SIGTERM)
         except Exception:
             pass
+        if args.worker_log:
+            time.sleep(0.5)  # the worker's last lines
+            shutil.copyfile(socket.with_suffix(".log"), args.worker_log)
         shutil.rmtree(tmp, ignore_errors=True)
     out["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out, indent=2))  # noqa: T201

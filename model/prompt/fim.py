@@ -14,6 +14,14 @@ share to the other), and what is left for snippets of other open files where the
 a repository format (``<file_sep>``, ``<|file_sep|>``), most recently edited first, the most
 recent placed nearest the current file.
 
+Token healing (prefix-only continuations): a cursor rarely sits on a token boundary the
+model knows. At the start of a line the prefix ends in a lone ``\n`` token where the model
+only ever saw ``\n`` merged with the next line's indentation (``"\n   "`` + ``" return"``), and
+mid-word it ends in ``" ret"`` where it saw ``" return"``. So the prefix's last token is taken
+off the prompt (``FimPrompt.heal``) and the engine makes the answer start with its text
+(llama.cpp: a grammar; torch: a mask on the first tokens) and hides that text
+(:class:`Healing`). FIM families need none: they were trained on prefixes cut anywhere.
+
 Pure: no torch, no transformers; works with any tokenizer that has ``get_vocab`` and the
 ``__call__`` of ``transformers``/``model.prompt.tokenizer.LiteTokenizer``.
 """
@@ -205,6 +213,7 @@ class FimPrompt:
     files: list[str] = field(default_factory=list)  # paths of the snippets included
     truncated: list[str] = field(default_factory=list)
     stops: tuple[str, ...] = ()
+    heal: str = ""  # the prefix's last token, taken off the prompt: see token healing above
 
 
 def _text(value: Any, name: str) -> str:
@@ -302,10 +311,76 @@ def build_fim_prompt(tokenizer: Any, fim: Any, limit: int | None = None) -> FimP
             snippets.append(snippet)
             used.append(fpath)
             left -= len(snippet)
+    heal = ""
+    if template.fim.endswith("{prefix}") and len(p_ids) > 1:  # the prompt ends with the prefix
+        heal = healable_text(tokenizer, p_ids[-1])
+        if heal:
+            p_ids = p_ids[:-1]
     ids: list[int] = []
     for snippet in reversed(snippets):  # the most recent ends up nearest the cursor
         ids += snippet
     ids += head + enc.render(template.fim, {"prefix": p_ids, "suffix": s_ids})
     if not ids:
         raise ValueError("The completion prompt is empty: there is no text before the cursor.")
-    return FimPrompt(ids, template.name, len(p_ids), len(s_ids), used, truncated, template.stops)
+    return FimPrompt(ids, template.name, len(p_ids), len(s_ids), used, truncated, template.stops, heal)
+
+
+def healable_text(tokenizer: Any, token_id: int) -> str:
+    """The text of ``token_id`` when the answer can be made to start with it: whole
+    characters that tokenize back to that one token; else empty (no healing)."""
+    text = tokenizer.decode([token_id], skip_special_tokens=True)
+    if not text or "\ufffd" in text or encode_text(tokenizer, text) != [token_id]:
+        return ""
+    return text
+
+
+def heal_candidates(token_texts: list[str], left: str) -> list[int]:
+    """Ids of the tokens that may come next while the answer must still start with ``left``:
+    those whose text starts with it, or is a non-empty start of it."""
+    return [i for i, t in enumerate(token_texts) if t and (t.startswith(left) or left.startswith(t))]
+
+
+class Healing:
+    """What to show of a healed answer, streamed: its first tokens were constrained to spell
+    ``text``, which is hidden; ``stops`` are then cut from the rest (an engine that matches
+    stop strings on the whole answer would find one inside the healed text: a ``"\n\n"``
+    token healed at a line start ends the answer at once). Feed each delta in order to
+    :meth:`take`, show what it returns, and :meth:`rest` at the end."""
+
+    def __init__(self, text: str = "", stops: tuple[str, ...] | list[str] = ()):
+        self.left = text
+        self.stops = tuple(s for s in stops if s)
+        self.text = ""  # shown or held back: the answer after the healed text
+        self.shown = 0
+        self.stopped = False
+
+    def take(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        if self.left:
+            k = 0
+            while k < min(len(self.left), len(delta)) and self.left[k] == delta[k]:
+                k += 1
+            # (an engine that did not keep to the constraint: show the rest rather than lose it)
+            self.left = self.left[k:] if k == len(delta) else ""
+            delta = delta[k:]
+        self.text += delta
+        cuts = [at for stop in self.stops if (at := self.text.find(stop, max(0, self.shown - len(stop) + 1))) != -1]
+        if cuts:
+            self.text, self.stopped = self.text[: min(cuts)], True
+            return self._show(len(self.text))
+        safe = len(self.text)
+        for stop in self.stops:  # hold back what may still become a stop string
+            for k in range(min(len(stop) - 1, safe - self.shown), 0, -1):
+                if self.text.endswith(stop[:k]):
+                    safe = min(safe, len(self.text) - k)
+                    break
+        return self._show(safe)
+
+    def rest(self) -> str:
+        """The held-back end, once the answer is over."""
+        return self._show(len(self.text))
+
+    def _show(self, upto: int) -> str:
+        out, self.shown = self.text[self.shown : max(upto, self.shown)], max(upto, self.shown)
+        return out

@@ -31,8 +31,10 @@ class Decoder:
 
     def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
                  cancel: threading.Event | None = None, stop_strings: Sequence[str] = (),
-                 stop_ids: Sequence[int] = ()):
+                 stop_ids: Sequence[int] = (), heal: str = ""):
         self.engine = engine
+        self.heal = heal  # the answer must start with this text, not shown (model.prompt.fim)
+        self.heal_left = heal  # the part of it no chosen token has spelled yet
         self.stop_ids = frozenset(stop_ids)  # besides the chat format's and eos (completions)
         self.params = params
         self.cancel = cancel or threading.Event()
@@ -62,7 +64,17 @@ class Decoder:
         self.cache = None  # the store keeps it (or frees it); the stream no longer needs it
 
     def _choose(self, logits: Any) -> int:
-        return self.sampler.choose(logits, self.prompt_ids + self.generated if self.sampler.needs_history else ())
+        if self.heal_left:  # token healing: only tokens that go on spelling the healed text
+            allowed = self.engine.heal_candidates(self.heal_left, logits.shape[-1])
+            if allowed:
+                masked = logits.new_full(logits.shape, float("-inf"))
+                masked[..., allowed] = logits[..., allowed]
+                logits = masked
+        token = self.sampler.choose(logits, self.prompt_ids + self.generated if self.sampler.needs_history else ())
+        if self.heal_left:
+            text = self.engine.token_texts(logits.shape[-1])[token]
+            self.heal_left = self.heal_left[len(text):] if self.heal_left.startswith(text) else ""
+        return token
 
     def step(self) -> str:
         """Run one forward pass; return the new text (maybe empty). Check ``done`` after."""
@@ -118,6 +130,11 @@ class Decoder:
     def _flush(self, final: bool) -> str:
         """Decode, cut at a stop string, and return text not yet emitted that is safe to show."""
         text = self.engine.tokenizer.decode(self.generated, skip_special_tokens=True)
+        if self.heal:  # hidden, and no stop string is looked for inside it
+            if text.startswith(self.heal):
+                text = text[len(self.heal):]
+            elif self.heal.startswith(text):  # still spelling it
+                text = ""
         for stop in self.stop_strings:
             at = text.find(stop, max(0, self.emitted - len(stop)))
             if at != -1:
@@ -197,6 +214,8 @@ class Engine:
         self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos_ids = set(self.runner.eos_ids)
+        self._token_texts: list[str] | None = None
+        self._heal_cache: dict[str, list[int]] = {}
 
     def step_batch(self, decoders: Sequence[Decoder]) -> list[str]:
         """One decode step for several requests in a single forward pass.
@@ -219,12 +238,33 @@ class Engine:
         self.prefix_cache.clear()
 
     def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
-                cancel: threading.Event | None = None, stop_ids: Sequence[int] = ()) -> Decoder:
+                cancel: threading.Event | None = None, stop_ids: Sequence[int] = (), heal: str = "") -> Decoder:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.from_dict(params)
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
-        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids)
+        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids, heal)
+
+    def token_texts(self, size: int) -> list[str]:
+        """The text of each of the logits' ``size`` token ids (special tokens and ids past the
+        tokenizer's vocabulary empty), built once: for token healing."""
+        if self._token_texts is None or len(self._token_texts) != size:
+            known = len(self.tokenizer.get_vocab())
+            self._token_texts = [self.tokenizer.decode([i], skip_special_tokens=True) if i < known else ""
+                                 for i in range(size)]
+            self._heal_cache.clear()
+        return self._token_texts
+
+    def heal_candidates(self, left: str, size: int) -> list[int]:
+        """Token ids that may come next while an answer must still start with ``left``."""
+        from ..prompt.fim import heal_candidates
+
+        texts = self.token_texts(size)
+        if left not in self._heal_cache:
+            if len(self._heal_cache) > 256:
+                self._heal_cache.clear()
+            self._heal_cache[left] = heal_candidates(texts, left)
+        return self._heal_cache[left]
 
     def generate(self, messages: Sequence[dict] | Sequence[int], params: GenerationParams | dict | None = None,
                  cancel: threading.Event | None = None) -> Stream:

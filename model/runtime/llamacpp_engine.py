@@ -18,6 +18,8 @@ guarantees, and how it holds here:
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
 - repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
   ``benchmarks/bench_model.py``);
+- token healing (``model.prompt.fim``): a request with ``heal`` text carries a grammar that
+  makes the answer start with it (``heal_grammar``); that start is not emitted;
 - stop tokens: llama.cpp ends a request at the model's end-of-generation tokens only, and
   renders other special tokens as empty text, so a stop string never sees them. A request
   with ``stop_ids`` (code completions: ``model.prompt.fim.stop_token_ids``) asks for each token's
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..prompt.chat_format import ChatFormat, chat_format_for
+from ..prompt.fim import Healing
 from .gguf_meta import GGUFError, read_metadata
 from .paths import unix_address
 
@@ -112,10 +115,12 @@ class LlamaCppEngine:
         self.slots = SLOTS
 
     def request_body(self, prompt_ids: Sequence[int], params: Any, stop_ids: Sequence[int] = (),
-                     slot: int | None = None) -> dict:
+                     slot: int | None = None, heal: str = "") -> dict:
         """The llama.cpp completion request for our GenerationParams (``slot``: run in that
-        slot, waiting for it if busy; None lets llama.cpp pick by the cached prompt)."""
-        stops = list(self.chat_format.stop_strings) + list(params.stop)
+        slot, waiting for it if busy; None lets llama.cpp pick by the cached prompt; ``heal``:
+        text the answer must start with)."""
+        # (a healed answer's stop strings are cut by Healing, after the healed text)
+        stops = list(self.chat_format.stop_strings) + ([] if heal else list(params.stop))
         body: dict[str, Any] = {
             "prompt": [int(i) for i in prompt_ids],
             "stream": True,
@@ -135,6 +140,8 @@ class LlamaCppEngine:
             body["seed"] = int(params.seed) & 0xFFFFFFFF
         if stop_ids:
             body["logprobs"] = 1  # each chunk then names its token ids
+        if heal:
+            body["grammar"] = heal_grammar(heal)
         body.update(self.dry)
         return body
 
@@ -145,16 +152,19 @@ class LlamaCppEngine:
         return self.run(prompt_ids, GenerationParams(max_new_tokens=1), cancel, lambda _text: None, slot=slot).usage
 
     def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
-            on_delta: Callable[[str], None], stop_ids: Sequence[int] = (), slot: int | None = None) -> Outcome:
+            on_delta: Callable[[str], None], stop_ids: Sequence[int] = (), slot: int | None = None,
+            heal: str = "") -> Outcome:
         """Generate on the calling thread, streaming text to ``on_delta``; blocks until done.
 
-        ``stop_ids``: token ids that end the answer (their text is not emitted).
+        ``stop_ids``: token ids that end the answer (their text is not emitted); ``heal``: the
+        answer starts with this text, which is not emitted either.
         """
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
         t_start = time.perf_counter()
         state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False}
         stop_set = frozenset(int(i) for i in stop_ids)
+        healing = Healing(heal, params.stop if heal else ())
 
         def on_chunk(chunk: Any) -> bool:
             if cancel.is_set():  # chunks llama.cpp made before it saw the stop are not shown
@@ -171,6 +181,9 @@ class LlamaCppEngine:
                     text, stopped = _cut_at_stop_token(choice, text, stop_set)
                     if stopped:
                         state["stopped"] = True
+                text = healing.take(text)
+                if healing.stopped:
+                    state["stopped"] = True
                 if text:
                     if state["first"] is None:
                         state["first"] = time.perf_counter()
@@ -183,7 +196,9 @@ class LlamaCppEngine:
             return cancel.is_set() or state["stopped"]
 
         if not cancel.is_set():
-            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids, slot), on_chunk)
+            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids, slot, heal), on_chunk)
+            if (rest := healing.rest()) and not cancel.is_set():
+                on_delta(rest)
         t_end = time.perf_counter()
         if state["error"]:
             raise RuntimeError(state["error"])
@@ -210,6 +225,17 @@ class LlamaCppEngine:
             },
             finish_reason=reason,
         )
+
+
+def heal_grammar(text: str) -> str:
+    """A GBNF grammar for answers that start with ``text`` (every character escaped)."""
+    def escape(ch: str) -> str:
+        code = ord(ch)
+        if ch.isascii() and ch.isalnum():
+            return ch
+        return f"\\x{code:02X}" if code < 0x80 else f"\\u{code:04X}" if code < 0x10000 else f"\\U{code:08X}"
+
+    return 'root ::= "' + "".join(escape(ch) for ch in text) + '" .*'
 
 
 def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tuple[str, bool]:

@@ -64,6 +64,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     decoder: Any = None
     truncated: list[str] = field(default_factory=list)
+    heal: str = ""  # a completion's healed prefix token (model.prompt.fim)
 
     @property
     def background(self) -> bool:
@@ -71,11 +72,13 @@ class Job:
         return "fim" in self.request
 
 
-def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]:
-    """Validate a generate request and fit it into the context window.
+def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any, str]:
+    """Validate a generate request and fit it into the context window: (prompt ids, what was
+    cut, the generation params, the text the answer must start with and hide).
 
     A chat request has ``messages`` (or ``system``/``history``/``user_parts``); a code
-    completion has ``fim`` (``model.prompt.fim``). Every engine consumes the ids made here.
+    completion has ``fim`` (``model.prompt.fim``, which may heal the prefix's last token).
+    Every engine consumes the ids made here.
     """
     from ..prompt.budget import fit_request
     from ..prompt.params import GenerationParams
@@ -91,9 +94,9 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any]
         from ..prompt.fim import build_fim_prompt
 
         fim = build_fim_prompt(engine.tokenizer, request["fim"], limit)
-        return fim.ids, fim.truncated, params
+        return fim.ids, fim.truncated, params, fim.heal
     fitted = fit_request(engine.chat_format, limit, request)
-    return fitted.prompt_ids, fitted.truncated, params
+    return fitted.prompt_ids, fitted.truncated, params, ""
 
 
 def plan_round(jobs: list[Job], batch: bool, turn: int) -> tuple[list[Job], list[Job], list[Job]]:
@@ -257,7 +260,7 @@ class Scheduler(threading.Thread):
 
     def _start(self, job: Job) -> None:
         try:
-            prompt_ids, job.truncated, params = build_prompt(self.engine, job.request)
+            prompt_ids, job.truncated, params, job.heal = build_prompt(self.engine, job.request)
         except ValueError as exc:
             job.emit({"type": "error", "id": job.key[1], "message": str(exc)})
             return
@@ -268,7 +271,7 @@ class Scheduler(threading.Thread):
                 self._running.add(job)
             thread.start()
             return
-        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job))
+        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job), heal=job.heal)
         with self._cond:
             self._active.append(job)
 
@@ -356,11 +359,15 @@ class Scheduler(threading.Thread):
         if not job.cancel.is_set():  # (a cancelled one is not sent)
             self._fim_cached = list(ids)
 
-    def _rest_after(self, usage: dict) -> None:
-        """A completion's own prefill went with a chat's step: the chat rests from it too."""
+    def _rest_after(self, usage: dict, beside_chat: bool) -> None:
+        """A completion's answer ran beside a chat: its last prompt tokens went with one of the
+        chat's steps and each of its tokens into the chat's batches, so the chat rests from the
+        whole request as from a prompt step (``CHAT_REST_FACTOR`` times as long as it took).
+        Counting the prefill alone let a typist's back-to-back completions ride in most of a
+        chat's batches: -34% chat decode speed (``bench_completion.py``, chat_with_completions)."""
         with self._cond:
-            if self._chat_streaming():
-                self._fim_not_before = time.monotonic() + float(usage.get("prefill_s") or 0) * CHAT_REST_FACTOR
+            if beside_chat or self._chat_streaming():
+                self._fim_not_before = time.monotonic() + float(usage.get("total_s") or 0) * CHAT_REST_FACTOR
 
     def _note(self, event: tuple) -> None:
         if self.trace is not None:
@@ -376,7 +383,7 @@ class Scheduler(threading.Thread):
             self._note(("delta", job.key))
             job.emit({"type": "delta", "id": job.key[1], "text": text})
 
-        has_turn = False
+        has_turn, t_received = False, time.monotonic()
         try:
             if job.background:
                 # One completion at a time: a typist's new request cancels the last one, which
@@ -394,13 +401,18 @@ class Scheduler(threading.Thread):
                     return
                 self._prefill_aside(job, prompt_ids)
             chat_slot = None if job.background else self._take_chat_slot(prompt_ids)
+            chat_tokens, t_run = self._chat_tokens, time.monotonic()
             try:
                 outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job),
-                                          slot=self._fim_slot() if job.background else chat_slot)
+                                          slot=self._fim_slot() if job.background else chat_slot, heal=job.heal)
             finally:
                 self._release_chat_slot(chat_slot)
             if job.background:
-                self._rest_after(outcome.usage)
+                self._rest_after(outcome.usage, beside_chat=self._chat_tokens != chat_tokens)
+                log.debug("completion %s: waited %.3f s, prompt %d tokens (%d cached, %.3f s), %d tokens, %.3f s, %s",
+                          job.key[1], t_run - t_received, outcome.usage.get("prompt_tokens", 0),
+                          outcome.usage.get("cached_prompt_tokens", 0), outcome.usage.get("prefill_s") or 0,
+                          outcome.usage.get("tokens", 0), time.monotonic() - t_run, outcome.finish_reason)
         except Exception as exc:  # one request's failure must not take the worker down
             log.error("Generation failed", exc_info=True)
             job.emit({"type": "error", "id": job.key[1], "message": f"Generation failed: {exc}"})
@@ -594,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --tcp address")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, help="exit after this many idle seconds")
     parser.add_argument("--no-batch", action="store_true", help="step concurrent requests one by one instead of batching them")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=os.environ.get("STARCHAT_WORKER_LOG_LEVEL", "INFO"),
+                        help="DEBUG also logs each code completion's timings (env STARCHAT_WORKER_LOG_LEVEL: "
+                             "for a worker a client starts)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

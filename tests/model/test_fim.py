@@ -6,7 +6,14 @@ import copy
 
 import pytest
 
-from model.prompt.fim import build_fim_prompt, detect_template, resolve_template
+from model.prompt.fim import (
+    Healing,
+    build_fim_prompt,
+    detect_template,
+    heal_candidates,
+    healable_text,
+    resolve_template,
+)
 
 FAMILIES = {
     "starcoder": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],  # <file_sep> is there already
@@ -40,7 +47,50 @@ def test_embedded_model_has_no_fim_tokens_and_gets_the_prefix(tokenizer):
     assert detect_template(tokenizer) == "none"
     prompt = build_fim_prompt(tokenizer, REQUEST)
     assert prompt.template == "none" and prompt.files == [] and prompt.suffix_tokens == 0
-    assert tokenizer.decode(prompt.ids) == PREFIX
+    # The prefix's last token (" " after "return") is healed: left to the answer.
+    assert prompt.heal == " " and tokenizer.decode(prompt.ids) + prompt.heal == PREFIX
+
+
+@pytest.mark.parametrize(("prefix", "heal"), [
+    ("def f(x):\n", "\n"),  # a line start: the model knows "\n" only merged with the indentation
+    ("def f(x):\n    ret", " ret"),  # mid-word: the model knows " return", not " ret" + "urn"
+    ("x = 1\n\n", "\n\n"),
+])
+def test_prefix_only_prompts_heal_the_last_token(tokenizer, prefix, heal):
+    prompt = build_fim_prompt(tokenizer, {"prefix": prefix})
+    assert prompt.heal == heal and tokenizer.decode(prompt.ids) + heal == prefix
+    assert build_fim_prompt(tokenizer, {"prefix": "x"}).heal == ""  # one token: nothing would be left
+
+
+def test_fim_families_are_not_healed(family_tokenizers):
+    prompt = build_fim_prompt(family_tokenizers["starcoder"], REQUEST)
+    assert prompt.heal == ""
+
+
+def test_healable_text_is_whole_characters_of_one_token(tokenizer):
+    ret = tokenizer(" ret", add_special_tokens=False)["input_ids"]
+    assert len(ret) == 1 and healable_text(tokenizer, ret[0]) == " ret"
+    partial = tokenizer("😀", add_special_tokens=False)["input_ids"]
+    assert len(partial) > 1 and healable_text(tokenizer, partial[0]) == ""  # half a character
+    assert healable_text(tokenizer, tokenizer.eos_token_id) == ""  # special: no text
+
+
+def test_heal_candidates_spell_the_healed_text_on():
+    texts = ["", " r", " ret", " return", " retry", "x", " re"]
+    assert heal_candidates(texts, " ret") == [1, 2, 3, 4, 6]  # starts of it, and tokens that start with it
+    assert heal_candidates(texts, "t") == []
+
+
+def test_healing_hides_the_healed_text_and_cuts_stops_after_it():
+    h = Healing("\n\n", ["\n\n"])  # a stop string the healed text itself spells
+    assert h.take("\n") == "" and h.take("\ndef") == "def" and not h.stopped
+    assert h.take(" f():\n") == " f():"  # "\n" held back: it may become the stop
+    assert h.take("\n    pass") == "" and h.stopped  # the stop: nothing after it shown
+    h = Healing(" ret", ["\n"])
+    assert h.take(" return") == "urn" and h.take(" x") == " x" and h.rest() == ""
+    h = Healing(" ret", ["\n\n"])
+    assert h.take(" return x\n") == "urn x" and h.rest() == "\n"  # the end: held-back text shown
+    assert Healing().take("abc") == "abc"
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -60,13 +60,14 @@ class Collector:
 
 def test_fim_request_is_prompt_ids_of_the_prefix(scheduler):
     tok = scheduler.engine.tokenizer
-    ids, truncated, params = build_prompt(scheduler.engine, fim())
+    ids, truncated, params, heal = build_prompt(scheduler.engine, fim())
     assert params.max_new_tokens == 8 and truncated == []
-    # SmolLM2 has no FIM tokens: a prefix-only continuation of the text before the cursor.
-    assert tok.decode(ids) == CODE
-    ids, truncated, _ = build_prompt(scheduler.engine, fim(CODE * 10, context_tokens=64))
-    assert 64 - 64 // 16 < len(ids) <= 64 and truncated == ["prefix"]  # cut from the left, in steps
-    assert tok.decode(ids).endswith(CODE)
+    # SmolLM2 has no FIM tokens: a prefix-only continuation of the text before the cursor,
+    # its last token healed (left to the answer, which must start with its text).
+    assert heal == " " and tok.decode(ids) + heal == CODE
+    ids, truncated, _, heal = build_prompt(scheduler.engine, fim(CODE * 10, context_tokens=64))
+    assert 64 - 64 // 16 - 1 < len(ids) < 64 and truncated == ["prefix"]  # cut from the left, in steps
+    assert (tok.decode(ids) + heal).endswith(CODE)
     with pytest.raises(ValueError, match="fim.files"):
         build_prompt(scheduler.engine, fim(files="b.py"))
     with pytest.raises(ValueError, match="context_tokens"):
@@ -80,7 +81,10 @@ def test_completion_streams_a_continuation(scheduler):
     done = frames[-1][1]
     assert done["type"] == "done" and done["usage"]["tokens"] >= 1
     text = "".join(f["text"] for _, f in frames if f["type"] == "delta")
-    expected = "".join(scheduler.engine.generate(build_prompt(scheduler.engine, fim())[0], {"max_new_tokens": 8}))
+    from model.runtime.engine import Stream
+
+    ids, _, params, heal = build_prompt(scheduler.engine, fim())
+    expected = "".join(Stream(scheduler.engine.decoder(ids, params, heal=heal)))
     assert text == expected and text.strip()
 
 
@@ -253,7 +257,10 @@ def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypa
 
     monkeypatch.setattr(s.engine, "request_body", forced)
     # (few tokens: the DRY sampler would end a long run of one token by itself)
-    request = {"fim": {"prefix": CODE, "path": "a.py"}, "params": {"max_new_tokens": 6}}
+    # (the prefix ends in a byte token, half an emoji: no token healing, which would make the
+    # first token spell the prefix's last one)
+    request = {"fim": {"prefix": CODE + "# \U0001F600", "path": "a.py"}, "params": {"max_new_tokens": 6}}
+    assert build_prompt(s.engine, request)[3] == ""
     c = Collector()
     s.submit(Job((4, "c"), request, c.emit_for("c")))
     frames = c.wait({"c"})
@@ -284,6 +291,64 @@ def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_sched
     assert ends == ["c", "chat"]  # the cancelled completion ended while the chat streamed
     assert _done(frames, "c")["finish_reason"] == "cancelled" and _text(frames, "c") == ""
     assert sum(e[0] == "prefill" and e[1] == (5, "c") for e in s.trace) == 1
+
+
+def test_llamacpp_a_completion_decoded_beside_a_chat_gives_the_chat_a_rest(llama_scheduler, monkeypatch):
+    """A completion's tokens ride in the chat's batches, so the chat rests from the whole
+    request, not just its prompt: the next completion waits ``CHAT_REST_FACTOR`` times as long
+    as the last one took (back to back, a typist's completions rode in most of a chat's
+    batches). The rest is a wait the scheduler imposes: a lower bound, whatever the load."""
+    from model.serving import worker
+
+    factor = 8.0
+    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", factor)
+    s = llama_scheduler
+    c = Collector()
+    done_at: dict = {}
+
+    def timed(name: str):
+        emit = c.emit_for(name)
+
+        def record(frame: dict) -> None:
+            if frame["type"] in ("done", "error"):
+                done_at[name] = time.monotonic()
+            emit(frame)
+        return record
+
+    s.submit(Job((7, "chat"), LONG_CHAT, timed("chat")))
+    assert c.frames.get(timeout=300)[0] == "chat"  # the chat is streaming
+    first = {"fim": {"prefix": CODE, "path": "a.py"}, "params": {"max_new_tokens": 8}}
+    s.submit(Job((7, "c1"), first, timed("c1")))
+    frames = c.wait({"c1"})
+    usage = _done(frames, "c1")["usage"]
+    assert usage["tokens"] >= 2, usage  # it decoded beside the chat
+    s.submit(Job((7, "c2"), {**first, "fim": {**first["fim"], "prefix": CODE + "["}}, timed("c2")))
+    frames += c.wait({"c2", "chat"})
+    ends = [n for n, f in frames if f["type"] in ("done", "error")]
+    assert ends == ["c1", "c2", "chat"], ends  # the chat streamed all along
+    assert _done(frames, "c2")["type"] == "done"
+    assert done_at["c2"] - done_at["c1"] >= 0.95 * factor * usage["total_s"], (done_at, usage)
+
+
+LINE_START = "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n"
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "torch"])
+def test_token_healing_a_line_start_gets_the_indented_line(engine, request):
+    """At a line start the prefix ends in a lone "\n" token, which the model saw only merged
+    with the next line's indentation; healed, the answer is the indented line (its "\n"
+    hidden), on both engines. And a healed "\n\n" does not end the answer at a "\n\n" stop."""
+    s = request.getfixturevalue("llama_scheduler" if engine == "llama.cpp" else "scheduler")
+    c = Collector()
+    s.submit(Job((8, "a"), {"fim": {"prefix": LINE_START, "path": "a.py"},
+                            "params": {"max_new_tokens": 8, "stop": ["\n\n"]}}, c.emit_for("a")))
+    s.submit(Job((8, "b"), {"fim": {"prefix": "import os\n\n", "path": "a.py"},
+                            "params": {"max_new_tokens": 8, "stop": ["\n\n"]}}, c.emit_for("b")))
+    frames = c.wait({"a", "b"})
+    assert build_prompt(s.engine, {"fim": {"prefix": LINE_START}})[3] == "\n"
+    text = _text(frames, "a")
+    assert text.startswith("        ") and text.strip(), repr(text)  # the with-block's body
+    assert _done(frames, "b")["usage"]["tokens"] >= 2 and _text(frames, "b").strip()
 
 
 def test_torch_completion_ends_at_its_stop_ids(scheduler):
