@@ -17,7 +17,8 @@ guarantees, and how it holds here:
 - prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
 - repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
-  ``benchmarks/bench_model.py``);
+  ``benchmarks/bench_model.py``), off for code completions (``dry=False``: the next line of
+  code often repeats one above it; measured in docs/performance.md);
 - token healing (``model.prompt.fim``): a request with ``heal`` text carries a grammar that
   makes the answer start with it (``heal_grammar``); that start is not emitted;
 - stop tokens: llama.cpp ends a request at the model's end-of-generation tokens only, and
@@ -115,10 +116,11 @@ class LlamaCppEngine:
         self.slots = SLOTS
 
     def request_body(self, prompt_ids: Sequence[int], params: Any, stop_ids: Sequence[int] = (),
-                     slot: int | None = None, heal: str = "") -> dict:
+                     slot: int | None = None, heal: str = "", dry: bool = True) -> dict:
         """The llama.cpp completion request for our GenerationParams (``slot``: run in that
         slot, waiting for it if busy; None lets llama.cpp pick by the cached prompt; ``heal``:
-        text the answer must start with)."""
+        text the answer must start with; ``dry``: the engine's DRY settings, which code
+        completions go without: code repeats what is around it)."""
         # (a healed answer's stop strings are cut by Healing, after the healed text)
         stops = list(self.chat_format.stop_strings) + ([] if heal else list(params.stop))
         body: dict[str, Any] = {
@@ -142,7 +144,8 @@ class LlamaCppEngine:
             body["logprobs"] = 1  # each chunk then names its token ids
         if heal:
             body["grammar"] = heal_grammar(heal)
-        body.update(self.dry)
+        if dry:
+            body.update(self.dry)
         return body
 
     def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event, slot: int | None = None) -> dict:
@@ -153,11 +156,11 @@ class LlamaCppEngine:
 
     def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
             on_delta: Callable[[str], None], stop_ids: Sequence[int] = (), slot: int | None = None,
-            heal: str = "") -> Outcome:
+            heal: str = "", dry: bool = True) -> Outcome:
         """Generate on the calling thread, streaming text to ``on_delta``; blocks until done.
 
         ``stop_ids``: token ids that end the answer (their text is not emitted); ``heal``: the
-        answer starts with this text, which is not emitted either.
+        answer starts with this text, which is not emitted either; ``dry``: see ``request_body``.
         """
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
@@ -196,7 +199,7 @@ class LlamaCppEngine:
             return cancel.is_set() or state["stopped"]
 
         if not cancel.is_set():
-            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids, slot, heal), on_chunk)
+            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids, slot, heal, dry), on_chunk)
             if (rest := healing.rest()) and not cancel.is_set():
                 on_delta(rest)
         t_end = time.perf_counter()

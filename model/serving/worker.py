@@ -404,7 +404,8 @@ class Scheduler(threading.Thread):
             chat_tokens, t_run = self._chat_tokens, time.monotonic()
             try:
                 outcome = self.engine.run(prompt_ids, params, job.cancel, delta, stop_ids=self._stop_ids(job),
-                                          slot=self._fim_slot() if job.background else chat_slot, heal=job.heal)
+                                          slot=self._fim_slot() if job.background else chat_slot, heal=job.heal,
+                                          dry=not job.background)
             finally:
                 self._release_chat_slot(chat_slot)
             if job.background:

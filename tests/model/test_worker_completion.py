@@ -351,6 +351,29 @@ def test_token_healing_a_line_start_gets_the_indented_line(engine, request):
     assert _done(frames, "b")["usage"]["tokens"] >= 2 and _text(frames, "b").strip()
 
 
+def test_llamacpp_code_completions_go_without_the_dry_sampler(llama_scheduler, monkeypatch):
+    """DRY penalises repeating what the context holds, which is what the next line of code
+    usually does (docs/performance.md): chats have it, completions not."""
+    s = llama_scheduler
+    bodies: dict = {}
+    body = s.engine.request_body
+
+    def spy(*args, **kwargs):  # the real body, recorded
+        out = body(*args, **kwargs)
+        bodies.setdefault("fim" if "grammar" in out or out.get("logprobs") else "chat", out)
+        return out
+
+    monkeypatch.setattr(s.engine, "request_body", spy)
+    c = Collector()
+    s.submit(Job((9, "chat"), {"messages": [{"role": "user", "content": "Hi"}], "params": {"max_new_tokens": 2}},
+                 c.emit_for("chat")))
+    c.wait({"chat"})
+    s.submit(Job((9, "c"), fim(), c.emit_for("c")))
+    c.wait({"c"})
+    assert bodies["chat"]["dry_multiplier"] > 0
+    assert "dry_multiplier" not in bodies["fim"]
+
+
 def test_torch_completion_ends_at_its_stop_ids(scheduler):
     """The torch engine honours a completion's end tokens too (``Decoder.stop_ids``)."""
     engine = scheduler.engine
