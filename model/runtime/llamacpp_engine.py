@@ -296,7 +296,9 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     params.cache_prompt = True
     params.ctx_shift = False
     params.endpoint_metrics = True
-    params.verbosity = -1 if log.getEffectiveLevel() > logging.DEBUG else 1
+    # llama.cpp's own log (per request and slot) only on request: the worker's DEBUG level is
+    # for our timings, which llama.cpp's lines would slow and bury.
+    params.verbosity = 1 if os.environ.get("STARCHAT_LLAMACPP_VERBOSE") else -1
     # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus a key.
     private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
     os.chmod(private, 0o700)
