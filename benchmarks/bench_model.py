@@ -263,7 +263,8 @@ def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool)
 def dry_settings(engine) -> dict:
     from model.runtime import llamacpp_engine
 
-    on = dict(llamacpp_engine.DEFAULT_DRY, dry_penalty_last_n=engine.context_window)
+    on = dict(llamacpp_engine.DEFAULT_DRY)
+    on.setdefault("dry_penalty_last_n", engine.context_window)
     return {"dry_off": {}, "dry_on": on}
 
 

@@ -47,12 +47,18 @@ DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0"
 # llama.cpp, while a chat streams: a code completion's prompt goes in steps of at most this
 # many new tokens, the chat decoding on its own between two steps (Scheduler._prefill_aside).
 FIM_PREFILL_CHUNK = int(os.environ.get("STARCHAT_FIM_PREFILL_CHUNK", 32))
+# Without a chat, in steps of this many: a chat that starts meanwhile waits for one such step,
+# not for a whole window (~1,000 tokens, 3-4 s of prompt work on 2 cores).
+FIM_PREFILL_STEP_ALONE = int(os.environ.get("STARCHAT_FIM_PREFILL_STEP", 64))
 # ... and the chat has the machine to itself for this many times as long as a step took, so
 # completion prompts take at most 1/(1+x) of a streaming chat's time (x = 9: 10%).
 CHAT_REST_FACTOR = float(os.environ.get("STARCHAT_FIM_CHAT_REST", 9.0))
 # Chat tokens seen between two such steps: two, since the chat's token from the step that
 # carried the chunk may arrive after the chunk's own answer.
 CHAT_TOKENS_BETWEEN_CHUNKS = 2
+# The rest after a completion's answer is capped: one whose long prompt went before the chat
+# began would otherwise keep every completion away for the rest of a long chat.
+CHAT_REST_MAX_S = 2.0
 CHAT_STEP_WAIT_S = 5.0  # a chat in its own prefill sends no tokens: do not wait for ever
 
 
@@ -117,6 +123,24 @@ def plan_round(jobs: list[Job], batch: bool, turn: int) -> tuple[list[Job], list
     if last and any(not j.background for j in jobs):
         last = [last[turn % len(last)]]
     return first, together, last
+
+
+def reusable_start(cached: list[int], ids: list[int], reuse: int | None = None) -> int:
+    """How many leading tokens of ``ids`` llama.cpp can take from a slot that holds ``cached``:
+    their common start, then what follows a chunk of at least ``reuse`` tokens found further
+    on in the cache (llama.cpp shifts such chunks: ``n_cache_reuse``), as when a completion
+    window's start moved by a step."""
+    if reuse is None:
+        from ..runtime.llamacpp_engine import CACHE_REUSE as reuse
+    start = _common_prefix(cached, ids)
+    if len(ids) - start < reuse:
+        return start
+    probe = ids[start : start + reuse]
+    first = probe[0]
+    for j in range(start, len(cached) - reuse + 1):
+        if cached[j] == first and cached[j : j + reuse] == probe:
+            return start + _common_prefix(cached[j:], ids[start:])
+    return start
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -329,25 +353,31 @@ class Scheduler(threading.Thread):
         to hold (the start it shares with the last completion prompt: typing changes the end
         only). After each, the chat decodes alone: at least two tokens and ``CHAT_REST_FACTOR``
         times the step's duration. The request for the answer then finds all but the last
-        few tokens cached. Without a chat, or once it ends, the rest goes at once.
+        few tokens cached. Without a chat the steps are ``FIM_PREFILL_STEP_ALONE`` tokens and
+        follow each other at once: a chat that starts meanwhile waits for one of them (in one
+        piece, a completion's prompt held back a chat that started during it for seconds:
+        −36% chat decode in ``bench_completion.py``). Steps start past what the slot can reuse
+        (``reusable_start``), so a window that slid is still shifted, not read again.
         """
-        start = _common_prefix(self._fim_cached, ids)
+        start = reusable_start(self._fim_cached, ids)
         while not job.cancel.is_set():
             with self._cond:  # the chat's rest after the last prefill of any completion
                 while (self._chat_streaming() and not job.cancel.is_set()
                        and (left := self._fim_not_before - time.monotonic()) > 0):
                     self._cond.wait(left)
-                if not self._chat_streaming():
-                    break
-            if len(ids) - start <= FIM_PREFILL_CHUNK:
+                chat = self._chat_streaming()
+            step = FIM_PREFILL_CHUNK if chat else FIM_PREFILL_STEP_ALONE
+            if len(ids) - start <= step:
                 break
-            end = start + FIM_PREFILL_CHUNK
+            end = start + step
             self._note(("prefill", job.key, end - start))
             t0 = time.monotonic()
             self.engine.prefill(ids[:end], job.cancel, slot=self._fim_slot())
             took = time.monotonic() - t0
             self._fim_cached = ids[:end]
             start = end
+            if not chat:
+                continue
             with self._cond:
                 self._fim_not_before = time.monotonic() + took * CHAT_REST_FACTOR
                 until = self._chat_tokens + CHAT_TOKENS_BETWEEN_CHUNKS
@@ -367,7 +397,8 @@ class Scheduler(threading.Thread):
         chat's batches: -34% chat decode speed (``bench_completion.py``, chat_with_completions)."""
         with self._cond:
             if beside_chat or self._chat_streaming():
-                self._fim_not_before = time.monotonic() + float(usage.get("total_s") or 0) * CHAT_REST_FACTOR
+                rest = min(float(usage.get("total_s") or 0) * CHAT_REST_FACTOR, CHAT_REST_MAX_S)
+                self._fim_not_before = time.monotonic() + rest
 
     def _note(self, event: tuple) -> None:
         if self.trace is not None:
