@@ -113,6 +113,8 @@ class LlamaCppEngine:
         self.chat_format = chat_format or chat_format_for(tokenizer)
         self.dry = dict(DEFAULT_DRY if dry is None else dry)
         if self.dry.get("dry_multiplier"):
+            # (DEFAULT_DRY names its window; a caller's settings without one get the whole
+            # context, llama.cpp's -1, which its server refuses)
             self.dry.setdefault("dry_penalty_last_n", context_window)
         self._api_key = api_key
         self.slots = SLOTS
