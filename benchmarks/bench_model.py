@@ -21,7 +21,10 @@ All on the default spec (the embedded SmolLM2-135M Q4_1 GGUF) unless said otherw
   the shipped file;
 - ``quality`` (slow; ``--skip-quality`` leaves it out): answers that loop over the 103
   prompts of ``training/data/code_eval_prompts.jsonl`` and HumanEval pass@1 (164 problems,
-  greedy, ``training.evaluation.humaneval``), each with DRY off and on (the default);
+  greedy, ``training.evaluation.humaneval``), each with DRY off (``dry_off``), DRY from the
+  first token over the last 64 tokens (``dry_from_start``, the earlier default) and the
+  default, DRY once the answer repeats itself (``dry_on``, ``model.runtime.repetition``);
+  with ``--torch-loops`` also the loop count on the torch engine, off and on (``loops_torch``);
 - ``big`` (``--big``): a synthetic GGUF with Qwen2.5-1.5B's shapes (Q4_0, random weights)
   through ``starchat ask --model FILE`` and its worker: RSS over file size (target <= 2.5),
   decode vs ``xllamacpp`` alone on the file (target >= 0.9).
@@ -29,7 +32,7 @@ All on the default spec (the embedded SmolLM2-135M Q4_1 GGUF) unless said otherw
 Medians over ``--repeats``; the load average at start and end shows whether the machine
 was quiet. Every worker, server and temp file is gone when the script ends.
 
-    python benchmarks/bench_model.py [--quick] [--limit N] [--skip-quality] [--big]
+    python benchmarks/bench_model.py [--quick] [--limit N] [--skip-quality] [--torch-loops] [--big]
 """
 
 from __future__ import annotations
@@ -261,32 +264,56 @@ def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool)
 # --- quality: loops and HumanEval, DRY off vs on ----------------------------------------------
 
 def dry_settings(engine) -> dict:
+    """The settings compared: off, the earlier default (from the first token, llama.cpp's
+    own sequence breakers, last 64 tokens) and the default (once the answer repeats itself)."""
     from model.runtime import llamacpp_engine
+    from model.runtime.repetition import DRY_ALLOWED_LENGTH, DRY_BASE, DRY_MULTIPLIER
 
-    on = dict(llamacpp_engine.DEFAULT_DRY)
-    on.setdefault("dry_penalty_last_n", engine.context_window)
-    return {"dry_off": {}, "dry_on": on}
+    from_start = {"dry_multiplier": DRY_MULTIPLIER, "dry_base": DRY_BASE, "dry_allowed_length": DRY_ALLOWED_LENGTH,
+                  "dry_penalty_last_n": 64}
+    return {"dry_off": {}, "dry_from_start": from_start, "dry_on": dict(llamacpp_engine.DEFAULT_DRY)}
 
 
 def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
-    """Answers (greedy, the product's system prompt) in which one sentence or line repeats."""
-    from benchmarks.common import repeated_units
+    """Answers (greedy, the product's system prompt) in which one sentence or line repeats
+    (``loop_share``), and, as a check blind to lines and sentences, those in which a run of
+    eight words occurs three times (``eight_word_run_3x``). llama.cpp, each DRY setting."""
     from training.evaluation.backends import LlamaCppBackend
 
-    out = {}
-    for name, dry in dry_settings(engine).items():
-        backend = LlamaCppBackend(engine=engine, dry=dry)
-        looping, chars = [], 0
-        for row in prompts:
-            text = backend.complete(system_messages(row["prompt"]), {"max_new_tokens": max_new_tokens, "temperature": 0.0}).text
-            chars += len(text)
-            if repeated_units(text):
-                looping.append(row["id"])
-        out[name] = {"answers": len(prompts), "looping": len(looping), "loop_share": round(len(looping) / max(1, len(prompts)), 3),
-                     "looping_ids": looping, "mean_chars": round(chars / max(1, len(prompts)))}
-        log(f"loops {name}: {len(looping)} of {len(prompts)}")
+    out = {name: loops_of(LlamaCppBackend(engine=engine, dry=dry), prompts, max_new_tokens, name)
+           for name, dry in dry_settings(engine).items()}
     out["halved"] = out["dry_on"]["loop_share"] <= out["dry_off"]["loop_share"] / 2
     return out
+
+
+def torch_loop_share(prompts: list[dict], max_new_tokens: int) -> dict:
+    """The same on the torch engine (fp32), its repetition control off and on."""
+    from training.evaluation.backends import EngineBackend
+
+    backend = EngineBackend("default")
+    out = {}
+    for name, dry in (("dry_off", False), ("dry_on", True)):
+        backend.engine.dry = dry
+        out[name] = loops_of(backend, prompts, max_new_tokens, f"torch {name}")
+    out["halved"] = out["dry_on"]["loop_share"] <= out["dry_off"]["loop_share"] / 2
+    return out
+
+
+def loops_of(backend, prompts: list[dict], max_new_tokens: int, name: str) -> dict:
+    from benchmarks.common import repeated_runs, repeated_units
+
+    looping, runs, chars = [], [], 0
+    for row in prompts:
+        text = backend.complete(system_messages(row["prompt"]), {"max_new_tokens": max_new_tokens, "temperature": 0.0}).text
+        chars += len(text)
+        if repeated_units(text):
+            looping.append(row["id"])
+        if repeated_runs(text):
+            runs.append(row["id"])
+    log(f"loops {name}: {len(looping)} of {len(prompts)}")
+    return {"answers": len(prompts), "looping": len(looping), "loop_share": round(len(looping) / max(1, len(prompts)), 3),
+            "looping_ids": looping, "mean_chars": round(chars / max(1, len(prompts))),
+            "eight_word_run_3x": len(runs), "eight_word_run_3x_ids": runs}
 
 
 def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
@@ -305,7 +332,7 @@ def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict
     return out
 
 
-def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
+def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path, torch_loops: bool = False) -> dict:
     from benchmarks.common import LOOP_PROMPTS as PROMPTS
     from model.runtime import llamacpp_engine
     from model.runtime.loading import default_gguf_path
@@ -314,7 +341,8 @@ def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path) -> dict:
     engine = llamacpp_engine.load(default_gguf_path(), slots=1)
     return {"loops": {"prompts_file": str(PROMPTS.relative_to(ROOT)), "max_new_tokens": max_new_tokens,
                       **loop_share(engine, prompts, max_new_tokens)},
-            "humaneval_greedy": {"max_new_tokens": max_new_tokens, **humaneval(engine, limit, max_new_tokens, tmp)}}
+            "humaneval_greedy": {"max_new_tokens": max_new_tokens, **humaneval(engine, limit, max_new_tokens, tmp)},
+            **({"loops_torch": torch_loop_share(prompts, max_new_tokens)} if torch_loops else {})}
 
 
 # --- a 1.5B-shaped file ------------------------------------------------------------------
@@ -360,6 +388,8 @@ def main() -> None:
     parser.add_argument("--quality-tokens", type=int, default=256,
                         help="answer length of the loop prompts and HumanEval (256, as `starchat eval humaneval`)")
     parser.add_argument("--big", action="store_true", help="also the 1.5B-shaped synthetic file")
+    parser.add_argument("--torch-loops", action="store_true",
+                        help="the quality section's loop count on the torch engine too (slow: fp32)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped run still cleans up (finally below)
     if args.quick:
@@ -381,7 +411,7 @@ def main() -> None:
         tokenizer = load_tokenizer("default")
         if not args.skip_quality:  # first: its figures do not depend on the load, the speeds after it do
             log("quality (slow)")
-            result["quality"] = quality_figures(args.limit, args.quality_tokens, tmp)
+            result["quality"] = quality_figures(args.limit, args.quality_tokens, tmp, args.torch_loops)
         result["load_avg_speed_start"] = common.load_avg()
         log("ask and cold start")
         result["ask"] = ask_figures("default", runtime, 3 if args.quick else 7)

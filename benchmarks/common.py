@@ -344,3 +344,17 @@ def repeated_units(text: str) -> list[str]:
         pieces = [p for p in _SENTENCE_END.split(line) if len(p) >= MIN_CHARS]
         units += pieces if len(pieces) > 1 else [line]
     return [u for u, n in Counter(units).items() if n >= 3]
+
+
+def repeated_runs(text: str, words: int = 8) -> list[str]:
+    """Runs of ``words`` words (whitespace-split, so across lines and sentences) that occur
+    three or more times without overlapping: a second loop measure, blind to how the answer
+    is cut into lines and sentences (the default's repetition control watches those)."""
+    tokens = text.split()
+    seen: dict[tuple[str, ...], list[int]] = {}
+    for at in range(len(tokens) - words + 1):
+        run = tuple(tokens[at:at + words])
+        starts = seen.setdefault(run, [])
+        if not starts or at - starts[-1] >= words:
+            starts.append(at)
+    return [" ".join(run) for run, starts in seen.items() if len(starts) >= 3]

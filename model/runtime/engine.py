@@ -10,6 +10,8 @@ cancellation is checked between steps, and stop strings are held back before the
 emitted. Prefill computes logits for the last position only. The forward passes go through
 a runner (``LoadedModel.runner``: ``model.runtime.llama`` or ``model.runtime.hf_runner``), token choice
 through ``model.runtime.sampling``. Sampling settings are ``model.prompt.params.GenerationParams``.
+Chats get repetition control as on llama.cpp: DRY over the answer's own tokens once it
+repeats a line or sentence (``model.runtime.repetition``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..prompt.chat_format import ChatFormat, chat_format_for
 from ..prompt.params import GenerationParams  # re-exported: defined torch-free there
 from .loading import LoadedModel
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
+from .repetition import DRY_BREAKERS, RepeatWatch, dry_penalties
 from .sampling import Sampler
 
 
@@ -31,8 +34,12 @@ class Decoder:
 
     def __init__(self, engine: Engine, prompt_ids: Sequence[int], params: GenerationParams,
                  cancel: threading.Event | None = None, stop_strings: Sequence[str] = (),
-                 stop_ids: Sequence[int] = (), heal: str = ""):
+                 stop_ids: Sequence[int] = (), heal: str = "", dry: bool = True):
         self.engine = engine
+        # repetition control (model.runtime.repetition): DRY over the answer's own tokens once
+        # it repeats a line or sentence; chats only (a completion's heal or stop ids: code)
+        self.watch = RepeatWatch() if dry and not (heal or stop_ids) else None
+        self.dry_on = False
         self.heal = heal  # the answer must start with this text, not shown (model.prompt.fim)
         self.heal_left = heal  # the part of it no chosen token has spelled yet
         self.stop_ids = frozenset(stop_ids)  # besides the chat format's and eos (completions)
@@ -70,6 +77,10 @@ class Decoder:
                 masked = logits.new_full(logits.shape, float("-inf"))
                 masked[..., allowed] = logits[..., allowed]
                 logits = masked
+        if self.dry_on and (penalties := dry_penalties(self.generated, self.engine.dry_breaker_ids(logits.shape[-1]))):
+            logits = logits.clone()
+            for token, penalty in penalties.items():
+                logits[..., token] -= penalty
         token = self.sampler.choose(logits, self.prompt_ids + self.generated if self.sampler.needs_history else ())
         if self.heal_left:
             text = self.engine.token_texts(logits.shape[-1])[token]
@@ -117,6 +128,8 @@ class Decoder:
             return self._flush(final=True)
         self.generated.append(token)
         delta = self._flush(final=False)
+        if self.watch is not None and not self.dry_on and self.watch.feed(delta):
+            self.dry_on = True
         if self.done:
             return delta
         if len(self.generated) >= self.params.max_new_tokens:
@@ -216,6 +229,8 @@ class Engine:
         self.eos_ids = set(self.runner.eos_ids)
         self._token_texts: list[str] | None = None
         self._heal_cache: dict[str, list[int]] = {}
+        self._dry_breakers: tuple[int, frozenset[int]] | None = None
+        self.dry = True  # repetition control for chats (model.runtime.repetition); False: off
 
     def step_batch(self, decoders: Sequence[Decoder]) -> list[str]:
         """One decode step for several requests in a single forward pass.
@@ -238,12 +253,14 @@ class Engine:
         self.prefix_cache.clear()
 
     def decoder(self, prompt_ids: Sequence[int], params: GenerationParams | dict | None = None,
-                cancel: threading.Event | None = None, stop_ids: Sequence[int] = (), heal: str = "") -> Decoder:
+                cancel: threading.Event | None = None, stop_ids: Sequence[int] = (), heal: str = "",
+                dry: bool | None = None) -> Decoder:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.from_dict(params)
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
-        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids, heal)
+        dry = self.dry if dry is None else dry
+        return Decoder(self, prompt_ids, params, cancel, self.chat_format.stop_strings, stop_ids, heal, dry)
 
     def token_texts(self, size: int) -> list[str]:
         """The text of each of the logits' ``size`` token ids (special tokens and ids past the
@@ -254,6 +271,13 @@ class Engine:
                                  for i in range(size)]
             self._heal_cache.clear()
         return self._token_texts
+
+    def dry_breaker_ids(self, size: int) -> frozenset[int]:
+        """Token ids whose text holds a DRY sequence breaker (``model.runtime.repetition``)."""
+        if self._dry_breakers is None or self._dry_breakers[0] != size:
+            ids = frozenset(i for i, text in enumerate(self.token_texts(size)) if any(b in text for b in DRY_BREAKERS))
+            self._dry_breakers = (size, ids)
+        return self._dry_breakers[1]
 
     def heal_candidates(self, left: str, size: int) -> list[int]:
         """Token ids that may come next while an answer must still start with ``left``."""

@@ -16,8 +16,9 @@ guarantees, and how it holds here:
   task in its slot before the next decode step;
 - prefix reuse: ``cache_prompt`` keeps each slot's KV cache, and a new request takes the
   slot with the longest common prefix (``cached_prompt_tokens`` in the usage);
-- repetition control: the DRY sampler is on by default (``DEFAULT_DRY``; measured in
-  ``benchmarks/bench_model.py``), off for code completions (``dry=False``: the next line of
+- repetition control: the DRY sampler by default once an answer repeats a line or sentence,
+  over the answer's own tokens (``DEFAULT_DRY``, ``model.runtime.repetition``; measured in
+  ``benchmarks/bench_model.py``); off for code completions (``dry=False``: the next line of
   code often repeats one above it; measured in docs/performance.md);
 - token healing (``model.prompt.fim``): a request with ``heal`` text carries a grammar that
   makes the answer start with it (``heal_grammar``); that start is not emitted;
@@ -46,14 +47,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..prompt.chat_format import ChatFormat, chat_format_for
+from ..prompt.chat_format import ChatFormat, chat_format_for, encode_text
 from ..prompt.fim import Healing
 from .gguf_meta import GGUFError, read_metadata
 from .paths import unix_address
+from .repetition import DRY_ALLOWED_LENGTH, DRY_BASE, DRY_BREAKERS, DRY_MULTIPLIER, RepeatWatch
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,15 @@ MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
 SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
 BATCH = 256  # prompt tokens per llama.cpp step (see load)
 CACHE_REUSE = 64  # smallest cached chunk reused by shifting (see load)
-# DRY ("don't repeat yourself") penalises tokens that would extend a sequence already seen
-# in the last dry_penalty_last_n tokens; multiplier, base and allowed length are llama.cpp's
-# recommended ones. Over the whole window it also penalised repeating the prompt's code (a
-# function's signature, its names), HumanEval fell from 12 to 7 of 164; over the last 64
-# tokens loops still fall from 13 to 5 of 103 answers, HumanEval 11 (seven settings measured:
-# docs/performance.md, benchmarks/bench_model.py quality).
-DEFAULT_DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2, "dry_penalty_last_n": 64}
+# Repetition control (model.runtime.repetition): llama.cpp's DRY sampler with its recommended
+# multiplier, base and allowed length, engaged once the answer repeats a line or sentence
+# and then over the answer's own tokens ("after_repeat"). From the first token it also
+# penalised repeating the prompt's code (a function's signature, its names): HumanEval fell
+# from 12 to 7 of 164 over the whole window, to 11 over the last 64 tokens (docs/performance.md,
+# benchmarks/bench_model.py quality). Without "after_repeat" the settings apply from the first
+# token, over ``dry_penalty_last_n`` tokens (the whole window when not given).
+DEFAULT_DRY = {"dry_multiplier": DRY_MULTIPLIER, "dry_base": DRY_BASE, "dry_allowed_length": DRY_ALLOWED_LENGTH,
+               "dry_sequence_breakers": list(DRY_BREAKERS), "after_repeat": True}
 
 
 def available() -> bool:
@@ -111,13 +115,26 @@ class LlamaCppEngine:
         self.context_window = context_window
         self.model_name = model_name
         self.chat_format = chat_format or chat_format_for(tokenizer)
-        self.dry = dict(DEFAULT_DRY if dry is None else dry)
-        if self.dry.get("dry_multiplier"):
-            # (DEFAULT_DRY names its window; a caller's settings without one get the whole
-            # context, llama.cpp's -1, which its server refuses)
-            self.dry.setdefault("dry_penalty_last_n", context_window)
+        self.dry = DEFAULT_DRY if dry is None else dry
         self._api_key = api_key
         self.slots = SLOTS
+
+    @property
+    def dry(self) -> dict:
+        """The repetition control settings, as set (``after_repeat`` included)."""
+        return {**self._dry, "after_repeat": True} if self.dry_after_repeat else dict(self._dry)
+
+    @dry.setter
+    def dry(self, settings: dict) -> None:
+        """Settings as in ``DEFAULT_DRY``; ``{}`` turns repetition control off."""
+        settings = dict(settings)
+        self.dry_after_repeat = bool(settings.pop("after_repeat", False))
+        if settings.get("dry_multiplier"):
+            # (without a window: the whole context; llama.cpp's -1 is refused by its server)
+            settings.setdefault("dry_penalty_last_n", self.context_window)
+        else:
+            self.dry_after_repeat = False
+        self._dry = settings
 
     def request_body(self, prompt_ids: Sequence[int], params: Any, stop_ids: Sequence[int] = (),
                      slot: int | None = None, heal: str = "", dry: bool = True) -> dict:
@@ -149,7 +166,7 @@ class LlamaCppEngine:
         if heal:
             body["grammar"] = heal_grammar(heal)
         if dry:
-            body.update(self.dry)
+            body.update(self._dry)
         return body
 
     def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event, slot: int | None = None) -> dict:
@@ -164,12 +181,60 @@ class LlamaCppEngine:
         """Generate on the calling thread, streaming text to ``on_delta``; blocks until done.
 
         ``stop_ids``: token ids that end the answer (their text is not emitted); ``heal``: the
-        answer starts with this text, which is not emitted either; ``dry``: see ``request_body``.
+        answer starts with this text, which is not emitted either; ``dry``: repetition
+        control (see ``request_body``). With the engine's ``after_repeat`` setting (the
+        default) DRY waits until the answer repeats a line or sentence (``RepeatWatch``); the
+        request ends there and goes on as a new one with DRY over the answer's own tokens
+        (``model.runtime.repetition``).
         """
         if not prompt_ids:
             raise ValueError("The prompt is empty: give at least one message or token.")
         t_start = time.perf_counter()
-        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False}
+        watch = RepeatWatch() if dry and self.dry_after_repeat and not (heal or stop_ids) else None
+        part = self._stream(self.request_body(prompt_ids, params, stop_ids, slot, heal, dry and watch is None),
+                            params, cancel, on_delta, stop_ids, heal, watch, t_start)
+        usage, reason = part.usage, part.finish_reason
+        if watch is not None and part.repeated:
+            usage, reason = self._go_on_with_dry(prompt_ids, params, cancel, on_delta, slot, part)
+        usage["total_s"] = round(time.perf_counter() - t_start, 4)
+        return Outcome(usage=usage, finish_reason=reason)
+
+    def _go_on_with_dry(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
+                        on_delta: Callable[[str], None], slot: int | None, part: _Part) -> tuple[dict, str]:
+        """Continue an answer that repeated itself, with DRY over its own tokens only: each
+        request's window is the answer so far, and it runs for at most that many tokens, so
+        the window never reaches back into the prompt and doubles from one request to the
+        next (a loop longer than the window when it began is still caught). The usage and
+        finish reason of the whole answer."""
+        text, tokens, prefill_s = part.text, part.tokens, part.usage["prefill_s"]
+        left, reason, rest = params.max_new_tokens - tokens, "length", part
+        log.debug("answer repeats itself after %d tokens: DRY from here", tokens)
+        while left > 0 and not cancel.is_set():
+            answer_ids = encode_text(self.tokenizer, text)
+            step = max(1, min(left, len(answer_ids)))
+            body = self.request_body(list(prompt_ids) + answer_ids, replace(params, max_new_tokens=step),
+                                     slot=slot, dry=True)
+            body["dry_penalty_last_n"] = max(1, len(answer_ids))
+            rest = self._stream(body, params, cancel, on_delta, (), "", None, None)
+            text, tokens, left = text + rest.text, tokens + rest.tokens, left - rest.tokens
+            prefill_s += rest.usage["prefill_s"]
+            reason = rest.finish_reason
+            if reason != "length" or rest.tokens <= 0:
+                break
+        if cancel.is_set():
+            reason = "cancelled"
+        usage = {**rest.usage, "tokens": tokens, "prefill_s": round(prefill_s, 4)}
+        for key in ("prompt_tokens", "cached_prompt_tokens", "ttft_s"):
+            usage[key] = part.usage[key]
+        return usage, reason
+
+    def _stream(self, body: dict, params: Any, cancel: threading.Event, on_delta: Callable[[str], None],
+                stop_ids: Sequence[int], heal: str, watch: RepeatWatch | None, t_start: float | None) -> _Part:
+        """One llama.cpp request, its text streamed to ``on_delta``; ends early (``repeated``)
+        once ``watch`` sees the answer repeat itself."""
+        t0 = time.perf_counter() if t_start is None else t_start
+        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False,
+                                 "repeated": False, "text": [], "tokens": 0}
         stop_set = frozenset(int(i) for i in stop_ids)
         healing = Healing(heal, params.stop if heal else ())
 
@@ -184,10 +249,14 @@ class LlamaCppEngine:
                 return True
             for choice in chunk.get("choices") or ():
                 text = choice.get("text") or ""
+                finished = bool(choice.get("finish_reason"))
+                stopped = False
                 if stop_set:
                     text, stopped = _cut_at_stop_token(choice, text, stop_set)
                     if stopped:
                         state["stopped"] = True
+                if not (finished or stopped):  # (the stop token is no answer token)
+                    state["tokens"] += 1
                 text = healing.take(text)
                 if healing.stopped:
                     state["stopped"] = True
@@ -195,15 +264,18 @@ class LlamaCppEngine:
                     if state["first"] is None:
                         state["first"] = time.perf_counter()
                     state["pieces"] += 1
+                    state["text"].append(text)
                     on_delta(text)
-                if choice.get("finish_reason"):
+                    if watch is not None and not finished and watch.feed(text):
+                        state["repeated"] = True
+                if finished:
                     state["final"] = chunk
             if chunk.get("usage") is not None:
                 state["final"] = chunk
-            return cancel.is_set() or state["stopped"]
+            return cancel.is_set() or state["stopped"] or state["repeated"]
 
         if not cancel.is_set():
-            self.server.handle_completions(self.request_body(prompt_ids, params, stop_ids, slot, heal, dry), on_chunk)
+            self.server.handle_completions(body, on_chunk)
             if (rest := healing.rest()) and not cancel.is_set():
                 on_delta(rest)
         t_end = time.perf_counter()
@@ -211,27 +283,38 @@ class LlamaCppEngine:
             raise RuntimeError(state["error"])
         final = state["final"] or {}
         reason = "cancelled" if cancel.is_set() else None
-        if state["stopped"]:
+        if state["stopped"] or state["repeated"]:
             reason = "stop"
         if reason is None:
             choices = final.get("choices") or [{}]
-            reason = choices[0].get("finish_reason") or ("cancelled" if cancel.is_set() else "stop")
+            reason = choices[0].get("finish_reason") or "stop"
             reason = reason if reason in ("stop", "length") else "stop"
         usage = final.get("usage") or {}
         timings = final.get("timings") or {}
         first = state["first"]
-        return Outcome(
+        tokens = int(usage.get("completion_tokens", max(state["tokens"], state["pieces"])))
+        return _Part(
             usage={
-                "prompt_tokens": int(usage.get("prompt_tokens", len(prompt_ids))),
+                "prompt_tokens": int(usage.get("prompt_tokens", len(body["prompt"]))),
                 "cached_prompt_tokens": int(timings.get("cache_n", 0)),
-                "tokens": int(usage.get("completion_tokens", state["pieces"])),
-                "ttft_s": round(first - t_start, 4) if first else None,
+                "tokens": tokens,
+                "ttft_s": round(first - t0, 4) if first else None,
                 "tok_per_s": round(float(timings.get("predicted_per_second", 0.0)), 2),
                 "prefill_s": round(float(timings.get("prompt_ms", 0.0)) / 1000, 4),
-                "total_s": round(t_end - t_start, 4),
+                "total_s": round(t_end - t0, 4),
             },
-            finish_reason=reason,
-        )
+            finish_reason=reason, text="".join(state["text"]), tokens=tokens,
+            repeated=state["repeated"] and not cancel.is_set())
+
+
+@dataclass
+class _Part:
+    """One llama.cpp request of an answer (an answer that repeats itself has two)."""
+    usage: dict
+    finish_reason: str
+    text: str
+    tokens: int
+    repeated: bool
 
 
 def heal_grammar(text: str) -> str:

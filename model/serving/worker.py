@@ -295,7 +295,8 @@ class Scheduler(threading.Thread):
                 self._running.add(job)
             thread.start()
             return
-        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job), heal=job.heal)
+        job.decoder = self.engine.decoder(prompt_ids, params, job.cancel, stop_ids=self._stop_ids(job), heal=job.heal,
+                                         dry=False if job.background else None)
         with self._cond:
             self._active.append(job)
 

@@ -7,6 +7,7 @@ the torch engine. Real model, tiny budgets.
 import pytest
 
 from model.prompt.params import GenerationParams
+from model.runtime import llamacpp_engine
 from training.evaluation.backends import EngineBackend, LlamaCppBackend, make_backend
 
 
@@ -51,8 +52,5 @@ def test_dry_off_and_on_reach_the_request(backend):
     assert on.get("dry_multiplier", 0) > 0  # repetition control as served
     off = LlamaCppBackend(engine=backend.engine, dry={})
     assert "dry_multiplier" not in off.engine.request_body([1, 2, 3], GenerationParams())
-    LlamaCppBackend(engine=backend.engine, dry=dict(on_settings(on)))  # restore for other tests
-
-
-def on_settings(body: dict) -> dict:
-    return {k: v for k, v in body.items() if k.startswith("dry_")}
+    LlamaCppBackend(engine=backend.engine, dry=llamacpp_engine.DEFAULT_DRY)  # restore for other tests
+    assert backend.engine.dry_after_repeat

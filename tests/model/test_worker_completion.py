@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from model.prompt.params import GenerationParams
 from model.serving.worker import Job, Scheduler, build_prompt, plan_round
 
 CHAT = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
@@ -195,6 +196,9 @@ def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(lla
     # machine still sees several steps before the chat ends.
     monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 1.0)
     s = llama_scheduler
+    # a long chat: without repetition control it writes all its tokens (with it, it may end
+    # early once it repeats itself, before the completion's prompt is in)
+    monkeypatch.setattr(s.engine, "dry", {})
     s.trace = []
     c = Collector()
     s.submit(Job((1, "chat"), LONG_CHAT, c.emit_for("chat")))
@@ -373,25 +377,26 @@ def test_token_healing_a_line_start_gets_the_indented_line(engine, request):
 
 def test_llamacpp_code_completions_go_without_the_dry_sampler(llama_scheduler, monkeypatch):
     """DRY penalises repeating what the context holds, which is what the next line of code
-    usually does (docs/performance.md): chats have it, completions not."""
+    usually does (docs/performance.md): chats have it (once they repeat themselves,
+    model.runtime.repetition), completions not."""
     s = llama_scheduler
-    bodies: dict = {}
-    body = s.engine.request_body
+    asked: dict = {}
+    run = s.engine.run
 
-    def spy(*args, **kwargs):  # the real body, recorded
-        out = body(*args, **kwargs)
-        bodies.setdefault("fim" if "grammar" in out or out.get("logprobs") else "chat", out)
-        return out
+    def spy(*args, **kwargs):  # the real run, its repetition control recorded
+        asked.setdefault("fim" if kwargs.get("heal") or kwargs.get("stop_ids") else "chat", kwargs.get("dry", True))
+        return run(*args, **kwargs)
 
-    monkeypatch.setattr(s.engine, "request_body", spy)
+    monkeypatch.setattr(s.engine, "run", spy)
     c = Collector()
     s.submit(Job((9, "chat"), {"messages": [{"role": "user", "content": "Hi"}], "params": {"max_new_tokens": 2}},
                  c.emit_for("chat")))
     c.wait({"chat"})
     s.submit(Job((9, "c"), fim(), c.emit_for("c")))
     c.wait({"c"})
-    assert bodies["chat"]["dry_multiplier"] > 0
-    assert "dry_multiplier" not in bodies["fim"]
+    assert asked == {"chat": True, "fim": False}
+    assert s.engine.dry_after_repeat and s.engine.dry["dry_multiplier"] > 0 and s.engine.dry["after_repeat"]
+    assert "dry_multiplier" not in s.engine.request_body([1, 2], GenerationParams(), dry=False)
 
 
 def test_torch_completion_ends_at_its_stop_ids(scheduler):

@@ -40,7 +40,9 @@ StopWhen = Callable[[str], bool] | None
 class EngineBackend:
     """The model loaded in this process through model.runtime.loading + model.runtime.engine."""
 
-    def __init__(self, spec: str = "default", *, chat_mode: str = "auto") -> None:
+    def __init__(self, spec: str = "default", *, chat_mode: str = "auto", dry: bool = True) -> None:
+        """``dry``: the engine's repetition control (``model.runtime.repetition``) as served;
+        False turns it off (benchmarks compare both)."""
         from model.prompt.chat_format import chat_format_for
         from model.runtime.engine import Engine
         from model.runtime.loading import load_model
@@ -50,6 +52,7 @@ class EngineBackend:
         self.chat_format = chat_format_for(self.loaded.tokenizer, mode=chat_mode)
         self.chat_mode = self.chat_format.kind
         self.engine = Engine(self.loaded, chat_format=self.chat_format)
+        self.engine.dry = dry
 
     def complete(self, messages: list[dict], params: dict, stop_when: StopWhen = None,
                  prefix: str = "") -> Completion:
