@@ -156,6 +156,8 @@ class LlamaCppEngine:
             "cache_prompt": True,
             "stop": stops,
             "stream_options": {"include_usage": True},
+            # counters in every chunk: a request our callback ends gets no final ones
+            "timings_per_token": True,
         }
         if slot is not None:
             body["id_slot"] = int(slot)
@@ -211,7 +213,10 @@ class LlamaCppEngine:
         log.debug("answer repeats itself after %d tokens: DRY from here", tokens)
         while left > 0 and not cancel.is_set():
             answer_ids = encode_text(self.tokenizer, text)
-            step = max(1, min(left, len(answer_ids)))
+            room = self.context_window - len(prompt_ids) - len(answer_ids)  # (re-tokenized: may differ)
+            step = min(left, len(answer_ids), room)
+            if step <= 0:
+                break
             body = self.request_body(list(prompt_ids) + answer_ids, replace(params, max_new_tokens=step),
                                      slot=slot, dry=True)
             body["dry_penalty_last_n"] = max(1, len(answer_ids))
@@ -234,7 +239,7 @@ class LlamaCppEngine:
         once ``watch`` sees the answer repeat itself."""
         t0 = time.perf_counter() if t_start is None else t_start
         state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False,
-                                 "repeated": False, "text": [], "tokens": 0}
+                                 "repeated": False, "text": [], "tokens": 0, "timings": {}}
         stop_set = frozenset(int(i) for i in stop_ids)
         healing = Healing(heal, params.stop if heal else ())
 
@@ -270,6 +275,8 @@ class LlamaCppEngine:
                         state["repeated"] = True
                 if finished:
                     state["final"] = chunk
+            if chunk.get("timings"):
+                state["timings"] = chunk["timings"]
             if chunk.get("usage") is not None:
                 state["final"] = chunk
             return cancel.is_set() or state["stopped"] or state["repeated"]
@@ -290,7 +297,7 @@ class LlamaCppEngine:
             reason = choices[0].get("finish_reason") or "stop"
             reason = reason if reason in ("stop", "length") else "stop"
         usage = final.get("usage") or {}
-        timings = final.get("timings") or {}
+        timings = final.get("timings") or state["timings"]
         first = state["first"]
         tokens = int(usage.get("completion_tokens", max(state["tokens"], state["pieces"])))
         return _Part(

@@ -92,6 +92,19 @@ def test_llamacpp_answer_stops_looping_once_it_repeats():
         bodies.clear()
         on: list[str] = []
         outcome = engine.run(ids, GREEDY, threading.Event(), on.append)
+
+        # a cancel while the answer goes on with DRY: no delta after it, reported as such
+        bodies.clear()
+        cancel, after = threading.Event(), []
+
+        def cancel_in_second_request(text: str) -> None:
+            if cancel.is_set():
+                after.append(text)
+            elif len(bodies) >= 2:
+                cancel.set()
+
+        cancelled = engine.run(ids, GREEDY, cancel, cancel_in_second_request)
+        assert len(bodies) == 2 and cancel.is_set() and after == [] and cancelled.finish_reason == "cancelled"
     finally:
         engine.server = None
     text = "".join(on)
@@ -102,6 +115,8 @@ def test_llamacpp_answer_stops_looping_once_it_repeats():
     assert 0 < bodies[1]["dry_penalty_last_n"] <= first_answer  # the answer's tokens, not the prompt's
     assert outcome.usage["tokens"] == pytest.approx(len(encode_text(engine.tokenizer, text)), abs=4)
     assert outcome.usage["prompt_tokens"] == len(ids)
+    # the first request was ended by our callback: its counters come from the last chunk
+    assert outcome.usage["cached_prompt_tokens"] >= len(ids) // 2  # the DRY-off run cached the prompt
 
 
 def test_torch_answer_stops_looping_once_it_repeats(engine):
