@@ -95,7 +95,9 @@ def worker_vs_raw(path: Path, file: Path, threads: int, tokens: int, repeats: in
 
     messages = system_messages(LONG_ANSWER)
     engine = llamacpp_engine.load(file, slots=1)  # for the request body only
-    body = engine.request_body(engine.chat_format.encode(messages), GenerationParams(max_new_tokens=tokens))
+    # the body of the worker's first request: DRY only once the answer repeats itself
+    body = engine.request_body(engine.chat_format.encode(messages), GenerationParams(max_new_tokens=tokens),
+                               dry=not engine.dry_after_repeat)
     del engine
     request = {"messages": messages, "params": {"max_new_tokens": tokens}}
     rounds = []
