@@ -155,6 +155,12 @@ def test_plan_round_puts_chat_first_and_one_completion_step_per_round():
 
 # --- llama.cpp (the engine of GGUF specs, the default's included) ------------------------
 
+def long_chats(scheduler, monkeypatch) -> None:
+    """LONG_CHAT writes all its tokens: repetition control off for the test (with it, the
+    answer may end early once it repeats itself, before what the test needs beside it)."""
+    monkeypatch.setattr(scheduler.engine, "dry", {})
+
+
 LONG_CHAT = {"messages": [{"role": "user", "content": "Write a Python module with ten small string "
                            "helper functions, each with a docstring and an example."}],
              "params": {"max_new_tokens": 400}}
@@ -196,9 +202,7 @@ def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(lla
     # machine still sees several steps before the chat ends.
     monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 1.0)
     s = llama_scheduler
-    # a long chat: without repetition control it writes all its tokens (with it, it may end
-    # early once it repeats itself, before the completion's prompt is in)
-    monkeypatch.setattr(s.engine, "dry", {})
+    long_chats(s, monkeypatch)
     s.trace = []
     c = Collector()
     s.submit(Job((1, "chat"), LONG_CHAT, c.emit_for("chat")))
@@ -301,6 +305,7 @@ def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_sched
 
     monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 50.0)  # a long rest: the cancel must cut it
     s = llama_scheduler
+    long_chats(s, monkeypatch)
     s.trace = []
     c = Collector()
     s.submit(Job((5, "chat"), LONG_CHAT, c.emit_for("chat")))
@@ -326,6 +331,7 @@ def test_llamacpp_a_completion_decoded_beside_a_chat_gives_the_chat_a_rest(llama
     factor = 8.0
     monkeypatch.setattr(worker, "CHAT_REST_FACTOR", factor)
     s = llama_scheduler
+    long_chats(s, monkeypatch)
     c = Collector()
     done_at: dict = {}
 
