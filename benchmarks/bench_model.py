@@ -265,7 +265,7 @@ def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool)
 
 # --- quality: loops and HumanEval, DRY off vs on ----------------------------------------------
 
-def dry_settings(engine) -> dict:
+def dry_settings() -> dict:
     """The settings compared: off, the earlier default (from the first token, llama.cpp's
     own sequence breakers, last 64 tokens) and the default (once the answer repeats itself)."""
     from model.runtime import llamacpp_engine
@@ -283,7 +283,7 @@ def loop_share(engine, prompts: list[dict], max_new_tokens: int) -> dict:
     from training.evaluation.backends import LlamaCppBackend
 
     out = {name: loops_of(LlamaCppBackend(engine=engine, dry=dry), prompts, max_new_tokens, name)
-           for name, dry in dry_settings(engine).items()}
+           for name, dry in dry_settings().items()}
     out["halved"] = out["dry_on"]["loop_share"] <= out["dry_off"]["loop_share"] / 2
     return out
 
@@ -323,7 +323,7 @@ def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict
     from training.evaluation.humaneval import run_humaneval, score
 
     out = {}
-    for name, dry in dry_settings(engine).items():
+    for name, dry in dry_settings().items():
         t = time.perf_counter()
         rows = run_humaneval(LlamaCppBackend(f"default ({name})", engine=engine, dry=dry), tmp / f"humaneval-{name}.jsonl",
                              limit=limit, max_new_tokens=max_new_tokens, progress=False)

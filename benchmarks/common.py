@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -327,10 +326,10 @@ def requantize_gguf(src: Path, dst: Path, qtype: str) -> Path:
 
 
 # --- answers that loop ----------------------------------------------------------------------
+# (a unit is what the default's repetition control watches: a line or sentence of MIN_CHARS+)
+from model.runtime.repetition import MIN_CHARS, SENTENCE_END  # noqa: E402  (no torch)
 
 LOOP_PROMPTS = ROOT / "training" / "data" / "code_eval_prompts.jsonl"
-MIN_CHARS = 20
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def repeated_units(text: str) -> list[str]:
@@ -341,7 +340,7 @@ def repeated_units(text: str) -> list[str]:
         line = " ".join(line.split())
         if len(line) < MIN_CHARS:
             continue
-        pieces = [p for p in _SENTENCE_END.split(line) if len(p) >= MIN_CHARS]
+        pieces = [p for p in SENTENCE_END.split(line) if len(p) >= MIN_CHARS]
         units += pieces if len(pieces) > 1 else [line]
     return [u for u, n in Counter(units).items() if n >= 3]
 

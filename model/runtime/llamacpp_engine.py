@@ -194,7 +194,7 @@ class LlamaCppEngine:
         t_start = time.perf_counter()
         watch = RepeatWatch() if dry and self.dry_after_repeat and not (heal or stop_ids) else None
         part = self._stream(self.request_body(prompt_ids, params, stop_ids, slot, heal, dry and watch is None),
-                            params, cancel, on_delta, stop_ids, heal, watch, t_start)
+                            params, cancel, on_delta, stop_ids, heal, watch)
         usage, reason = part.usage, part.finish_reason
         if watch is not None and part.repeated:
             usage, reason = self._go_on_with_dry(prompt_ids, params, cancel, on_delta, slot, part)
@@ -208,7 +208,7 @@ class LlamaCppEngine:
         the window never reaches back into the prompt and doubles from one request to the
         next (a loop longer than the window when it began is still caught). The usage and
         finish reason of the whole answer."""
-        text, tokens, prefill_s = part.text, part.tokens, part.usage["prefill_s"]
+        text, tokens, prefill_s = part.text, part.usage["tokens"], part.usage["prefill_s"]
         left, reason, rest = params.max_new_tokens - tokens, "length", part
         log.debug("answer repeats itself after %d tokens: DRY from here", tokens)
         while left > 0 and not cancel.is_set():
@@ -220,11 +220,11 @@ class LlamaCppEngine:
             body = self.request_body(list(prompt_ids) + answer_ids, replace(params, max_new_tokens=step),
                                      slot=slot, dry=True)
             body["dry_penalty_last_n"] = max(1, len(answer_ids))
-            rest = self._stream(body, params, cancel, on_delta, (), "", None, None)
-            text, tokens, left = text + rest.text, tokens + rest.tokens, left - rest.tokens
+            rest = self._stream(body, params, cancel, on_delta, (), "", None)
+            text, tokens, left = text + rest.text, tokens + rest.usage["tokens"], left - rest.usage["tokens"]
             prefill_s += rest.usage["prefill_s"]
             reason = rest.finish_reason
-            if reason != "length" or rest.tokens <= 0:
+            if reason != "length" or rest.usage["tokens"] <= 0:
                 break
         if cancel.is_set():
             reason = "cancelled"
@@ -234,11 +234,11 @@ class LlamaCppEngine:
         return usage, reason
 
     def _stream(self, body: dict, params: Any, cancel: threading.Event, on_delta: Callable[[str], None],
-                stop_ids: Sequence[int], heal: str, watch: RepeatWatch | None, t_start: float | None) -> _Part:
+                stop_ids: Sequence[int], heal: str, watch: RepeatWatch | None) -> _Part:
         """One llama.cpp request, its text streamed to ``on_delta``; ends early (``repeated``)
         once ``watch`` sees the answer repeat itself."""
-        t0 = time.perf_counter() if t_start is None else t_start
-        state: dict[str, Any] = {"first": None, "pieces": 0, "final": None, "error": None, "stopped": False,
+        t0 = time.perf_counter()
+        state: dict[str, Any] = {"first": None, "final": None, "error": None, "stopped": False,
                                  "repeated": False, "text": [], "tokens": 0, "timings": {}}
         stop_set = frozenset(int(i) for i in stop_ids)
         healing = Healing(heal, params.stop if heal else ())
@@ -268,7 +268,6 @@ class LlamaCppEngine:
                 if text:
                     if state["first"] is None:
                         state["first"] = time.perf_counter()
-                    state["pieces"] += 1
                     state["text"].append(text)
                     on_delta(text)
                     if watch is not None and not finished and watch.feed(text):
@@ -299,18 +298,17 @@ class LlamaCppEngine:
         usage = final.get("usage") or {}
         timings = final.get("timings") or state["timings"]
         first = state["first"]
-        tokens = int(usage.get("completion_tokens", max(state["tokens"], state["pieces"])))
         return _Part(
             usage={
                 "prompt_tokens": int(usage.get("prompt_tokens", len(body["prompt"]))),
                 "cached_prompt_tokens": int(timings.get("cache_n", 0)),
-                "tokens": tokens,
+                "tokens": int(usage.get("completion_tokens", state["tokens"])),
                 "ttft_s": round(first - t0, 4) if first else None,
                 "tok_per_s": round(float(timings.get("predicted_per_second", 0.0)), 2),
                 "prefill_s": round(float(timings.get("prompt_ms", 0.0)) / 1000, 4),
                 "total_s": round(t_end - t0, 4),
             },
-            finish_reason=reason, text="".join(state["text"]), tokens=tokens,
+            finish_reason=reason, text="".join(state["text"]),
             repeated=state["repeated"] and not cancel.is_set())
 
 
@@ -320,7 +318,6 @@ class _Part:
     usage: dict
     finish_reason: str
     text: str
-    tokens: int
     repeated: bool
 
 

@@ -27,7 +27,7 @@ import re
 from collections.abc import Container, Sequence
 
 MIN_CHARS = 20  # shorter lines ("return x", "}", "else:") repeat in good code
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # where a sentence ends inside a line
 
 # llama.cpp's recommended multiplier, base and allowed length. Its default sequence
 # breakers ("\n", ":", '"', "*") end a repeated sequence at each line, so a loop of whole
@@ -57,19 +57,16 @@ class RepeatWatch:
         self._line += text
         *lines, self._line = self._line.split("\n")
         for line in lines:
-            for piece in _SENTENCE_END.split(line[self._used:]):
-                self._unit(piece)
-            self._used = 0
-        self._take_sentences()
+            self._take(line, finished=True)
+        self._take(self._line, finished=False)
         return self.repeated
 
-    def _take_sentences(self) -> None:
-        rest = self._line[self._used:]
-        pieces = _SENTENCE_END.split(rest)
-        if len(pieces) > 1:  # all but the last piece are finished sentences
-            for piece in pieces[:-1]:
-                self._unit(piece)
-            self._used = len(self._line) - len(pieces[-1])
+    def _take(self, line: str, finished: bool) -> None:
+        """The units of ``line`` not taken yet: its sentences, and its rest once it ended."""
+        pieces = SENTENCE_END.split(line[self._used:])
+        for piece in pieces if finished else pieces[:-1]:
+            self._unit(piece)
+        self._used = 0 if finished else len(line) - len(pieces[-1])
 
     def _unit(self, piece: str) -> None:
         unit = " ".join(piece.split())
