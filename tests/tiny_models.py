@@ -11,8 +11,11 @@
 
 Everything is seeded, so two builds of one (arch, variant) hold identical weights.
 ``template`` picks the tokenizer's chat format: ``chatml`` (the embedded template),
-``none`` (no template and no StarChat tokens: dialogue prompting) or ``starchat`` (the four
-StarChat tokens added, no template: the StarChat template is used).
+``none`` (no template and no StarChat tokens: dialogue prompting: a base model),
+``starchat`` (the four StarChat tokens added, no template: the StarChat template is used),
+or a model family of ``FAMILIES``: that family's real chat template
+(``tests/data/templates``), with its control tokens, bos and eos added as special tokens
+(the vocabulary grows by a few entries, in the folder and in the GGUF file alike).
 """
 
 from __future__ import annotations
@@ -27,7 +30,33 @@ import numpy as np
 
 ARCHS = ("llama", "gpt_bigcode", "starcoder2", "qwen2")
 QTYPES = ("Q8_0", "Q4_0")
-TEMPLATES = ("chatml", "none", "starchat")
+TEMPLATE_DIR = Path(__file__).parent / "data" / "templates"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family's chat template (a file in ``TEMPLATE_DIR``) and the tokens it uses."""
+
+    template: str
+    bos: str | None
+    eos: str
+    tokens: tuple[str, ...] = ()
+
+
+FAMILIES = {
+    "gemma-2": Family("gemma-2.jinja", "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>")),
+    "mistral": Family("mistral-instruct-v0.2.jinja", "<s>", "</s>"),  # also Mixtral-8x7B
+    "mistral-nemo": Family("mistral-nemo-instruct-2407.jinja", "<s>", "</s>", ("[INST]", "[/INST]")),
+    "llama-3": Family("llama-3.2-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>",
+                      ("<|start_header_id|>", "<|end_header_id|>")),
+    "qwen2.5": Family("qwen2.5-instruct.jinja", None, "<|im_end|>", ("<|im_start|>",)),
+    "phi-3": Family("phi-3-mini.jinja", "<s>", "<|endoftext|>",
+                    ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")),
+    "deepseek-coder": Family("deepseek-coder-instruct.jinja", "<\uff5cbegin\u2581of\u2581sentence\uff5c>",
+                             "<|EOT|>"),
+    "starcoder2-instruct": Family("starcoder2-instruct.jinja", "<|endoftext|>", "<|endoftext|>"),
+}
+TEMPLATES = ("chatml", "none", "starchat", *FAMILIES)
 SEED = 1234
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, CONTEXT = 64, 2, 4, 2, 128, 2048
 
@@ -64,7 +93,19 @@ def tokenizer_for(template: str = "chatml") -> Any:
         tokenizer.chat_template = None
     if template == "starchat":
         tokenizer.add_special_tokens({"additional_special_tokens": list(STARCHAT_TOKENS)})
+    if template in FAMILIES:
+        family = FAMILIES[template]
+        tokenizer.add_special_tokens({"eos_token": family.eos, **({"bos_token": family.bos} if family.bos else {})})
+        tokenizer.add_special_tokens({"additional_special_tokens": list(family.tokens)})
+        tokenizer.chat_template = (TEMPLATE_DIR / family.template).read_text(encoding="utf-8")
     return tokenizer
+
+
+def _added_tokens(tokenizer: Any) -> list[str]:
+    """The tokens past the embedded vocabulary, in id order (a family's own tokens)."""
+    base = len(_base_tokenizer())
+    by_id = {i: t for t, i in tokenizer.get_vocab().items() if i >= base}
+    return [by_id[i] for i in sorted(by_id)]
 
 
 def tiny_config(arch: str, vocab_size: int = 49152, bos: int = 1, eos: int = 2, pad: int = 2) -> Any:
@@ -135,14 +176,30 @@ def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
     return tuple(fields)
 
 
-def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: bool = True) -> None:
-    """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template."""
+def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: bool = True,
+                           tokenizer: Any = None) -> None:
+    """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template.
+
+    With ``tokenizer`` (a family's): its added tokens appended as control tokens, its bos,
+    eos and chat template.
+    """
+    import gguf
+
+    added = _added_tokens(tokenizer) if tokenizer is not None else []
     for name, value, vtype, sub_type in _embedded_tokenizer_fields():
-        if name == "tokenizer.chat_template" and not chat_template:
+        if name == "tokenizer.chat_template" and (not chat_template or tokenizer is not None):
             continue
         if name == "tokenizer.ggml.eos_token_id" and eos is not None:
             value = eos
+        if name == "tokenizer.ggml.bos_token_id" and tokenizer is not None and tokenizer.bos_token_id is not None:
+            value = tokenizer.bos_token_id
+        if name == "tokenizer.ggml.tokens":
+            value = [*value, *added]
+        if name == "tokenizer.ggml.token_type":
+            value = [*value, *[int(gguf.TokenType.CONTROL)] * len(added)]
         writer.add_key_value(name, value, vtype, sub_type=sub_type)
+    if tokenizer is not None and tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
 
 
 def _arch_metadata(writer: Any, arch: str, config: Any) -> None:
@@ -213,8 +270,8 @@ def _quantizable(name: str, data: np.ndarray) -> bool:
 def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: str = "chatml") -> Path:
     """Write the tiny ``arch`` model as a ``qtype`` GGUF file at ``out_path``; returns it.
 
-    ``template`` other than ``chatml`` drops the GGUF chat template (``starchat`` is for
-    folders only: the GGUF vocabulary is the embedded one).
+    ``template`` ``none`` drops the GGUF chat template, a family of ``FAMILIES`` carries its
+    own (and its tokens); ``starchat`` is for folders only.
     """
     import gguf
 
@@ -223,7 +280,7 @@ def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: st
     if template == "starchat":
         raise ValueError("The StarChat-token variant exists as a folder only.")
     quant = gguf.GGMLQuantizationType[qtype]
-    model, tokenizer = tiny_model(arch, "chatml")
+    model, tokenizer = tiny_model(arch, template if template in FAMILIES else "chatml")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(out), GGUF_ARCH[arch])
@@ -231,7 +288,8 @@ def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: st
     _arch_metadata(writer, arch, model.config)
     writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _copy_tokenizer_fields(writer, eos=tokenizer.eos_token_id, chat_template=template == "chatml")
+    _copy_tokenizer_fields(writer, eos=tokenizer.eos_token_id, chat_template=template == "chatml",
+                           tokenizer=tokenizer if template in FAMILIES else None)
     for name, data in _gguf_tensors(arch, model):
         if _quantizable(name, data):
             writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)

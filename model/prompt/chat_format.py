@@ -13,6 +13,14 @@ contents go, the markup around them is tokenized with special tokens recognised,
 content is tokenized with special tokens split into plain text (``encode_text``). A file
 that contains ``<|im_end|>`` therefore cannot end the turn.
 
+Templates have rules of their own, and we always send a system turn. Each template is
+probed once (``probe_template``): one that refuses a system turn (Gemma, Mistral v0.2,
+StarCoder2-instruct raise; Phi-3-mini's first template drops it silently) gets the system
+text merged into the first user turn, which is what those models were trained on; one that
+demands alternating roles (Gemma, Mistral) gets consecutive turns of one role merged and
+leading assistant turns dropped. A template that still raises is reported as
+``ChatTemplateError`` with its own message and the model's name.
+
 This module imports no torch/transformers, so the language server can use its constants.
 """
 
@@ -63,6 +71,71 @@ DIALOGUE_ROLES = {"user": "Human", "assistant": "Assistant"}
 DIALOGUE_STOPS = ("\nHuman:", "\n-----")
 
 _PLACEHOLDER = "\ue000{}\ue001"
+_MERGE_SEPARATOR = "\n\n"
+
+
+class ChatTemplateError(ValueError):
+    """The model's chat template refused a conversation; the message is one sentence."""
+
+
+def template_failure(model_name: str, exc: Exception) -> ChatTemplateError:
+    """The sentence for a template that raised: its own message and the model's name."""
+    detail = str(exc).strip().rstrip(".") or type(exc).__name__
+    return ChatTemplateError(f"The chat template of {model_name or 'this model'} refused the "
+                             f"conversation: {detail}.")
+
+
+@dataclass(frozen=True)
+class TemplateRules:
+    """What a chat template accepts: its own system turn, and any order of roles."""
+
+    system_turn: bool = True
+    alternates: bool = False
+
+
+def _renders_all(tokenizer: Any, template: str | None, roles: Sequence[str]) -> bool:
+    """Whether the template renders these roles with every content in its output."""
+    marked = [{"role": r, "content": _PLACEHOLDER.format(i)} for i, r in enumerate(roles)]
+    try:
+        text = tokenizer.apply_chat_template(marked, chat_template=template, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception:  # jinja's TemplateError from raise_exception, or any defect of the template
+        return False
+    return all(_PLACEHOLDER.format(i) in text for i in range(len(roles)))
+
+
+def probe_template(tokenizer: Any, template: str | None = None) -> TemplateRules:
+    """Find out once whether the template takes a system turn and roles in any order."""
+    return TemplateRules(
+        system_turn=_renders_all(tokenizer, template, ("system", "user")),
+        alternates=not _renders_all(tokenizer, template, ("user", "user")),
+    )
+
+
+def fit_roles(messages: Sequence[dict], rules: TemplateRules) -> list[dict]:
+    """The messages reshaped to what the template accepts (see the module docstring)."""
+    out = [{"role": m["role"], "content": str(m["content"])} for m in messages]
+    if not rules.system_turn:
+        system = [m["content"] for m in out if m["role"] == "system"]
+        out = [m for m in out if m["role"] != "system"]
+        if system:
+            text = _MERGE_SEPARATOR.join(system)
+            first_user = next((m for m in out if m["role"] == "user"), None)
+            if first_user is None:
+                out.insert(0, {"role": "user", "content": text})
+            else:
+                first_user["content"] = text + _MERGE_SEPARATOR + first_user["content"]
+    if rules.alternates:
+        merged: list[dict] = []
+        for m in out:
+            if m["role"] == "assistant" and not any(x["role"] == "user" for x in merged):
+                continue  # an answer whose question was cut has nothing to follow
+            if merged and merged[-1]["role"] == m["role"]:
+                merged[-1]["content"] += _MERGE_SEPARATOR + m["content"]
+            else:
+                merged.append(m)
+        out = merged
+    return out
 _PLACEHOLDER_RE = re.compile("\ue000(\\d+)\ue001")
 
 
@@ -94,20 +167,26 @@ class ChatFormat:
     template: str | None = None
     stop_token_ids: list[int] = field(default_factory=list)
     stop_strings: list[str] = field(default_factory=list)
+    rules: TemplateRules = field(default_factory=TemplateRules)
+    model_name: str = ""  # for error messages
 
     def _pieces(self, messages: Sequence[dict], add_generation_prompt: bool) -> list[tuple[bool, str]]:
         """The prompt as (is_content, text) pieces in order."""
         if self.kind == "dialogue":
             return _dialogue_pieces(messages, add_generation_prompt)
+        messages = fit_roles(messages, self.rules)
         marked = [
             {"role": m["role"], "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)
         ]
-        rendered = self.tokenizer.apply_chat_template(
-            marked,
-            chat_template=self.template,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
+        try:
+            rendered = self.tokenizer.apply_chat_template(
+                marked,
+                chat_template=self.template,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        except Exception as exc:  # jinja's TemplateError (raise_exception) or a broken template
+            raise template_failure(self.model_name, exc) from exc
         pieces: list[tuple[bool, str]] = []
         pos = 0
         for match in _PLACEHOLDER_RE.finditer(rendered):
@@ -164,8 +243,11 @@ def _end_of_turn_token(tokenizer: Any, template: str | None) -> str | None:
     return None
 
 
-def chat_format_for(tokenizer: Any, mode: str = "auto") -> ChatFormat:
-    """Pick the chat format for ``tokenizer``: its template, StarChat's, or dialogue prompting."""
+def chat_format_for(tokenizer: Any, mode: str = "auto", model_name: str = "") -> ChatFormat:
+    """Pick the chat format for ``tokenizer``: its template, StarChat's, or dialogue prompting.
+
+    ``model_name`` names the model in the sentence of a template that refuses a conversation.
+    """
     if mode not in ("auto", "template", "starchat", "dialogue"):
         raise ValueError(f"Unknown chat format {mode!r}: use auto, template, starchat or dialogue.")
     if mode == "auto":
@@ -194,4 +276,5 @@ def chat_format_for(tokenizer: Any, mode: str = "auto") -> ChatFormat:
         stop_strings = list(DIALOGUE_STOPS)
     if end is not None:
         stops.add(int(tokenizer.convert_tokens_to_ids(end)))
-    return ChatFormat(tokenizer, mode, template, sorted(stops), stop_strings)
+    rules = probe_template(tokenizer, template) if mode != "dialogue" else TemplateRules()
+    return ChatFormat(tokenizer, mode, template, sorted(stops), stop_strings, rules, model_name)

@@ -224,7 +224,7 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.context_window = loaded.context_window
-        self.chat_format = chat_format or chat_format_for(loaded.tokenizer)
+        self.chat_format = chat_format or chat_format_for(loaded.tokenizer, model_name=loaded.name)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos_ids = set(self.runner.eos_ids)
         self._token_texts: list[str] | None = None

@@ -114,7 +114,7 @@ class LlamaCppEngine:
         self.tokenizer = tokenizer
         self.context_window = context_window
         self.model_name = model_name
-        self.chat_format = chat_format or chat_format_for(tokenizer)
+        self.chat_format = chat_format or chat_format_for(tokenizer, model_name=model_name)
         self.dry = DEFAULT_DRY if dry is None else dry
         self._api_key = api_key
         self.slots = SLOTS
