@@ -232,7 +232,7 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
     client.notify("exit", {})
     try:
         await asyncio.wait_for(proc.wait(), 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
     client.reader.cancel()
 

@@ -268,8 +268,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_lsp(args: argparse.Namespace) -> int:
     from lsp_server.server import run
+    from lsp_server.tcp import TcpRefusal
 
-    return run(tcp=args.tcp)
+    if args.allow_remote and not args.tcp:
+        raise UsageError("--allow-remote goes with --tcp HOST:PORT.")
+    try:
+        return run(tcp=args.tcp, allow_remote=args.allow_remote)
+    except TcpRefusal as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lsp", help="run the language server on stdio")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (loopback only by default)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="with --tcp: allow a non-loopback address; clients must then send the token "
+                        "printed at first start (docs/lsp.md, TCP)")
     p.set_defaults(func=cmd_lsp)
 
     p = sub.add_parser("ask", help="ask one question; the answer streams to stdout")

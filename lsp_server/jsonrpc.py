@@ -9,15 +9,23 @@ error the spec names (see docs/lsp.md, "Errors"):
 
 - a body that is not UTF-8 or not JSON (``NaN``/``Infinity`` are not JSON): -32700, id null
 - anything that is not one request/notification/response object, a ``jsonrpc`` other
-  than ``"2.0"``, an id that is not an integer or a string (``1e400``, objects, arrays),
-  a batch (LSP has none), nesting deeper than the parser goes: -32600, with the id when
-  it is a valid one, else null.
+  than ``"2.0"``, an id that is not an integer or a string (``1.5``, ``100.0``, ``1e400``,
+  objects, arrays), a batch (LSP has none), nesting deeper than the parser goes: -32600,
+  with the id when it is a valid one, else null;
+- a body longer than ``MAX_MESSAGE_BYTES`` (``STARCHAT_LSP_MAX_MESSAGE_BYTES``): it is read
+  and dropped in small pieces, never held, and answered -32600 with id null.
+
+Header names are case-insensitive and the space after the colon is optional (HTTP's
+rules, which LSP's base protocol borrows): ``content-length:12`` frames like
+``Content-Length: 12``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +36,9 @@ log = logging.getLogger(__name__)
 
 PARSE_ERROR = int(types.ErrorCodes.ParseError)
 INVALID_REQUEST = int(types.ErrorCodes.InvalidRequest)
-_CONTENT_LENGTH = re.compile(rb"^Content-Length: (\d+)\r\n$")
+_CONTENT_LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?\n?", re.IGNORECASE)
+MAX_MESSAGE_BYTES = int(os.environ.get("STARCHAT_LSP_MAX_MESSAGE_BYTES", 64 * 1024 * 1024))
+_DISCARD_CHUNK = 1 << 20
 _DECODER = json.JSONDecoder()
 
 
@@ -175,20 +185,47 @@ def check_envelope(message: Any) -> None:
         )
 
 
-async def read_messages(stop_event: Any, reader: Any, receive: Callable[[bytes], None]) -> None:
-    """Read Content-Length frames and hand each body to ``receive`` (pygls' loop, unparsed)."""
-    content_length = 0
+async def read_messages(stop_event: Any, reader: Any, receive: Callable[[bytes], None],
+                        refuse: Callable[[BadMessage], None] | None = None) -> None:
+    """Read Content-Length frames and hand each body to ``receive`` (pygls' loop, unparsed).
+
+    A body over ``MAX_MESSAGE_BYTES`` is skipped without being held and goes to ``refuse``.
+    """
+    content_length: int | None = None
     while not stop_event.is_set():
         header = await reader.readline()
         if not header:
             break
-        if not content_length:
-            match = _CONTENT_LENGTH.fullmatch(header)
-            if match:
-                content_length = int(match.group(1))
-        if content_length and not header.strip():
-            body = await reader.readexactly(content_length)
-            content_length = 0
-            if not body:
-                break
-            receive(body)
+        match = _CONTENT_LENGTH.fullmatch(header)
+        if match:
+            content_length = int(match.group(1))
+            continue
+        if header.strip() or content_length is None:
+            continue  # another header (Content-Type), or a stray blank line
+        length, content_length = content_length, None
+        try:
+            body = await _read_body(reader, length)
+        except asyncio.IncompleteReadError:
+            break  # the client went away inside a body
+        if body is None:
+            bad = BadMessage(INVALID_REQUEST, f"The message is larger than this server takes "
+                                              f"({MAX_MESSAGE_BYTES} bytes); it was dropped.")
+            log.warning("%s", bad.message)
+            if refuse is not None:
+                refuse(bad)
+            continue
+        if length and not body:
+            break  # end of input (stdin's read returns short instead of raising)
+        receive(body)
+
+
+async def _read_body(reader: Any, length: int) -> bytes | None:
+    """The body, or None when it is over the limit (then read and dropped in pieces)."""
+    if length <= MAX_MESSAGE_BYTES:
+        return await reader.readexactly(length)
+    while length:
+        chunk = await reader.readexactly(min(length, _DISCARD_CHUNK))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", length)
+        length -= len(chunk)
+    return None

@@ -27,7 +27,14 @@ from pygls.protocol.language_server import lsp_method
 from . import commands
 from .arguments import invalid, one_argument
 from .features import conversations, generation
-from .jsonrpc import INVALID_REQUEST, BadMessage, check_envelope, error_response, parse_body
+from .jsonrpc import (
+    INVALID_REQUEST,
+    BadMessage,
+    check_envelope,
+    error_response,
+    parse_body,
+    valid_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +54,45 @@ class StarChatProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initialize_received = False
+        #: TCP with --allow-remote: the token the first message must carry (``lsp_server.tcp``).
+        self.required_token: str | None = None
+        self.admitted = False
+        self.disconnected = False
 
     def receive(self, body: bytes) -> None:
         """Handle one message body; whatever is wrong with it is answered, never raised."""
+        if self.disconnected:
+            return  # (what a refused client had already sent)
+        if self.required_token is not None and not self.admitted:
+            self._admit(body)
+            return
+        self._receive(body)
+
+    def _admit(self, body: bytes) -> None:
+        """The first message of a TCP client: ``initialize`` with the token, or the door."""
+        from .tcp import admits
+
+        try:
+            message = parse_body(body)
+            check_envelope(message)
+        except BadMessage:
+            message = None
+        if self.required_token is not None and admits(message, self.required_token):
+            self.admitted = True
+            self._receive(body)
+            return
+        msg_id = message.get("id") if isinstance(message, dict) and valid_id(message.get("id")) else None
+        log.warning("refused a TCP client: its first message was not initialize with the token")
+        self._send_data(error_response(
+            msg_id, INVALID_REQUEST, "Authentication required: this server listens on TCP, and the first "
+            "message must be initialize with the token in initializationOptions.token.",
+        ))
+        self.disconnected = True
+        close = getattr(self.writer, "close", None)
+        if close is not None:
+            close()
+
+    def _receive(self, body: bytes) -> None:
         msg_id = message = None
         try:
             message = parse_body(body)
@@ -70,6 +113,10 @@ class StarChatProtocol(LanguageServerProtocol):
                     msg_id, int(types.ErrorCodes.InternalError),
                     "The StarChat server failed on this request; its log has the details.",
                 ))
+
+    def refuse(self, bad: BadMessage) -> None:
+        """Answer a message the framing refused (``read_messages``)."""
+        self._send_data(bad.response())
 
     def _fail_waiting_request(self, message: Any, exc: JsonRpcException) -> None:
         """A malformed response to one of our requests still ends that request's wait."""

@@ -18,7 +18,7 @@ from .config import SECTION, Settings, parse_settings, section_of
 from .features import completion
 from .features.code_actions import KINDS, code_actions
 from .features.model_link import ModelLink
-from .jsonrpc import read_messages
+from .jsonrpc import INVALID_REQUEST, error_response, read_messages
 from .protocol import StarChatProtocol
 from .store import ConversationStore
 
@@ -41,6 +41,8 @@ class StarChatServer(LanguageServer):
         self.client_info: types.ClientInfo | None = None
         self._store: ConversationStore | None = None
         self._tasks: set[asyncio.Future] = set()
+        #: Serving a TCP client (not the user's own editor on stdio): exports stay in the workspace.
+        self.over_tcp = False
         #: The process's exit code once serving ended (LSP: 1 for exit without shutdown).
         self.exit_code = 0
 
@@ -95,16 +97,37 @@ class StarChatServer(LanguageServer):
         self._stop_event = Event()
         reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
         self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
-        self._serve(read_messages(self._stop_event, reader, self.protocol.receive))
+        self._serve(read_messages(self._stop_event, reader, self.protocol.receive, self.protocol.refuse))
 
-    def start_tcp(self, host: str, port: int) -> None:
-        """Serve one client at a time on TCP (the same message handling as stdio)."""
+    def start_tcp(self, host: str, port: int, token: str | None = None) -> None:
+        """Serve one client at a time on TCP (the same message handling as stdio).
+
+        With ``token``, a client must send it in ``initialize`` first (``lsp_server.tcp``); one
+        that does not is disconnected and the server waits for the next. The session of an
+        admitted client (or any client, without a token) ends the server when it ends.
+        """
         self._stop_event = stop_event = Event()
+        self.over_tcp = True
+        busy = False
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.protocol.set_writer(writer)  # type: ignore[arg-type]  # pygls does the same
-            await read_messages(stop_event, reader, self.protocol.receive)
-            self.shutdown()
+            nonlocal busy
+            if busy:
+                writer.write(_frame(error_response(None, INVALID_REQUEST, "Another client is connected; "
+                                                   "this server serves one at a time.")))
+                writer.close()
+                return
+            busy = True
+            protocol = self.protocol
+            protocol.required_token, protocol.admitted, protocol.disconnected = token, False, False
+            protocol.set_writer(writer)  # type: ignore[arg-type]  # pygls does the same
+            try:
+                await read_messages(stop_event, reader, protocol.receive, protocol.refuse)
+            finally:
+                busy = False
+                writer.close()
+            if token is None or protocol.admitted:
+                self.shutdown()
 
         async def serve() -> None:
             self._server = await asyncio.start_server(connection, host, port)
@@ -184,14 +207,37 @@ def _listed_only(*args: Any) -> None:  # pragma: no cover - never called
     raise RuntimeError("StarChatProtocol handles StarChat commands")
 
 
-def run(tcp: str | None = None) -> int:
-    """Serve on stdio, or on TCP when ``tcp`` is ``"HOST:PORT"``; returns the exit code."""
+def run(tcp: str | None = None, allow_remote: bool = False) -> int:
+    """Serve on stdio, or on TCP when ``tcp`` is ``"HOST:PORT"``; returns the exit code.
+
+    TCP is loopback-only unless ``allow_remote``, and then needs the token (``lsp_server.tcp``);
+    raises ``tcp.TcpRefusal`` with a sentence when the address cannot be used.
+    """
+    from .tcp import TcpRefusal, check_address, load_or_create_token, token_path
+
     server = create_server()
     if tcp:
         host, _, port = tcp.rpartition(":")
+        host = host.strip("[]")
         if not host or not port.isdigit():
-            raise ValueError(f"--tcp wants HOST:PORT, not {tcp!r}.")
-        server.start_tcp(host, int(port))
+            raise TcpRefusal(f"--tcp wants HOST:PORT, not {tcp!r}.")
+        check_address(host, allow_remote)
+        token = None
+        if allow_remote:
+            token, created = load_or_create_token()
+            if created:  # shown once; later runs find it in the file
+                sys.stderr.write(f"starchat lsp: token for clients (shown once, stored in {token_path()}): {token}\n")
+            else:
+                sys.stderr.write(f"starchat lsp: clients need the token stored in {token_path()}\n")
+            sys.stderr.flush()
+        server.start_tcp(host, int(port), token)
     else:
         server.start_io()
     return server.exit_code
+
+
+def _frame(message: dict) -> bytes:
+    import json
+
+    body = json.dumps(message).encode("utf-8")
+    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -135,17 +136,26 @@ class ConversationStore:
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     def export_jsonl(self, path: Path, system_prompt: str) -> int:
-        """Write every non-empty conversation as ``{"messages": [...]}`` JSONL; returns rows."""
+        """Write every non-empty conversation as ``{"messages": [...]}`` JSONL; returns rows.
+
+        The file is private to the user (mode 0600, like the database it comes from).
+        """
         count = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            for conversation in reversed(self.list()):
-                messages = self.messages(conversation["conversationId"])
-                if not messages:
-                    continue
-                row = {"messages": [{"role": "system", "content": system_prompt}, *messages]}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        tmp.replace(path)  # readers never see a half-written file
+        # A fresh name (O_EXCL): nothing planted at a predictable ".tmp" path is followed or
+        # clobbered, and whatever fails before the rename takes the partial file with it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for conversation in reversed(self.list()):
+                    messages = self.messages(conversation["conversationId"])
+                    if not messages:
+                        continue
+                    row = {"messages": [{"role": "system", "content": system_prompt}, *messages]}
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    count += 1
+            os.replace(tmp, path)  # readers never see a half-written file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return count

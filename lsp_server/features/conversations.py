@@ -41,7 +41,9 @@ def export_conversations(server: Any, args: dict[str, Any]) -> dict:
     """``starchat.exportConversations {path}`` -> ``{path, conversations}`` (JSONL rows).
 
     A relative path is taken from the workspace root and must stay inside it once ``..``
-    and symlinks are resolved; an absolute path (or ``~/...``) is the user's explicit choice.
+    and symlinks are resolved; an absolute path (or ``~/...``) is the user's explicit choice
+    on stdio (their own editor), and must lead inside the workspace for a TCP client (anyone
+    who knows the token, maybe on another machine: ``lsp_server.tcp``).
     """
     name = commands.EXPORT_CONVERSATIONS
     raw = required_str(args, "path", name)
@@ -51,7 +53,7 @@ def export_conversations(server: Any, args: dict[str, Any]) -> dict:
         raise invalid(f"{name}: path has {len(raw)} characters; at most {MAX_PATH_CHARS} work.")
     path = Path(os.path.expanduser(raw))
     try:
-        if not path.is_absolute():
+        if not path.is_absolute() or getattr(server, "over_tcp", False):
             path = _inside_workspace(server, path, raw)
         if path.is_dir():
             raise invalid(f"{name}: {path} is a directory, not a file.")
@@ -71,6 +73,9 @@ def _inside_workspace(server: Any, path: Path, raw: str) -> Path:
     real_root = Path(root).resolve()
     target = (real_root / path).resolve()
     if not target.is_relative_to(real_root):
+        if getattr(server, "over_tcp", False):
+            raise invalid(f"{name}: {raw} leads outside the workspace ({real_root}); over TCP, exports "
+                          "are written inside the workspace only.")
         raise invalid(
             f"{name}: {raw} leads outside the workspace ({real_root}); a relative path must "
             "stay inside it, give an absolute path to write elsewhere."

@@ -71,7 +71,7 @@ class Response:
     async def _read(self, coro, timeout: float):
         try:
             return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HTTPFailure(f"The server at {self.where} sent nothing for {timeout:g} s; giving up.") from None
         except asyncio.IncompleteReadError as exc:
             return exc.partial
@@ -148,7 +148,7 @@ async def request(endpoint: Endpoint, method: str, path: str, *, body: dict | No
             asyncio.open_connection(endpoint.host, endpoint.port, ssl=context, limit=MAX_LINE),
             connect_timeout,
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise HTTPFailure(f"The server at {where} did not accept a connection within {connect_timeout:g} s.") from None
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

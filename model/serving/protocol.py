@@ -25,6 +25,8 @@ from typing import Any
 import msgpack
 
 PROTOCOL_VERSION = 1
+#: The worker's last line on stderr when it refuses a spec before serving (client.ensure_worker).
+WORKER_REFUSAL = "starchat worker: "
 MAX_FRAME = 16 * 1024 * 1024
 MAX_DEPTH = 16
 _HEADER = struct.Struct(">I")
@@ -151,3 +153,32 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"Expected HOST:PORT, got {value!r}.")
     return host.strip("[]"), int(port)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only (not ``0.0.0.0``)."""
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secrets_match(given: Any, expected: str) -> bool:
+    """Constant-time comparison of a shared secret, for any text a client sends.
+
+    Compared as UTF-8 bytes: ``hmac.compare_digest`` raises TypeError on ``str`` with
+    characters outside ASCII, which would let a client end the connection handler with an
+    exception instead of an authentication error.
+    """
+    import hmac
+
+    if not isinstance(given, str) or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

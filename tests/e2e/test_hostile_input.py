@@ -86,7 +86,7 @@ def test_id_1e400_is_an_invalid_request_answered_with_id_null(server):
     assert "result" in command(server, "after-1e400", commands.LIST_CONVERSATIONS, [{}])
 
 
-@pytest.mark.parametrize("bad_id", [{"a": 1}, [1, 2], True, 1.5])
+@pytest.mark.parametrize("bad_id", [{"a": 1}, [1, 2], True, 1.5, 100.0])
 def test_object_array_bool_and_float_ids_are_invalid_requests(server, bad_id):
     body = encode({"jsonrpc": "2.0", "id": bad_id, "method": "workspace/executeCommand",
                    "params": {"command": commands.LIST_CONVERSATIONS}})
@@ -130,6 +130,31 @@ def test_what_is_not_one_jsonrpc_message_is_answered_once_with_invalid_request(
     error = the_error(answers_to_raw(server, body), answer_id)
     assert error["code"] == INVALID_REQUEST and words in error["message"]
     assert server.answers_to(36) == [] and server.answers_to(37) == []
+
+
+@pytest.mark.parametrize("header", [b"content-length: %d", b"Content-Length:%d", b"CONTENT-LENGTH :  %d",
+                                    b"content-length:%d\r\nContent-Type: application/vscode-jsonrpc"])
+def test_header_names_are_case_insensitive_and_the_space_optional(server, header):
+    msg_id = f"header-{header.decode()[:15]}"
+    body = encode({"jsonrpc": "2.0", "id": msg_id, "method": "workspace/executeCommand",
+                   "params": {"command": commands.LIST_CONVERSATIONS}})
+    server.write(header % len(body) + b"\r\n\r\n" + body)
+    answer = server.wait_for(lambda m: m.get("id") == msg_id)
+    assert "conversations" in answer["result"]
+
+
+def test_a_body_over_the_size_cap_is_refused_with_id_null_and_not_held(monkeypatch):
+    monkeypatch.setenv("STARCHAT_LSP_MAX_MESSAGE_BYTES", "4096")
+    with RawServer() as raw:
+        raw.initialize()
+        padding = "x" * (3 << 20)  # 3 MiB: read in pieces and dropped
+        big = encode({"jsonrpc": "2.0", "id": "big", "method": "workspace/executeCommand",
+                      "params": {"command": commands.LIST_CONVERSATIONS, "arguments": [{"pad": padding}]}})
+        error = the_error(answers_to_raw(raw, big))
+        assert error["code"] == INVALID_REQUEST and "larger than this server takes (4096 bytes)" in error["message"]
+        assert raw.answers_to("big") == []
+        answer = command(raw, "after-big", commands.LIST_CONVERSATIONS, [{}])  # the stream is still in step
+        assert "conversations" in answer["result"]
 
 
 def test_nan_is_not_json(server):

@@ -44,6 +44,33 @@ def test_export_writes_chatml_rows_with_the_system_prompt(tmp_path):
     ]}]
 
 
+def test_a_failed_export_leaves_no_temp_file_and_the_old_file_intact(tmp_path, monkeypatch):
+    store = ConversationStore("file:///a", tmp_path / "c.sqlite3")
+    for n in range(3):
+        store.add_turn(store.create(), f"q{n}", f"a{n}")
+    out = tmp_path / "out" / "chats.jsonl"
+    out.parent.mkdir()
+    out.write_text("the previous export\n")
+    (out.parent / "chats.jsonl.tmp").symlink_to(tmp_path / "planted")  # a predictable name, planted
+    calls = []
+
+    def failing(conversation_id):  # a fault injected on purpose: the disk fills up mid-export
+        calls.append(conversation_id)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+    monkeypatch.setattr(store, "messages", failing)
+    with pytest.raises(OSError, match="No space left"):
+        store.export_jsonl(out, "SYSTEM")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["chats.jsonl", "chats.jsonl.tmp"]
+    assert out.read_text() == "the previous export\n"
+    assert not (tmp_path / "planted").exists()  # the planted link was not followed
+    monkeypatch.undo()
+    assert store.export_jsonl(out, "SYSTEM") == 3
+    assert len(out.read_text().splitlines()) == 3 and oct(out.stat().st_mode & 0o777) == "0o600"
+
+
 def test_delete_removes_messages(tmp_path):
     store = ConversationStore("w", tmp_path / "c.sqlite3")
     cid = store.create()
