@@ -177,7 +177,7 @@ def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
 
 
 def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: bool = True,
-                           tokenizer: Any = None) -> None:
+                           tokenizer: Any = None, extra_tokens: int = 0) -> None:
     """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template.
 
     With ``tokenizer`` (a family's): its added tokens appended as control tokens, its bos,
@@ -186,6 +186,7 @@ def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: b
     import gguf
 
     added = _added_tokens(tokenizer) if tokenizer is not None else []
+    added += [f"<extra_{i}>" for i in range(extra_tokens)]  # more tokens than the weights have rows
     for name, value, vtype, sub_type in _embedded_tokenizer_fields():
         if name == "tokenizer.chat_template" and (not chat_template or tokenizer is not None):
             continue
@@ -267,11 +268,13 @@ def _quantizable(name: str, data: np.ndarray) -> bool:
     return data.ndim == 2 and data.shape[-1] % 32 == 0 and not name.startswith("position_embd")
 
 
-def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: str = "chatml") -> Path:
+def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: str = "chatml",
+              extra_tokens: int = 0) -> Path:
     """Write the tiny ``arch`` model as a ``qtype`` GGUF file at ``out_path``; returns it.
 
     ``template`` ``none`` drops the GGUF chat template, a family of ``FAMILIES`` carries its
-    own (and its tokens); ``starchat`` is for folders only.
+    own (and its tokens); ``starchat`` is for folders only. ``extra_tokens`` makes a file that
+    lies: its vocabulary lists that many tokens more than its weights have rows.
     """
     import gguf
 
@@ -289,7 +292,7 @@ def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: st
     writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _copy_tokenizer_fields(writer, eos=tokenizer.eos_token_id, chat_template=template == "chatml",
-                           tokenizer=tokenizer if template in FAMILIES else None)
+                           tokenizer=tokenizer if template in FAMILIES else None, extra_tokens=extra_tokens)
     for name, data in _gguf_tensors(arch, model):
         if _quantizable(name, data):
             writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)

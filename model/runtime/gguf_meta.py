@@ -16,6 +16,10 @@ MAGIC = b"GGUF"
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 MAX_STRING = 1 << 26  # a key or value longer than 64 MiB means a damaged header
+# More keys or array items than any model has: a damaged (or hostile) header, refused before
+# reading them one by one would take minutes.
+MAX_KEYS = 1 << 16
+MAX_ARRAY = 1 << 24
 
 
 class GGUFError(ValueError):
@@ -32,7 +36,7 @@ def _read(f: BinaryIO, n: int) -> bytes:
 def _string(f: BinaryIO) -> str:
     (n,) = struct.unpack("<Q", _read(f, 8))
     if n > MAX_STRING:
-        raise GGUFError("its header holds a string of impossible length")
+        raise GGUFError("a string of impossible length")
     return _read(f, n).decode("utf-8", errors="replace")
 
 
@@ -44,12 +48,14 @@ def _value(f: BinaryIO, kind: int, keep_arrays: bool) -> Any:
         return _string(f)
     if kind == _ARRAY:
         item_kind, count = struct.unpack("<IQ", _read(f, 12))
+        if count > MAX_ARRAY:
+            raise GGUFError(f"an array of {count} items, more than any model has")
         if item_kind in _SCALARS and not keep_arrays:
             f.seek(struct.calcsize(_SCALARS[item_kind]) * count, 1)
             return count
         items = [_value(f, item_kind, keep_arrays) for _ in range(count)]
         return items if keep_arrays else count
-    raise GGUFError(f"its header has a value of unknown type {kind}")
+    raise GGUFError(f"a value of unknown type {kind}")
 
 
 def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -60,11 +66,16 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            if f.read(4) != MAGIC:
+            magic = f.read(4)
+            if not magic:
+                raise GGUFError(f"{path.name} is empty (0 bytes)")
+            if magic != MAGIC:
                 raise GGUFError(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
             version, _tensors, kv_count = struct.unpack("<IQQ", _read(f, 20))
             if version not in (2, 3):
                 raise GGUFError(f"{path.name} is GGUF version {version}; llama.cpp reads versions 2 and 3")
+            if kv_count > MAX_KEYS:
+                raise GGUFError(f"{path.name} has a damaged header: it declares {kv_count} metadata keys")
             meta: dict[str, Any] = {"GGUF.version": version}
             for _ in range(kv_count):
                 key = _string(f)
@@ -73,5 +84,9 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
             return meta
     except EOFError:
         raise GGUFError(f"{path.name} is truncated: it ends inside its header") from None
+    except GGUFError as exc:
+        if str(exc).startswith(path.name):
+            raise
+        raise GGUFError(f"{path.name} has a damaged header: {exc}") from None
     except OSError as exc:
         raise GGUFError(f"{path.name} cannot be read ({exc.strerror or exc})") from None

@@ -341,12 +341,6 @@ def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tup
     return text, False
 
 
-def _architecture_error(path: Path, meta: dict) -> str:
-    arch = meta.get("general.architecture", "unknown")
-    return (f"llama.cpp could not load {path.name} (architecture {arch!r}): the architecture "
-            f"is not supported by this llama.cpp build, or the file is damaged or truncated")
-
-
 def load(path: str | Path, name: str | None = None, *, threads: int | None = None,
          slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None) -> LlamaCppEngine:
     """Start llama.cpp on a GGUF file; raises ValueError with a sentence when it cannot."""
@@ -399,8 +393,10 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
         with unix_address(private / "http.sock") as address:
             params.hostnames = [address]
             server = xllamacpp.Server(params)
-    except RuntimeError:
-        raise ValueError(_architecture_error(path, meta)) from None
+    except RuntimeError:  # one message for every failure: ask llama.cpp's log why
+        from .llamacpp_errors import explain
+
+        raise ValueError(explain(path, arch, window, slots)) from None
     finally:
         shutil.rmtree(private, ignore_errors=True)
     # After llama.cpp: a file it refuses fails in a second, before any tokenizer conversion.

@@ -259,6 +259,10 @@ def load_model(
     if quantize not in QUANTIZE_MODES:
         raise ModelSpecError(f"Unknown quantize mode {quantize!r}: use {' or '.join(QUANTIZE_MODES)}.")
     source, folder = local_folder(spec)
+    if source.kind == "folder":
+        from .model_files import check_folder
+
+        check_folder(folder)  # one sentence naming a missing or malformed file
     device = pick_device(device)
     if runner != "transformers" and source.kind != "hub":
         reason = _lean_refusal(folder, device, trust_remote_code)

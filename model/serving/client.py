@@ -74,6 +74,15 @@ def _log_tail(log_file: Path, lines: int = 5) -> str:
     return " ".join(text[-lines:])
 
 
+def _start_failure(log_file: Path, returncode: int) -> str:
+    """Why the worker exited at start: its own one-sentence refusal when it gave one."""
+    last = _log_tail(log_file, 1)
+    if last.startswith(protocol.WORKER_REFUSAL):
+        reason = last[len(protocol.WORKER_REFUSAL):].strip().rstrip(".")
+        return f"The model worker cannot serve this model: {reason}."
+    return f"The model worker did not start: {_log_tail(log_file) or 'exit code ' + str(returncode)}"
+
+
 def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
     """Make sure a worker serves ``spec``; start one if none answers. Returns its socket."""
     path = Path(socket_path) if socket_path else protocol.socket_path_for(spec)
@@ -95,7 +104,7 @@ def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise WorkerError(f"The model worker did not start: {_log_tail(log_file) or 'exit code ' + str(proc.returncode)}")
+                raise WorkerError(_start_failure(log_file, proc.returncode))
             sock = _connect_unix(path)
             if sock:
                 sock.close()

@@ -16,15 +16,16 @@ pass (``Engine.step_batch``; ``--no-batch`` steps them round robin), so concurre
 stream at the same time and a short request is never stuck behind a long one. ``cancel`` frames and client
 disconnects stop a request before its next decode step.
 
-The worker exits by itself after ``--idle-timeout`` seconds without clients, or when its
-socket file is removed or replaced (so a test's temp dir takes its worker with it).
+The worker exits by itself after ``--idle-timeout`` seconds without clients, a few seconds
+after a failed model load once no client is connected, or when its socket file is removed
+or replaced (so a test's temp dir takes its worker with it). A spec whose files are bad
+(``model.runtime.model_files.preflight``) ends it before it opens its socket.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -43,6 +44,8 @@ from .protocol import ProtocolError
 log = logging.getLogger("starchat.worker")
 DEFAULT_IDLE_TIMEOUT = float(os.environ.get("STARCHAT_WORKER_IDLE_TIMEOUT", 900))
 # Decode concurrent requests in one forward pass (see Engine.step_batch); off = round robin.
+# After a failed load, exit once no client has been connected for this long.
+LOAD_ERROR_LINGER_S = float(os.environ.get("STARCHAT_WORKER_LOAD_ERROR_LINGER", 3))
 DEFAULT_BATCH = os.environ.get("STARCHAT_WORKER_BATCH", "1").lower() not in ("0", "false", "no")
 # llama.cpp, while a chat streams: a code completion's prompt goes in steps of at most this
 # many new tokens, the chat decoding on its own between two steps (Scheduler._prefill_aside).
@@ -540,7 +543,7 @@ class WorkerServer:
                 self.last_activity = time.monotonic()
                 kind, req_id = frame["type"], frame.get("id")
                 if not authed:
-                    if kind == "hello" and isinstance(frame.get("secret"), str) and hmac.compare_digest(frame["secret"], self.secret or ""):
+                    if kind == "hello" and protocol.secrets_match(frame.get("secret"), self.secret or ""):
                         authed = True
                         send({"type": "hello", "version": protocol.PROTOCOL_VERSION, **self.scheduler.info})
                         continue
@@ -581,6 +584,11 @@ class WorkerServer:
                     log.info("Socket %s was removed; exiting", socket_file)
                     return
             idle = time.monotonic() - self.last_activity
+            if self.scheduler.load_error and self.connections == 0 and idle > LOAD_ERROR_LINGER_S:
+                # Nothing to serve: whoever waited was told why; a later client starts a new
+                # worker and is told again.
+                log.info("The model could not be loaded and no client is connected; exiting")
+                return
             if self.connections == 0 and not self.scheduler.busy and idle > self.idle_timeout:
                 log.info("Idle for %.0f s; exiting", idle)
                 return
@@ -646,11 +654,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from ..runtime.loading import ModelSpecError, resolve_spec
+    from ..runtime.model_files import ModelFileError, preflight
 
     try:
-        resolve_spec(args.model)
-    except ModelSpecError as exc:
-        print(f"starchat worker: {exc}", file=sys.stderr)  # noqa: T201
+        source = resolve_spec(args.model)
+        preflight(source.kind, source.location)  # a bad file ends us here, before any client waits
+    except (ModelSpecError, ModelFileError) as exc:
+        print(f"{protocol.WORKER_REFUSAL}{exc}", file=sys.stderr)  # noqa: T201
         return 2
     secret = os.environ.get("STARCHAT_WORKER_SECRET")
     if args.tcp:
@@ -662,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         if not secret:
             print("starchat worker: --tcp needs a shared secret in STARCHAT_WORKER_SECRET.", file=sys.stderr)  # noqa: T201
             return 2
-        if host not in ("127.0.0.1", "::1", "localhost") and not args.allow_remote:
+        if not protocol.is_loopback(host) and not args.allow_remote:
             print(f"starchat worker: {host} is not loopback; pass --allow-remote to listen there.", file=sys.stderr)  # noqa: T201
             return 2
     socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(args.model)
