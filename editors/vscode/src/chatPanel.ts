@@ -3,6 +3,7 @@
 import * as vscode from 'vscode';
 import { CHAT_PANEL_VIEW_TYPE } from './constants';
 import { throttle } from './deltas';
+import { chatPanelCsp } from './csp';
 
 /** A turn being shown: update it while streaming, finish it once. */
 export interface PanelTurn {
@@ -84,7 +85,7 @@ export class ChatPanel {
 
   private html(webview: vscode.Webview): string {
     const nonce = Math.random().toString(36).slice(2) + Date.now().toString(36);
-    const csp = `default-src 'none'; style-src ${webview.cspSource} 'unsafe-inline'; img-src ${webview.cspSource} https: data:; script-src 'nonce-${nonce}';`;
+    const csp = chatPanelCsp(webview.cspSource, nonce);
     return `<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${csp}">
 <style>
