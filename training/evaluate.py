@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from training.evaluation.backends import DEFAULT_API_KEY_ENV, BackendError
+from training.evaluation.sandbox import UNSAFE_FLAG, SandboxUnavailable, require_isolation
 
 log = logging.getLogger("starchat.eval")
 
@@ -83,11 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--raw", action="store_true", help="plain completion of the prompt (base models)")
     he.add_argument("--max-new-tokens", type=_positive, default=256)
     he.add_argument("--out-dir", default="eval_out/humaneval", help="results JSONL and report go here")
+    he.add_argument(UNSAFE_FLAG, dest="unsafe", action="store_true",
+                    help="run the model's code even where no sandbox (bubblewrap) is available: only "
+                         "resource limits and an audit hook then stand between it and this machine")
 
     plots = sub.add_parser("plots", help="run the plot answers headless and count figures")
     plots.add_argument("--answers", required=True, help="answers JSONL from `starchat eval generate`")
     plots.add_argument("--category", default="plot")
     plots.add_argument("--out-dir", default="eval_out/plots", help="PNGs and report go here")
+    plots.add_argument(UNSAFE_FLAG, dest="unsafe", action="store_true",
+                       help="run the answers' code even where no sandbox (bubblewrap) is available")
     lm = sub.add_parser("lm-eval", help="EleutherAI lm-evaluation-harness tasks (ours: starchat_python_mc)")
     lm.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or a HF id")
     lm.add_argument("--tasks", required=True,
@@ -186,11 +192,13 @@ def cmd_humaneval(args) -> dict:
 
     if args.raw and args.via_worker:
         raise BackendError("--raw needs the model in this process; drop --via-worker.")
+    require_isolation(args.unsafe)  # before any generation: refuse at once where nothing isolates
     backend = make_backend(args.model, via_worker=args.via_worker, chat_mode=args.chat_format)
     out_dir = Path(args.out_dir)
     start = time.monotonic()
     rows = run_humaneval(backend, out_dir / "results.jsonl", limit=args.limit, samples=args.samples,
-                         raw=args.raw, max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+                         raw=args.raw, max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
+                         unsafe=args.unsafe)
     ks = tuple(k for k in (1, 5, 10, 100) if k <= args.samples) or (1,)
     result = score(rows, ks)
     result.update(model=backend.spec, chat_format="raw" if args.raw else backend.chat_mode,
@@ -205,8 +213,9 @@ def cmd_plots(args) -> dict:
     from training.evaluation.prompts import read_jsonl
     from training.evaluation.report import plots_markdown
 
+    require_isolation(args.unsafe)
     answers = read_jsonl(args.answers, what="answers file")
-    summary = run_plots(answers, args.out_dir, category=args.category)
+    summary = run_plots(answers, args.out_dir, category=args.category, unsafe=args.unsafe)
     (Path(args.out_dir) / "report.md").write_text(plots_markdown(summary), encoding="utf-8")
     return {k: v for k, v in summary.items() if k != "rows"} | {"out_dir": args.out_dir}
 
@@ -225,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = COMMANDS[args.command](args)
-    except (EvalInputError, BackendError, ModelSpecError, ValueError) as exc:
+    except (EvalInputError, BackendError, ModelSpecError, ValueError, SandboxUnavailable) as exc:
         print(f"starchat eval {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

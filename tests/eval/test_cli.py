@@ -66,3 +66,22 @@ def test_plots_command_runs_each_answer_and_counts_figures(tmp_path, capsys):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in out.glob("*.png"))
     report = (out / "report.md").read_text()
     assert "2 of 4 answers produced a figure" in report
+
+
+def test_without_a_sandbox_the_code_runners_refuse_unless_told(tmp_path, capsys, monkeypatch):
+    """Where bubblewrap cannot run (simulated here: the probe answers "none"), humaneval and
+    plots exit 2 with one sentence before generating anything; --unsafe-no-sandbox runs."""
+    from training.evaluation import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.Isolation("none", "bubblewrap (bwrap) is not installed"))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"id": "plot-1", "category": "plot",
+                                   "answer": "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```"}) + "\n")
+    for argv in (["humaneval", "--model", "no/such/model", "--limit", "1"], ["plots", "--answers", str(answers)]):
+        assert main([*argv, "--out-dir", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "needs a sandbox and none is available" in err
+        assert "--unsafe-no-sandbox" in err
+    assert not (tmp_path / "out").exists()
+    assert main(["plots", "--answers", str(answers), "--out-dir", str(tmp_path / "out"), "--unsafe-no-sandbox"]) == 0
+    assert json.loads(capsys.readouterr().out)["figure"] == 1

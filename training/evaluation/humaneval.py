@@ -104,7 +104,8 @@ def build_program(problem: dict, reply: str, *, raw: bool) -> str | None:
 
 
 def run_humaneval(backend, out: str | Path, *, limit: int | None = None, samples: int = 1,
-                  raw: bool = False, max_new_tokens: int = 256, progress: bool = True) -> list[dict]:
+                  raw: bool = False, max_new_tokens: int = 256, progress: bool = True,
+                  unsafe: bool = False) -> list[dict]:
     """Generate and execute `samples` answers per problem, appending rows to `out` (resumable)."""
     problems = load_problems(limit)
     params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
@@ -139,7 +140,7 @@ def run_humaneval(backend, out: str | Path, *, limit: int | None = None, samples
             if program is None:
                 status, error = "no_code", ""
             else:
-                result = run_python(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
+                result = run_python(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB, unsafe=unsafe)
                 stderr_lines = result.stderr.strip().splitlines()
                 status, error = result.status, (stderr_lines[-1] if stderr_lines else "")[:300]
             row = {"task_id": problem["task_id"], "sample": sample, "status": status,
