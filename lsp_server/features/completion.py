@@ -14,8 +14,8 @@ What a typist expects:
 - an answer for a document version that changed meanwhile is ``null``;
 - ``$/cancelRequest`` cancels the request (answered ``RequestCancelled``);
 - typing the first characters of the last suggestion serves the rest from a cache;
-- the worker runs chat first (``model.serving.worker.plan_round`` on torch, ``Scheduler._prefill_aside``
-  on llama.cpp).
+- the worker runs chat first (``model.serving.scheduler``: ``plan_round`` on torch,
+  ``LlamaCppScheduler._prefill_aside`` on llama.cpp).
 Failures (no model, a refused request) are logged and answered ``null``: an editor asks
 on every keystroke, so an error per keystroke would only be noise.
 """

@@ -29,7 +29,7 @@ guarantees, and how it holds here:
 - prefill in steps (``prefill``): a one-token request on the start of a prompt leaves
   that start in a slot's cache, so the request for the whole prompt that follows has only
   the rest to process. The worker uses it to keep a code completion's prompt from stalling
-  a streaming chat (``model.serving.worker.Scheduler``).
+  a streaming chat (``model.serving.scheduler.LlamaCppScheduler``).
 
 llama.cpp's server always opens an HTTP listener. It is bound to a Unix socket in a
 private (0700) temporary folder, the socket file and folder are removed once the model is

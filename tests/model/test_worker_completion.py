@@ -1,7 +1,9 @@
 """Code completions in the worker: the ``fim`` request, and chat first in the scheduler.
 
-The scheduler runs in this process on the real embedded model; its ``trace`` records every
-step (one forward pass each), so the interleaving is asserted as an order, not a time.
+The schedulers run in this process on the real embedded model; their ``trace`` records every
+step (one forward pass each on torch), so the interleaving is asserted as an order, not a
+time. The llama.cpp scheduler's pacing beside a chat is tested on a scripted engine and
+clock in test_pacing.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import uuid
 import pytest
 
 from model.prompt.params import GenerationParams
-from model.serving.worker import Job, Scheduler, build_prompt, plan_round
+from model.serving.scheduler import (
+    Job,
+    LlamaCppScheduler,
+    Pacing,
+    TorchScheduler,
+    build_prompt,
+    plan_round,
+)
 
 CHAT = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
         "params": {"max_new_tokens": 40}}
@@ -28,7 +37,7 @@ def fim(prefix: str = CODE, **extra) -> dict:
 
 @pytest.fixture()
 def scheduler(loaded):
-    sched = Scheduler("default", load=lambda spec: loaded)
+    sched = TorchScheduler("default", load=lambda spec: loaded)
     sched.trace = []
     sched.start()
     assert sched.ready.wait(120) and sched.load_error is None
@@ -155,12 +164,6 @@ def test_plan_round_puts_chat_first_and_one_completion_step_per_round():
 
 # --- llama.cpp (the engine of GGUF specs, the default's included) ------------------------
 
-def long_chats(scheduler, monkeypatch) -> None:
-    """LONG_CHAT writes all its tokens: repetition control off for the test (with it, the
-    answer may end early once it repeats itself, before what the test needs beside it)."""
-    monkeypatch.setattr(scheduler.engine, "dry", {})
-
-
 LONG_CHAT = {"messages": [{"role": "user", "content": "Write a Python module with ten small string "
                            "helper functions, each with a docstring and an example."}],
              "params": {"max_new_tokens": 400}}
@@ -173,7 +176,7 @@ def llama_scheduler():
 
     if not llamacpp_engine.available():
         pytest.skip("llama.cpp (the xllamacpp wheel) is not available here")
-    sched = Scheduler("default")
+    sched = LlamaCppScheduler("default")
     sched.start()
     assert sched.ready.wait(300) and sched.load_error is None
     assert sched.info["engine"] == "llama.cpp"
@@ -194,56 +197,11 @@ def _unique_prefix(tag: str, repeat: int = 12) -> str:
     return f"# {tag} {uuid.uuid4().hex}\n" + CODE * repeat
 
 
-def test_llamacpp_completion_prompt_goes_in_small_steps_while_a_chat_streams(llama_scheduler, monkeypatch):
-    from model.serving import worker
-    from model.serving.worker import FIM_PREFILL_CHUNK
-
-    # The order is under test, not the time share: a short rest, so that a slow (busy)
-    # machine still sees several steps before the chat ends.
-    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 1.0)
-    s = llama_scheduler
-    long_chats(s, monkeypatch)
-    s.trace = []
-    c = Collector()
-    s.submit(Job((1, "chat"), LONG_CHAT, c.emit_for("chat")))
-    first = c.frames.get(timeout=300)
-    assert first[0] == "chat" and first[1]["type"] == "delta"  # the chat is streaming
-    prefix = _unique_prefix("aside")
-    s.submit(Job((1, "c"), fim(prefix), c.emit_for("c")))
-    frames = [first, *c.wait({"chat", "c"})]
-    chat_done, fim_done = _done(frames, "chat"), _done(frames, "c")
-    assert chat_done["type"] == fim_done["type"] == "done"
-
-    trace = list(s.trace)
-    steps = [i for i, e in enumerate(trace) if e[0] == "prefill" and e[1] == (1, "c")]
-    assert len(steps) >= 2, f"the completion's prompt went in one piece while the chat streamed: {trace}"
-    assert all(trace[i][2] <= FIM_PREFILL_CHUNK for i in steps)
-    # The chat decoded on its own between two steps of the completion's prompt.
-    for a, b in zip(steps, steps[1:], strict=False):
-        assert any(e == ("delta", (1, "chat")) for e in trace[a:b]), trace[a:b]
-    # The request for the answer has a small rest of the prompt, or the chat was over by then.
-    at = next(i for i, e in enumerate(trace) if e[0] == "run" and e[1] == (1, "c"))
-    last_chat = max(i for i, e in enumerate(trace) if e == ("delta", (1, "chat")))
-    assert trace[at][2] <= FIM_PREFILL_CHUNK or at > last_chat, trace
-    # llama.cpp's own counter: that request found the steps in its slot's cache.
-    usage = fim_done["usage"]
-    assert usage["cached_prompt_tokens"] >= usage["prompt_tokens"] - trace[at][2] - 1
-
-    # Both answers are right: the chat starts as it does alone (llama.cpp's results move a
-    # little with the batch and the cache, so the start only), the completion is there.
-    alone = Collector()
-    s.submit(Job((2, "chat"), LONG_CHAT, alone.emit_for("chat")))
-    solo = alone.wait({"chat"})
-    assert _text(frames, "chat")[:12] == _text(solo, "chat")[:12] and _text(solo, "chat").strip()
-    assert _text(frames, "c").strip()
-
-
 def test_llamacpp_completion_without_a_chat_goes_in_steps_one_after_another(llama_scheduler):
     """Without a chat the prompt still goes in steps (a chat that starts meanwhile waits for
     one step, not the whole window), each right after the last: no rests, and llama.cpp
     finds every step in the slot."""
-    from model.serving.worker import FIM_PREFILL_STEP_ALONE
-
+    step = Pacing().prefill_step_alone
     s = llama_scheduler
     s.trace = []
     c = Collector()
@@ -253,20 +211,9 @@ def test_llamacpp_completion_without_a_chat_goes_in_steps_one_after_another(llam
     assert done["type"] == "done" and _text(frames, "c").strip()
     steps = [e for e in s.trace if e[0] == "prefill"]
     run = next(e for e in s.trace if e[0] == "run")
-    assert len(steps) >= 5 and all(e[2] == FIM_PREFILL_STEP_ALONE for e in steps), s.trace
-    assert run[2] <= FIM_PREFILL_STEP_ALONE
+    assert len(steps) >= 5 and all(e[2] == step for e in steps), s.trace
+    assert run[2] <= step
     assert done["usage"]["cached_prompt_tokens"] >= done["usage"]["prompt_tokens"] - run[2] - 1
-
-
-def test_reusable_start_sees_a_window_that_slid():
-    from model.serving.worker import reusable_start
-
-    old = list(range(1000))
-    assert reusable_start(old, old[:990] + [5000, 5001], reuse=64) == 990  # typing: the common start
-    slid = old[64:] + [7000, 7001]  # the window's start moved by a step: llama.cpp shifts the rest
-    assert reusable_start(old, slid, reuse=64) == 936
-    assert reusable_start(old, [9] + old[64:], reuse=64) == 0  # no chunk of 64 right after the start
-    assert reusable_start([], slid, reuse=64) == 0
 
 
 def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypatch):
@@ -298,66 +245,6 @@ def test_llamacpp_completion_stops_at_a_file_separator(llama_scheduler, monkeypa
     ids = build_prompt(s.engine, request)[0]
     outcome = s.engine.run(ids, GenerationParams(max_new_tokens=6), threading.Event(), lambda _t: None)
     assert outcome.finish_reason == "length" and outcome.usage["tokens"] == 6, outcome
-
-
-def test_llamacpp_cancel_stops_a_completion_between_its_prompt_steps(llama_scheduler, monkeypatch):
-    from model.serving import worker
-
-    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", 50.0)  # a long rest: the cancel must cut it
-    s = llama_scheduler
-    long_chats(s, monkeypatch)
-    s.trace = []
-    c = Collector()
-    s.submit(Job((5, "chat"), LONG_CHAT, c.emit_for("chat")))
-    assert c.frames.get(timeout=300)[0] == "chat"
-    s.submit(Job((5, "c"), fim(_unique_prefix("cancel")), c.emit_for("c")))
-    while not any(e[0] == "prefill" and e[1] == (5, "c") for e in list(s.trace)):
-        time.sleep(0.01)
-    s.cancel((5, "c"))
-    frames = c.wait({"chat", "c"})
-    ends = [n for n, f in frames if f["type"] in ("done", "error")]
-    assert ends == ["c", "chat"]  # the cancelled completion ended while the chat streamed
-    assert _done(frames, "c")["finish_reason"] == "cancelled" and _text(frames, "c") == ""
-    assert sum(e[0] == "prefill" and e[1] == (5, "c") for e in s.trace) == 1
-
-
-def test_llamacpp_a_completion_decoded_beside_a_chat_gives_the_chat_a_rest(llama_scheduler, monkeypatch):
-    """A completion's tokens ride in the chat's batches, so the chat rests from the whole
-    request, not just its prompt: the next completion waits ``CHAT_REST_FACTOR`` times as long
-    as the last one took (back to back, a typist's completions rode in most of a chat's
-    batches). The rest is a wait the scheduler imposes: a lower bound, whatever the load."""
-    from model.serving import worker
-
-    factor = 8.0
-    monkeypatch.setattr(worker, "CHAT_REST_FACTOR", factor)
-    s = llama_scheduler
-    long_chats(s, monkeypatch)
-    c = Collector()
-    done_at: dict = {}
-
-    def timed(name: str):
-        emit = c.emit_for(name)
-
-        def record(frame: dict) -> None:
-            if frame["type"] in ("done", "error"):
-                done_at[name] = time.monotonic()
-            emit(frame)
-        return record
-
-    s.submit(Job((7, "chat"), LONG_CHAT, timed("chat")))
-    assert c.frames.get(timeout=300)[0] == "chat"  # the chat is streaming
-    first = {"fim": {"prefix": CODE, "path": "a.py"}, "params": {"max_new_tokens": 8}}
-    s.submit(Job((7, "c1"), first, timed("c1")))
-    frames = c.wait({"c1"})
-    usage = _done(frames, "c1")["usage"]
-    assert usage["tokens"] >= 2, usage  # it decoded beside the chat
-    s.submit(Job((7, "c2"), {**first, "fim": {**first["fim"], "prefix": CODE + "["}}, timed("c2")))
-    frames += c.wait({"c2", "chat"})
-    ends = [n for n, f in frames if f["type"] in ("done", "error")]
-    assert ends == ["c1", "c2", "chat"], ends  # the chat streamed all along
-    assert _done(frames, "c2")["type"] == "done"
-    rest = min(factor * usage["total_s"], worker.CHAT_REST_MAX_S)
-    assert done_at["c2"] - done_at["c1"] >= 0.95 * rest, (done_at, usage)
 
 
 LINE_START = "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n"
