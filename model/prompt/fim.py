@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chat_format import encode_text
+from .stops import StopFilter
 
 DEFAULT_CONTEXT_TOKENS = 1024
 MIN_CONTEXT_TOKENS = 32
@@ -344,18 +345,24 @@ class Healing:
     """What to show of a healed answer, streamed: its first tokens were constrained to spell
     ``text``, which is hidden; ``stops`` are then cut from the rest (an engine that matches
     stop strings on the whole answer would find one inside the healed text: a ``"\n\n"``
-    token healed at a line start ends the answer at once). Feed each delta in order to
-    :meth:`take`, show what it returns, and :meth:`rest` at the end."""
+    token healed at a line start ends the answer at once) by ``model.prompt.stops.StopFilter``.
+    Feed each delta in order to :meth:`take`, show what it returns, and :meth:`rest` at the end."""
 
     def __init__(self, text: str = "", stops: tuple[str, ...] | list[str] = ()):
         self.left = text
-        self.stops = tuple(s for s in stops if s)
-        self.text = ""  # shown or held back: the answer after the healed text
-        self.shown = 0
-        self.stopped = False
+        self.filter = StopFilter(stops)
+
+    @property
+    def stopped(self) -> bool:
+        return self.filter.stopped
+
+    @property
+    def text(self) -> str:
+        """The answer after the healed text, shown or held back."""
+        return self.filter.text
 
     def take(self, delta: str) -> str:
-        if self.stopped:
+        if self.filter.stopped:
             return ""
         if self.left:
             k = 0
@@ -364,23 +371,8 @@ class Healing:
             # (an engine that did not keep to the constraint: show the rest rather than lose it)
             self.left = self.left[k:] if k == len(delta) else ""
             delta = delta[k:]
-        self.text += delta
-        cuts = [at for stop in self.stops if (at := self.text.find(stop, max(0, self.shown - len(stop) + 1))) != -1]
-        if cuts:
-            self.text, self.stopped = self.text[: min(cuts)], True
-            return self._show(len(self.text))
-        safe = len(self.text)
-        for stop in self.stops:  # hold back what may still become a stop string
-            for k in range(min(len(stop) - 1, safe - self.shown), 0, -1):
-                if self.text.endswith(stop[:k]):
-                    safe = min(safe, len(self.text) - k)
-                    break
-        return self._show(safe)
+        return self.filter.feed(delta)
 
     def rest(self) -> str:
         """The held-back end, once the answer is over."""
-        return self._show(len(self.text))
-
-    def _show(self, upto: int) -> str:
-        out, self.shown = self.text[self.shown : max(upto, self.shown)], max(upto, self.shown)
-        return out
+        return self.filter.finish()

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..prompt.chat_format import ChatFormat, chat_format_for
 from ..prompt.params import GenerationParams  # re-exported: defined torch-free there
+from ..prompt.stops import StopFilter
 from .loading import LoadedModel
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
 from .repetition import DRY_BREAKERS, RepeatWatch, dry_penalties
@@ -47,9 +48,9 @@ class Decoder:
         self.cancel = cancel or threading.Event()
         self.prompt_ids = list(prompt_ids)
         self.stop_strings = tuple(stop_strings) + tuple(params.stop)
+        self.stops = StopFilter(self.stop_strings)
         self.generated: list[int] = []
         self.text = ""  # decoded text of the generated ids, stop string removed
-        self.emitted = 0  # characters of self.text already returned
         self.finish_reason: str | None = None
         self.cache: Any = None
         self.fed: list[int] = []  # ids whose keys/values are in self.cache, in order
@@ -141,32 +142,19 @@ class Decoder:
         return delta
 
     def _flush(self, final: bool) -> str:
-        """Decode, cut at a stop string, and return text not yet emitted that is safe to show."""
+        """Decode, cut at a stop string, and return text not yet emitted that is safe to show
+        (``model.prompt.stops.StopFilter``: a stop string's start and half a UTF-8 character
+        wait for the next token)."""
         text = self.engine.tokenizer.decode(self.generated, skip_special_tokens=True)
         if self.heal:  # hidden, and no stop string is looked for inside it
             if text.startswith(self.heal):
                 text = text[len(self.heal):]
             elif self.heal.startswith(text):  # still spelling it
                 text = ""
-        for stop in self.stop_strings:
-            at = text.find(stop, max(0, self.emitted - len(stop)))
-            if at != -1:
-                text = text[:at]
-                if not self.done:
-                    self._finish("stop")
-                final = True
-        self.text = text
-        safe = len(text)
-        if not final:
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the rest
-                safe = len(text.rstrip("\ufffd"))
-            for stop in self.stop_strings:  # hold back what may become a stop string
-                for k in range(min(len(stop) - 1, safe), 0, -1):
-                    if text[safe - k : safe] == stop[:k]:
-                        safe -= k
-                        break
-        safe = max(safe, self.emitted)
-        delta, self.emitted = text[self.emitted : safe], safe
+        delta = self.stops.update(text, final)
+        self.text = self.stops.text
+        if self.stops.stopped and not self.done:
+            self._finish("stop")
         return delta
 
     def cancel_now(self) -> None:

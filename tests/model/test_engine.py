@@ -93,3 +93,17 @@ def test_transformers_runner_streams_the_same_answer(engine, hf_loaded):
 def test_empty_prompt_is_a_clear_error(engine):
     with pytest.raises(ValueError, match="prompt is empty"):
         engine.generate([], {"max_new_tokens": 4})
+
+
+def test_half_a_character_waits_for_its_next_token_and_a_stop_start_for_more(engine):
+    """``Decoder._flush`` through the shared stop filter (model.prompt.stops), on the real
+    tokenizer: an emoji is several byte tokens, and a stop string's start is held back."""
+    ids = engine.tokenizer.encode("ok \U0001F600\nHuman: hi", add_special_tokens=False)
+    assert any(engine.tokenizer.decode(ids[:i]).endswith("\ufffd") for i in range(len(ids)))  # (split)
+    d = engine.decoder([1], {"max_new_tokens": 64, "stop": ["\nHuman:"]})
+    shown = []
+    for i in range(1, len(ids) + 1):
+        d.generated = ids[:i]
+        shown.append(d._flush(final=False))
+        assert "\ufffd" not in "".join(shown) and "\n" not in "".join(shown)
+    assert "".join(shown) == "ok \U0001F600" and d.done and d.finish_reason == "stop"
