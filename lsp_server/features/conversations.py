@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import commands
 from ..arguments import invalid, required_str
-from .generation import system_prompt
+from .jobs import system_prompt
 
 
 def new_conversation(server: Any, args: dict[str, Any]) -> dict:

@@ -34,7 +34,7 @@ from typing import Any
 from lsprotocol import types
 
 from ..transcript import WRITE_INTERVAL, Transcript
-from .generation import EDITING_TASKS, Job, finish, forget_if_new, stream_reply
+from .jobs import EDITING_TASKS, Job, finish, forget_if_new, stream_reply
 from .progress import DeltaStream, client_supports_progress
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,16 @@
-"""The model package's layers: imports run one way, ``backends -> serving -> runtime -> prompt``.
+"""The house is one-way: ``lsp_server -> model``, ``training -> model``, and inside ``model``
+the layers ``backends -> serving -> runtime -> prompt``.
 
-Every module under ``model/`` is parsed with ``ast`` and every import counts, the ones inside
-functions included (a function-level import is still a dependency, only a later one). The
-rules: every import inside the package names a module that exists (a function-level import
-of a moved module would only fail when it runs); no layer imports a higher one; no import cycle between modules; nothing from
-``lsp_server`` or ``training``; no torch or transformers anywhere in the prompt layer.
-The checker itself is tried on a small package with one break of each rule.
+Every module of the three packages is parsed with ``ast`` and every import counts, the ones
+inside functions included (a function-level import is still a dependency, only a later one).
+The rules, in each package: every import inside the package names a module that exists (a
+function-level import of a moved module would only fail when it runs); no import cycle
+between modules (in ``lsp_server``: features may import core modules and each other, but
+never round in a circle); nothing from the packages it must not know (``model`` imports
+neither ``lsp_server`` nor ``training``, ``training`` never ``lsp_server``, ``lsp_server``
+never ``training``). In ``model`` besides: no layer imports a higher one, and no torch or
+transformers anywhere in the prompt layer. The checker itself is tried on small packages
+with one break of each rule.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("prompt", "runtime", "serving", "backends")  # lowest first
 HEAVY = ("torch", "transformers")
-OUTSIDE = ("lsp_server", "training")
+#: The packages checked, and the ones each must never import.
+FORBIDDEN = {"model": ("lsp_server", "training"), "lsp_server": ("training",), "training": ("lsp_server",)}
 MODULE = "module:"  # marks the module part of a `from X import y` inside the package
 
 
@@ -33,7 +39,7 @@ def modules(root: Path, package: str = "model") -> dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path) -> list[tuple[str, int]]:
+def imports(name: str, path: Path, package: str = "model") -> list[tuple[str, int]]:
     """(absolute module name, line) for each import in the file, wherever it stands."""
     is_package = path.name == "__init__.py"
     found = []
@@ -47,7 +53,7 @@ def imports(name: str, path: Path) -> list[tuple[str, int]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target.split(".")[0] == "model":
+            if target.split(".")[0] == package:
                 found.append((MODULE + target, node.lineno))  # must exist (checked by violations)
             # `from pkg import mod` depends on the module; `from mod import name` on mod.
             found += [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
@@ -60,29 +66,30 @@ def layer_of(name: str) -> int | None:
     return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
 
 
-def violations(root: Path) -> list[str]:
-    mods = modules(root)
+def violations(root: Path, package: str = "model") -> list[str]:
+    mods = modules(root, package)
     problems = []
     graph: dict[str, set[str]] = {name: set() for name in mods}
     for name, path in mods.items():
         where = path.relative_to(root)
-        if layer_of(name) is None and path.name != "__init__.py":
+        if package == "model" and layer_of(name) is None and path.name != "__init__.py":
             problems.append(f"{where}: a module outside the layers {LAYERS}")
-        for target, line in imports(name, path):
+        for target, line in imports(name, path, package):
             if target.startswith(MODULE):
                 if target[len(MODULE):] not in mods:
                     problems.append(f"{where}:{line}: imports {target[len(MODULE):]}, which does not exist")
                 continue
             top = target.split(".")[0]
-            if top in OUTSIDE:
-                problems.append(f"{where}:{line}: imports {target} (model imports neither lsp_server nor training)")
-            if top in HEAVY and layer_of(name) == 0:
+            if top in FORBIDDEN[package]:
+                problems.append(f"{where}:{line}: imports {target} ({package} imports none of "
+                                f"{', '.join(FORBIDDEN[package])})")
+            if package == "model" and top in HEAVY and layer_of(name) == 0:
                 problems.append(f"{where}:{line}: imports {target} (the prompt layer is torch-free)")
             if target not in mods or target == name:
                 continue  # a name inside a module, or outside the package
             graph[name].add(target)
             own, theirs = layer_of(name), layer_of(target)
-            if own is not None and theirs is not None and theirs > own:
+            if package == "model" and own is not None and theirs is not None and theirs > own:
                 problems.append(f"{where}:{line}: {LAYERS[own]} imports {target} from the higher "
                                 f"layer {LAYERS[theirs]}")
     problems += [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(graph)]
@@ -139,9 +146,12 @@ def _cycle_through(graph: dict[str, set[str]], members: set[str], start: str) ->
     raise AssertionError(f"{start} is in a cycle but no path leads back to it")
 
 
-def test_the_model_package_keeps_its_layers():
-    assert "model.serving.worker" in modules(ROOT)  # the walk sees the tree
-    problems = violations(ROOT)
+@pytest.mark.parametrize(("package", "known"), [("model", "model.serving.worker"),
+                                              ("lsp_server", "lsp_server.features.early_answer"),
+                                              ("training", "training.evaluation.humaneval")])
+def test_each_package_keeps_the_house_one_way(package, known):
+    assert known in modules(ROOT, package)  # the walk sees the tree
+    problems = violations(ROOT, package)
     assert not problems, "\n".join(problems)
 
 
@@ -158,6 +168,9 @@ def _write(root: Path, files: dict[str, str]) -> None:
     ({"model/runtime/a.py": "from . import b\n", "model/runtime/b.py": "def f():\n    from .a import x\n"},
      "import cycle: model.runtime.a -> model.runtime.b -> model.runtime.a"),
     ({"model/serving/a.py": "def f():\n    import lsp_server.cli\n"}, "imports lsp_server.cli"),
+    ({"model/serving/a.py": "from . import b\n", "model/serving/b.py": "from . import c\n",
+      "model/serving/c.py": "def f():\n    from .a import x\n"},
+     "import cycle: model.serving.a -> model.serving.b -> model.serving.c -> model.serving.a"),
     ({"model/runtime/a.py": "from training.train import main\n"}, "imports training.train"),
     ({"model/prompt/a.py": "def f():\n    from transformers import AutoTokenizer\n"},
      "imports transformers (the prompt layer is torch-free)"),
@@ -181,3 +194,37 @@ def test_the_check_accepts_imports_downwards(tmp_path):
         "model/prompt/d.py": "import re\n",
     })
     assert violations(tmp_path) == []
+
+
+OTHER_PACKAGES = [
+    # lsp_server: features import core modules and each other, never in a circle
+    ("lsp_server", {"lsp_server/features/a.py": "from ..context import flatten\nfrom .b import y\n",
+                    "lsp_server/features/b.py": "def f():\n    from . import a\n",
+                    "lsp_server/context.py": ""},
+     "import cycle: lsp_server.features.a -> lsp_server.features.b -> lsp_server.features.a"),
+    ("lsp_server", {"lsp_server/server.py": "from .features import a\n",
+                    "lsp_server/features/a.py": "from ..server import Server\n"},
+     "import cycle: lsp_server.features.a -> lsp_server.server -> lsp_server.features.a"),
+    ("lsp_server", {"lsp_server/cli.py": "def f():\n    from training import train\n"}, "imports training"),
+    ("lsp_server", {"lsp_server/cli.py": "from .gone import x\n"}, "imports lsp_server.gone, which does not exist"),
+    ("training", {"training/evaluate.py": "def f():\n    from lsp_server.context import flatten\n"},
+     "imports lsp_server.context (training imports none of lsp_server)"),
+    ("training", {"training/a.py": "import training.b\n", "training/b.py": "from training import a\n"},
+     "import cycle: training.a -> training.b -> training.a"),
+]
+
+
+@pytest.mark.parametrize(("package", "files", "expected"), OTHER_PACKAGES)
+def test_the_check_finds_breaks_in_lsp_server_and_training(tmp_path, package, files, expected):
+    _write(tmp_path, {f"{package}/__init__.py": "", f"{package}/features/__init__.py": ""} | files)
+    problems = violations(tmp_path, package)
+    assert any(expected in p for p in problems), problems
+
+
+def test_features_may_import_core_modules_and_each_other_one_way(tmp_path):
+    _write(tmp_path, {"lsp_server/__init__.py": "", "lsp_server/features/__init__.py": "",
+                      "lsp_server/protocol.py": "from .features import a, b\n",
+                      "lsp_server/features/a.py": "from .b import x\nfrom ..context import y\nimport model.serving\n",
+                      "lsp_server/features/b.py": "from .. import context\n",
+                      "lsp_server/context.py": "import re\n"})
+    assert violations(tmp_path, "lsp_server") == []
