@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from model.serving import protocol
-from model.serving.worker import Scheduler, WorkerServer
+from model.serving.scheduler import Scheduler
+from model.serving.worker import WorkerServer
 
 SECRET = "s\u00e9same-\u00f6ffne-dich-\u2603"
 
