@@ -96,3 +96,28 @@ export function turnTitle(verb: string, path: string, range: Range): string {
   const last = range.end.character === 0 && range.end.line > range.start.line ? range.end.line : range.end.line + 1;
   return first === last ? `${verb} \`${name}\` line ${first}` : `${verb} \`${name}\` lines ${first}-${last}`;
 }
+
+/** One message of a VS Code language model request, reduced to its text. */
+export interface ModelTurn {
+  role: 'user' | 'assistant' | 'system';
+  text: string;
+}
+
+/**
+ * The `message` of `starchat.chat` for a VS Code language model request: the last user
+ * turn, with the earlier turns of the request quoted before it (the request carries the
+ * whole history; the server conversation it runs in is a fresh one).
+ */
+export function languageModelPrompt(turns: ModelTurn[]): string {
+  const spoken = turns.filter((t) => t.text.trim());
+  let last = spoken.length - 1;
+  while (last >= 0 && spoken[last].role !== 'user') {
+    last--;
+  }
+  if (last < 0) {
+    return '';
+  }
+  const earlier = spoken.slice(0, last).map((t) => `${t.role === 'assistant' ? 'Assistant' : t.role === 'system' ? 'System' : 'User'}: ${t.text.trim()}`);
+  const question = spoken[last].text.trim();
+  return earlier.length ? `Earlier in this conversation:\n\n${earlier.join('\n\n')}\n\n---\n\n${question}` : question;
+}

@@ -1,9 +1,11 @@
 // The chat view: a webview panel showing the conversation as rendered markdown, updated as
-// deltas stream in (rendered with VS Code's own markdown engine, throttled).
+// deltas stream in (rendered with VS Code's own markdown engine, throttled). A reply shows
+// a cursor until it is finished (class `pending`), so a user waiting for the model's first
+// token sees that something is coming.
 import * as vscode from 'vscode';
 import { CHAT_PANEL_VIEW_TYPE } from './constants';
-import { throttle } from './deltas';
 import { chatPanelCsp } from './csp';
+import { throttle, withNotes } from './deltas';
 
 /** A turn being shown: update it while streaming, finish it once. */
 export interface PanelTurn {
@@ -67,9 +69,13 @@ export class ChatPanel {
     const id = ++this.turns;
     void renderMarkdown(userText).then((html) => panel.webview.postMessage({ type: 'turn', id, html }));
     let latest = '';
+    let done = false;
+    let seq = 0;
     const push = throttle(() => {
       const text = latest;
-      void renderMarkdown(text).then((html) => this.panel?.webview.postMessage({ type: 'reply', id, html }));
+      // Renders finish in any order; `seq` lets the page keep only the newest.
+      const message = { type: 'reply', id, seq: ++seq, done };
+      void renderMarkdown(text).then((html) => this.panel?.webview.postMessage({ ...message, html }));
     }, 100);
     return {
       update: (text: string) => {
@@ -77,7 +83,8 @@ export class ChatPanel {
         push();
       },
       finish: (text: string, notes: string[]) => {
-        latest = notes.length ? `${text}\n\n${notes.map((n) => `_${n}_`).join('\n\n')}` : text;
+        latest = withNotes(text, notes);
+        done = true;
         push.flush();
       },
     };
@@ -92,6 +99,8 @@ export class ChatPanel {
  body { font-family: var(--vscode-font-family); color: var(--vscode-foreground); padding: 0 12px 90px; }
  .user { border-left: 3px solid var(--vscode-textLink-foreground); padding-left: 8px; margin-top: 16px; }
  .reply { margin: 8px 0 0 11px; }
+ .reply.pending::after { content: '\u258D'; animation: blink 1s steps(2, start) infinite; }
+ @keyframes blink { to { visibility: hidden; } }
  pre { overflow-x: auto; background: var(--vscode-textCodeBlock-background); padding: 6px; }
  form { position: fixed; bottom: 0; left: 0; right: 0; padding: 8px; background: var(--vscode-editor-background); display: flex; gap: 6px; }
  textarea { flex: 1; resize: vertical; color: var(--vscode-input-foreground); background: var(--vscode-input-background); border: 1px solid var(--vscode-input-border, transparent); }
@@ -110,10 +119,13 @@ export class ChatPanel {
    if (m.type === 'clear') { log.innerHTML = ''; return; }
    if (m.type === 'turn') {
      const u = document.createElement('div'); u.className = 'user'; u.innerHTML = m.html;
-     const r = document.createElement('div'); r.className = 'reply'; r.id = 'reply-' + m.id;
+     const r = document.createElement('div'); r.className = 'reply pending'; r.id = 'reply-' + m.id; r.dataset.seq = '0';
      log.appendChild(u); log.appendChild(r);
    } else if (m.type === 'reply') {
-     const r = document.getElementById('reply-' + m.id); if (r) r.innerHTML = m.html;
+     const r = document.getElementById('reply-' + m.id);
+     if (!r || m.seq <= Number(r.dataset.seq)) return;
+     r.dataset.seq = String(m.seq); r.innerHTML = m.html;
+     if (m.done) r.classList.remove('pending');
    }
    window.scrollTo(0, document.body.scrollHeight);
  });

@@ -46,3 +46,5 @@ export const CLIENT_ID = 'starchat';
 export const CLIENT_NAME = 'StarChat';
 export const CHAT_PARTICIPANT_ID = 'starchat.vscode.participant';
 export const CHAT_PANEL_VIEW_TYPE = 'starchat.vscode.chatPanel';
+/** The language model vendor id (package.json's `languageModelChatProviders`). */
+export const MODEL_VENDOR = 'starchat';

@@ -80,3 +80,28 @@ export function throttle(fn: () => void, intervalMs: number): { (): void; flush(
   };
   return throttled;
 }
+
+/**
+ * The reply with notes (`[stopped]`, errors, …) after it as italic paragraphs. A reply cut
+ * off inside a fenced code block gets the fence closed first, or the notes would render as
+ * code.
+ */
+export function withNotes(text: string, notes: string[]): string {
+  if (!notes.length) {
+    return text;
+  }
+  let open: string | undefined;
+  for (const line of text.split('\n')) {
+    const fence = /^ {0,3}(`{3,}|~{3,})/.exec(line)?.[1];
+    if (!fence) {
+      continue;
+    }
+    if (open === undefined) {
+      open = fence;
+    } else if (fence[0] === open[0] && fence.length >= open.length && line.trim() === fence) {
+      open = undefined;
+    }
+  }
+  const closed = open === undefined ? text : `${text}${text.endsWith('\n') ? '' : '\n'}${open}`;
+  return `${closed}\n\n${notes.map((n) => `_${n}_`).join('\n\n')}`;
+}

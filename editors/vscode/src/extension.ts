@@ -1,15 +1,20 @@
 // StarChat for VS Code: starts `starchat lsp`, passes `starchat.*` settings, and offers
-// Explain / Fix / Chat / Stop / New conversation with replies streamed into a chat view.
+// Explain / Fix / Chat / Stop / New conversation with replies streamed into a chat view;
+// the status bar says whether the model is loading, ready or failed.
 import * as vscode from 'vscode';
 import {
   DidChangeConfigurationNotification,
   LanguageClient,
   LanguageClientOptions,
   ServerOptions,
+  State,
 } from 'vscode-languageclient/node';
 import { chatArgs, diagnosticsIn, explainArgs, fixArgs, turnTitle } from './args';
 import { ChatPanel } from './chatPanel';
 import { CLIENT_ID, CLIENT_NAME, ExtensionCommands, GeneratingCommands, SECTION, ServerCommands } from './constants';
+import { ProgressValue } from './deltas';
+import { registerLanguageModel } from './languageModel';
+import { ModelStateTracker, statusText } from './modelState';
 import { registerParticipant } from './participant';
 import { documentSelector, serverLaunch, serverSettings } from './settings';
 import { errorMessage, StreamOutcome, Streamer } from './streaming';
@@ -18,9 +23,28 @@ let client: LanguageClient | undefined;
 let conversationId: string | undefined;
 let streamer: Streamer;
 let panel: ChatPanel;
+const modelState = new ModelStateTracker();
+let statusItem: vscode.StatusBarItem;
 
 function config(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
+}
+
+/** The model spec in the settings, for the status bar and the model picker. */
+function modelName(): string {
+  const model = config().get<unknown>('model');
+  if (typeof model === 'string' && model) {
+    return model;
+  }
+  const name = (model as { name?: unknown } | undefined)?.name;
+  return typeof name === 'string' && name ? name : 'default';
+}
+
+function showModelState(): void {
+  const { text, tooltip } = statusText(modelState.state, modelName());
+  statusItem.text = text;
+  statusItem.tooltip = tooltip;
+  statusItem.show();
 }
 
 function createClient(output: vscode.OutputChannel): LanguageClient | undefined {
@@ -48,13 +72,36 @@ function createClient(output: vscode.OutputChannel): LanguageClient | undefined 
         }
         return next(command, args);
       },
+      // The client shows the server's "Loading model" progress only while it runs; the
+      // status bar keeps what it ended with (ready or failed).
+      handleWorkDoneProgress: (token, params, next) => {
+        if (modelState.progress(token, params as ProgressValue)) {
+          showModelState();
+        }
+        next(token, params);
+      },
     },
   };
   const languageClient = new LanguageClient(CLIENT_ID, CLIENT_NAME, serverOptions, clientOptions);
+  languageClient.onDidChangeState((event) => {
+    if (event.newState === State.Starting) {
+      modelState.starting();
+      showModelState();
+    } else if (event.newState === State.Stopped) {
+      modelState.stopped();
+      showModelState();
+    }
+  });
   // LSP 3.18 textDocument/inlineCompletion (ghost text) is vscode-languageclient 9's only
   // "proposed" feature; it drives VS Code's stable inline completion API.
   languageClient.registerProposedFeatures();
   return languageClient;
+}
+
+/** A new server conversation, which becomes the current one. */
+async function startConversation(): Promise<string | undefined> {
+  conversationId = undefined;
+  return ensureConversation();
 }
 
 async function ensureConversation(): Promise<string | undefined> {
@@ -155,9 +202,8 @@ async function chat(message?: string): Promise<void> {
 }
 
 async function newConversation(): Promise<void> {
-  conversationId = undefined;
   try {
-    await ensureConversation();
+    await startConversation();
     panel.clear();
     panel.show();
   } catch (e) {
@@ -167,12 +213,19 @@ async function newConversation(): Promise<void> {
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel(CLIENT_NAME);
+  statusItem = vscode.window.createStatusBarItem('starchat.vscode.status', vscode.StatusBarAlignment.Left, 10);
+  statusItem.name = 'StarChat model';
   streamer = new Streamer(() => client);
   panel = new ChatPanel((message) => void chat(message));
   client = createClient(output);
+  if (!client) {
+    modelState.stopped();
+  }
+  showModelState();
 
   context.subscriptions.push(
     output,
+    statusItem,
     vscode.commands.registerCommand(ExtensionCommands.explain, explain),
     vscode.commands.registerCommand(ExtensionCommands.fix, fix),
     vscode.commands.registerCommand(ExtensionCommands.chat, () => chat()),
@@ -184,6 +237,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand(ExtensionCommands.restartServer, async () => {
       await client?.stop();
       client = createClient(output);
+      if (!client) {
+        modelState.stopped();
+        showModelState();
+      }
       await client?.start();
     }),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
@@ -201,7 +258,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
     { dispose: () => void client?.stop() },
   );
-  registerParticipant(context, streamer, () => ensureConversation(), (id) => (conversationId = id));
+  // A chat view session starts its own conversation (not the panel's current one).
+  registerParticipant(context, streamer, startConversation, (id) => (conversationId = id));
+  registerLanguageModel(context, streamer, modelName);
   if (client) {
     try {
       await client.start();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chatArgs, diagnosticsIn, explainArgs, fixArgs, turnTitle } from '../src/args';
+import { chatArgs, diagnosticsIn, explainArgs, fixArgs, languageModelPrompt, turnTitle } from '../src/args';
 import { ExtensionCommands, GeneratingCommands, ServerCommands } from '../src/constants';
 
 const range = { start: { line: 3, character: 0 }, end: { line: 5, character: 30 } };
@@ -56,4 +56,18 @@ test('extension command ids never collide with the server ids', () => {
   }
   assert.ok(GeneratingCommands.includes(ServerCommands.explain));
   assert.ok(!GeneratingCommands.includes(ServerCommands.listConversations));
+});
+
+test('a language model request becomes one chat message: the last user turn, earlier turns quoted', () => {
+  assert.equal(languageModelPrompt([{ role: 'user', text: ' What is 2+2? ' }]), 'What is 2+2?');
+  const prompt = languageModelPrompt([
+    { role: 'system', text: 'Be brief.' },
+    { role: 'user', text: 'Name a prime.' },
+    { role: 'assistant', text: '7' },
+    { role: 'user', text: 'Another one?' },
+    { role: 'assistant', text: '' },
+  ]);
+  assert.equal(prompt, 'Earlier in this conversation:\n\nSystem: Be brief.\n\nUser: Name a prime.\n\nAssistant: 7\n\n---\n\nAnother one?');
+  assert.equal(languageModelPrompt([{ role: 'assistant', text: 'hi' }]), '');
+  assert.equal(languageModelPrompt([]), '');
 });

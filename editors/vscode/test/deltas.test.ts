@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DeltaAssembler, throttle } from '../src/deltas';
+import { DeltaAssembler, throttle, withNotes } from '../src/deltas';
 
 test('reports concatenate to the reply; begin and end carry no text', () => {
   const a = new DeltaAssembler();
@@ -51,4 +51,14 @@ test('throttle runs at most once per interval and flush delivers at once', async
   assert.equal(calls, 2);
   await new Promise((r) => setTimeout(r, 60));
   assert.equal(calls, 2);
+});
+
+test('notes follow the reply outside any code block it was cut off in', () => {
+  assert.equal(withNotes('Hello.', []), 'Hello.');
+  assert.equal(withNotes('Hello.', ['[stopped]']), 'Hello.\n\n_[stopped]_');
+  // Stopped inside a fence: closed before the note (seen in VS Code: the note rendered as code).
+  assert.equal(withNotes('Here:\n```python\nx = 1', ['[stopped]']), 'Here:\n```python\nx = 1\n```\n\n_[stopped]_');
+  assert.equal(withNotes('~~~~\na\n~~~', ['n']), '~~~~\na\n~~~\n~~~~\n\n_n_');
+  // A closed fence stays as it is.
+  assert.equal(withNotes('```\nx\n```\nDone.', ['a', 'b']), '```\nx\n```\nDone.\n\n_a_\n\n_b_');
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { CHAT_PARTICIPANT_ID, ExtensionCommands, ServerCommands } from '../src/constants';
+import { CHAT_PARTICIPANT_ID, ExtensionCommands, MODEL_VENDOR, ServerCommands } from '../src/constants';
 
 // Compiled to out/test/, so the extension folder is two levels up.
 const root = join(__dirname, '..', '..');
@@ -21,4 +21,20 @@ test('server command ids mirror lsp_server/commands.py', () => {
   const python = readFileSync(join(root, '..', '..', 'lsp_server', 'commands.py'), 'utf8');
   const ids = [...python.matchAll(/^[A-Z_]+ = "(starchat\.[A-Za-z]+)"$/gm)].map((m) => m[1]).sort();
   assert.deepEqual(Object.values(ServerCommands).sort(), ids);
+});
+
+test('the editor context menu holds Explain and Fix under a StarChat submenu', () => {
+  // VS Code's own chat puts "Explain" and "Fix" in the same menu; flat items titled
+  // "Explain selection" / "Fix selection" next to them did not say whose they were.
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  const { menus, submenus } = manifest.contributes;
+  assert.deepEqual(menus['editor/context'].map((m: { submenu?: string }) => m.submenu), ['starchat.vscode.editorContext']);
+  assert.deepEqual(submenus, [{ id: 'starchat.vscode.editorContext', label: 'StarChat' }]);
+  const items = menus['starchat.vscode.editorContext'].map((m: { command: string }) => m.command);
+  assert.deepEqual(items, [ExtensionCommands.explain, ExtensionCommands.fix]);
+});
+
+test('the language model provider is declared (VS Code runs @starchat only with a model selected)', () => {
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  assert.deepEqual(manifest.contributes.languageModelChatProviders, [{ vendor: MODEL_VENDOR, displayName: 'StarChat' }]);
 });
