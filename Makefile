@@ -9,7 +9,7 @@ export DS_BUILD_OPS := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench venv-demo venv-dev clean editors-deps sandbox-deps
+.PHONY: demo test test-vscode lint bench venv-demo venv-dev clean editors-deps sandbox-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,8 +33,11 @@ venv-dev: $(STAMP_DEV)
 demo: $(STAMP_DEMO)
 	$(BIN)/python -m lsp_server.demo
 
-# Emacs + Eglot for tests/editors/test_emacs.py: installed where we may (Debian, root);
-# elsewhere those tests are skipped with the reason printed (-rs).
+# Emacs + Eglot for tests/editors/test_emacs.py, and the VS Code rig for
+# tests/editors/test_vscode.py (code-server, Node 24 and playwright-core from npm into
+# ~/.cache/starchat-vscode-e2e, once: ~6 min the first time; Debian's chromium and
+# libkrb5-dev): installed where we may (Debian, root, the registries); elsewhere those
+# tests are skipped with the reason printed (-rs).
 editors-deps:
 	@if ! command -v emacs >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -44,6 +47,7 @@ editors-deps:
 	    echo "make: emacs not found (Debian: apt-get install emacs-nox elpa-eglot); the Emacs tests will be skipped"; \
 	  fi; \
 	fi
+	@editors/vscode/e2e/install.sh >/dev/null || echo "make: the VS Code rig is not installed; the VS Code tests will be skipped"
 
 # bubblewrap for the evaluation sandbox (training/evaluation/sandbox.py): installed where we
 # may (Debian, root); elsewhere the sandbox tests are skipped with the reason printed (-rs)
@@ -58,10 +62,16 @@ sandbox-deps:
 	  fi; \
 	fi
 
+# The extension is built first: tests/editors/test_vscode.py installs that .vsix.
 test: $(STAMP_DEV) editors-deps sandbox-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
 	$(MAKE) -C editors/vscode test-and-package
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
+
+# The VS Code scenarios alone (a real workbench: code-server + Chromium); also in `make test`.
+test-vscode: $(STAMP_DEV) editors-deps
+	$(MAKE) -C editors/vscode test-and-package
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests/editors/test_vscode.py
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
