@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .paths import file_cache_folder, publish_folder
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: control tokens with non-ASCII text keep their ids (_restore_control_tokens)
 CONVERT_TIMEOUT = float(os.environ.get("STARCHAT_TOKENIZER_CONVERT_TIMEOUT", 300))
 
 
@@ -61,6 +61,54 @@ def convert(gguf: Path, target: Path) -> None:
         tokenizer = _from_tokenizer_fields(gguf)
     with publish_folder(target) as tmp:
         tokenizer.save_pretrained(tmp)
+        _restore_control_tokens(gguf, Path(tmp))
+
+
+def _restore_control_tokens(gguf: Path, folder: Path) -> None:
+    """Give control tokens their own text and id back.
+
+    transformers reads a byte-level BPE vocabulary from GGUF by mapping every token through
+    the byte-to-unicode table, control tokens included, which GGUF files store as plain text:
+    DeepSeek's ``<\uff5cbegin\u2581of\u2581sentence\uff5c>`` became a mangled string at its id
+    and a new token past the vocabulary, which llama.cpp refuses ("Prompt contains invalid
+    tokens"). Here each control or user-defined token of the file gets its text at its id.
+    """
+    import json
+
+    import gguf as gguf_lib
+
+    reader = gguf_lib.GGUFReader(str(gguf))
+    tokens_field, types_field = reader.fields.get("tokenizer.ggml.tokens"), reader.fields.get("tokenizer.ggml.token_type")
+    if tokens_field is None or types_field is None:
+        return
+    tokens, types = tokens_field.contents(), types_field.contents()
+    control = {i: t for i, (t, kind) in enumerate(zip(tokens, types, strict=False))
+               if kind in (gguf_lib.TokenType.CONTROL, gguf_lib.TokenType.USER_DEFINED)}
+    path = folder / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vocab = data.get("model", {}).get("vocab")
+    if not isinstance(vocab, dict):
+        return
+    by_id = {i: t for t, i in vocab.items()}
+    moved = {}
+    for i, text in control.items():
+        if by_id.get(i) not in (None, text):
+            vocab.pop(by_id[i])
+            vocab[text] = i
+        for added in data.get("added_tokens", []):
+            if added.get("content") == text and added.get("id") != i:
+                moved[added["id"]] = i
+                added["id"] = i
+    if not moved and all(by_id.get(i) in (None, t) for i, t in control.items()):
+        return
+    data["added_tokens"] = [a for a in data.get("added_tokens", []) if a.get("id") not in moved or a.get("id") in control]
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    if moved and config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        decoder = config.get("added_tokens_decoder") or {}
+        config["added_tokens_decoder"] = {str(moved.get(int(k), int(k))): v for k, v in decoder.items()}
+        config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _from_tokenizer_fields(gguf: Path):
