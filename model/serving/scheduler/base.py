@@ -5,7 +5,8 @@ llama.cpp) says how a started job runs.
 The interface the worker uses: ``submit(job)``, ``cancel(key)``, ``cancel_connection(conn_id)``,
 ``busy``, ``ready`` (set once the model is loaded or failed), ``load_error``, ``info`` (the
 ``hello`` frame's model fields) and ``start()`` (a daemon thread). A job ends with exactly
-one ``done`` or ``error`` frame, whatever fails on the way (prompt building, the engine).
+one ``done`` or ``error`` frame, whatever fails on the way (prompt building, the engine, a
+scheduling round: ``_round_failed`` ends the jobs it drove); the scheduler thread goes on.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class Scheduler(threading.Thread):
     def _round(self) -> None:
         """One turn of the thread's own work between job starts."""
 
+    def _round_failed(self, message: str) -> None:
+        """``_round`` raised: end the jobs it was driving with ``message`` (none by default)."""
+
     def _note(self, event: tuple) -> None:
         if self.trace is not None:
             self.trace.append(event)
@@ -182,7 +186,11 @@ class Scheduler(threading.Thread):
                 self._start(job)
             with self._cond:
                 self._starting = []
-            self._round()
+            try:
+                self._round()
+            except Exception as exc:  # a defect in one round must not stop the scheduler
+                log.error("A scheduling round failed", exc_info=True)
+                self._round_failed(f"The model worker failed on this request: {type(exc).__name__}: {exc}")
 
     def _start(self, job: Job) -> None:
         """Build the job's prompt and launch it; any failure ends this job alone, with one

@@ -81,6 +81,11 @@ class TorchScheduler(Scheduler):
         for job in last:
             self._advance(job)
 
+    def _round_failed(self, message: str) -> None:
+        for job in list(self._active):  # their decoders may be half-stepped: end them, go on
+            job.fail(message)
+            self._drop(job)
+
     def _advance(self, job: Job) -> None:
         self._note(("step", job.key))
         try:
