@@ -20,6 +20,9 @@ import pytest
 from training.evaluation.sandbox import SandboxUnavailable, isolation, require_isolation, run_python
 
 ISOLATED = isolation().kind == "bubblewrap"
+# Wall-clock limit for programs that must finish: generous, the machine may be busy (a limit
+# hit here would read as "timeout", not as the behaviour under test).
+SLACK = 90
 needs_isolation = pytest.mark.skipif(not ISOLATED, reason=f"no sandbox here: {isolation().detail}")
 
 ATTEMPT = """
@@ -137,7 +140,7 @@ def test_at_least_fifteen_escapes_are_tried():
 @pytest.mark.parametrize("name", sorted(ESCAPES))
 def test_each_escape_is_contained_and_reported(name, host, server):
     port, accepted = server
-    result = run_python(_program(_fill(ESCAPES[name], host, port)), timeout_s=20, memory_mb=512)
+    result = run_python(_program(_fill(ESCAPES[name], host, port)), timeout_s=SLACK, memory_mb=512)
     assert result.isolation == "bubblewrap"
     assert "ESCAPED" not in result.stdout, (name, result.stdout, result.stderr[-500:])
     assert result.stdout.startswith("BLOCKED"), (name, result.stdout, result.stderr[-500:])
@@ -155,7 +158,7 @@ def test_the_os_layer_alone_holds(name, host, server):
     """Without the audit hook (as if a program found a way past it): the program may run its
     shell or fork, but inside a root of its own with no network, no home and no other process."""
     port, accepted = server
-    result = run_python(_program(_fill(ESCAPES[name], host, port)), timeout_s=20, memory_mb=512,
+    result = run_python(_program(_fill(ESCAPES[name], host, port)), timeout_s=SLACK, memory_mb=512,
                         audit_hook=False)
     assert host.untouched(), (name, result.stdout, result.stderr[-500:])
     assert accepted == [], name
@@ -168,7 +171,7 @@ def test_a_fork_bomb_without_the_hook_hits_the_process_limit(host):
     program = ("import os, time\nn = 0\ntry:\n    while n < 500:\n        if os.fork() == 0:\n"
                "            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as exc:\n"
                "    print('LIMIT', n, type(exc).__name__)\n")
-    result = run_python(program, timeout_s=20, memory_mb=512, audit_hook=False)
+    result = run_python(program, timeout_s=SLACK, memory_mb=512, audit_hook=False)
     assert result.stdout.startswith("LIMIT"), (result.stdout, result.stderr[-500:])
     assert int(result.stdout.split()[1]) <= 20  # MAX_PROCESSES, not 500
     assert host.untouched()
@@ -176,9 +179,9 @@ def test_a_fork_bomb_without_the_hook_hits_the_process_limit(host):
 
 @needs_isolation
 def test_memory_bombs_are_stopped():
-    big = run_python("x = bytearray(20 * 1024**3)", memory_mb=512)
+    big = run_python("x = bytearray(20 * 1024**3)", memory_mb=512, timeout_s=SLACK)
     assert big.status == "memory"
-    growing = run_python("chunks = []\nwhile True:\n    chunks.append(b'x' * 10**7)", memory_mb=512, timeout_s=20)
+    growing = run_python("chunks = []\nwhile True:\n    chunks.append(b'x' * 10**7)", memory_mb=512, timeout_s=SLACK)
     assert growing.status == "memory"
 
 
@@ -190,9 +193,9 @@ def test_an_infinite_loop_times_out_quickly():
 
 @needs_isolation
 def test_a_sleeping_program_is_killed_with_everything_it_started():
-    result = run_python("import time\nprint('started', flush=True)\ntime.sleep(60)", timeout_s=2, audit_hook=False)
+    result = run_python("import time\nprint('started', flush=True)\ntime.sleep(600)", timeout_s=30, audit_hook=False)
     assert result.status == "timeout" and result.stdout.strip() == "started"
-    assert result.duration_s < 60
+    assert result.duration_s < 600
 
 
 @needs_isolation
@@ -200,7 +203,7 @@ def test_the_program_sees_only_its_own_world():
     program = ("import os\nprint(sorted(os.listdir('/')))\nprint(os.getuid())\n"
                "print(sorted(l.split(':')[0].strip() for l in open('/proc/self/net/dev').readlines()[2:]))\n"
                "print(os.getppid())\nprint(os.path.exists('/etc/passwd'), os.path.exists('/root/.ssh'))\n")
-    result = run_python(program)
+    result = run_python(program, timeout_s=SLACK)
     assert result.status == "passed", result.stderr
     top, uid, interfaces, ppid, host_files = result.stdout.strip().splitlines()
     assert "home" not in top
@@ -211,12 +214,13 @@ def test_the_program_sees_only_its_own_world():
 @needs_isolation
 def test_correct_programs_pass_and_write_inside_their_box():
     ok = run_python("assert sum(range(5)) == 10\nprint('done')\nopen('out.txt', 'w').write('fine')",
-                    collect=(".txt",))
+                    collect=(".txt",), timeout_s=SLACK)
     assert ok.status == "passed" and ok.stdout.strip() == "done" and ok.files == {"out.txt": b"fine"}
-    bad = run_python("assert 1 + 1 == 3")
+    bad = run_python("assert 1 + 1 == 3", timeout_s=SLACK)
     assert bad.status == "failed" and "AssertionError" in bad.stderr
-    assert run_python("import sys; sys.exit(3)").returncode == 3
-    plot = run_python("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])", save_figures=True, collect=(".png",))
+    assert run_python("import sys; sys.exit(3)", timeout_s=SLACK).returncode == 3
+    plot = run_python("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])", save_figures=True, collect=(".png",),
+                      timeout_s=SLACK)
     assert plot.status == "passed" and list(plot.files) == ["figure_1.png"], plot.stderr[-500:]
 
 
@@ -227,9 +231,10 @@ def test_no_isolation_refuses_unless_unsafe(monkeypatch):
     with pytest.raises(SandboxUnavailable, match="--unsafe-no-sandbox"):
         run_python("print(1)")
     assert require_isolation(unsafe=True).kind == "none"
-    result = run_python("print(1)", unsafe=True)  # limits and the audit hook only
+    result = run_python("print(1)", unsafe=True, timeout_s=SLACK)  # limits and the audit hook only
     assert result.status == "passed" and result.isolation == "none"
-    blocked = run_python(_program("import ctypes\nreturn ctypes.pythonapi.system(b'true')"), unsafe=True)
+    blocked = run_python(_program("import ctypes\nreturn ctypes.pythonapi.system(b'true')"), unsafe=True,
+                         timeout_s=SLACK)
     assert blocked.stdout.startswith("BLOCKED PermissionError")
 
 
@@ -245,10 +250,10 @@ def test_humaneval_scoring_runs_through_the_sandbox():
     for problem in problems:
         program = build_program(problem, "```python\n" + problem["prompt"] + problem["canonical_solution"] + "\n```",
                                 raw=False)
-        result = run_python(program, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB)
+        result = run_python(program, timeout_s=max(TIMEOUT_S, SLACK), memory_mb=MEMORY_MB)
         if result.status != "passed":
             failed.append((problem["task_id"], result.status, result.stderr[-300:]))
     assert failed == []
     wrong = build_program(problems[0], "```python\ndef has_close_elements(numbers, threshold):\n    return True\n```",
                           raw=False)
-    assert run_python(wrong, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB).status == "failed"
+    assert run_python(wrong, timeout_s=max(TIMEOUT_S, SLACK), memory_mb=MEMORY_MB).status == "failed"
