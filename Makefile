@@ -33,6 +33,11 @@ venv-dev: $(STAMP_DEV)
 demo: $(STAMP_DEMO)
 	$(BIN)/python -m lsp_server.demo
 
+# apt-get install with a temp dir of its own, removed afterwards: Emacs's package scripts
+# compile the elpa packages and leave native-comp files (comp-lambda-*.eln) in TMPDIR.
+apt_install = (tmp=$$(mktemp -d); apt-get update -q && TMPDIR=$$tmp DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -q $(1); status=$$?; rm -rf $$tmp; exit $$status)
+
 # Emacs + Eglot for tests/editors/test_emacs.py, and the VS Code rig for
 # tests/editors/test_vscode.py (code-server, Node 24 and playwright-core from npm into
 # ~/.cache/starchat-vscode-e2e, once: ~6 min the first time; Debian's chromium and
@@ -41,7 +46,7 @@ demo: $(STAMP_DEMO)
 editors-deps:
 	@if ! command -v emacs >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q emacs-nox elpa-eglot elpa-lsp-mode) \
+	    $(call apt_install,emacs-nox elpa-eglot elpa-lsp-mode) \
 	      || echo "make: could not install emacs-nox elpa-eglot; the Emacs tests will be skipped"; \
 	  else \
 	    echo "make: emacs not found (Debian: apt-get install emacs-nox elpa-eglot); the Emacs tests will be skipped"; \
@@ -55,7 +60,7 @@ editors-deps:
 sandbox-deps:
 	@if ! command -v bwrap >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap) \
+	    $(call apt_install,bubblewrap) \
 	      || echo "make: could not install bubblewrap; the sandbox tests will be skipped"; \
 	  else \
 	    echo "make: bwrap not found (Debian: apt-get install bubblewrap); the sandbox tests will be skipped"; \
@@ -66,7 +71,7 @@ sandbox-deps:
 test: $(STAMP_DEV) editors-deps sandbox-deps
 	$(BIN)/ruff check .
 	$(MAKE) -C editors/vscode test-and-package
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=30 tests
 
 # The VS Code scenarios alone (a real workbench: code-server + Chromium); also in `make test`.
 test-vscode: $(STAMP_DEV) editors-deps

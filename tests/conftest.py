@@ -43,13 +43,17 @@ os.environ[SESSION_MARK] = SESSION_ID
 SUITE_TMP = Path(tempfile.mkdtemp(prefix="starchat-suite-"))
 os.environ["TMPDIR"] = str(SUITE_TMP)
 tempfile.tempdir = None  # re-read TMPDIR: pytest's tmp_path and every mkdtemp land here
-OWN_ENTRIES = {"run", "data", "tmp"}  # made here, removed here
+OWN_ENTRIES = {"run", "data", "tmp", "cache"}  # made here, removed here
 # Kept in the temp dir by design, and removed with it: the per-user cache torch creates
 # there (torchinductor_USER) whatever the test.
 # Neovim's run dir (nvim.USER) likewise.
 TOOL_PREFIXES = ("torchinductor_", "nvim.")
 os.environ["STARCHAT_RUNTIME_DIR"] = str(SUITE_TMP / "run")
 os.environ["STARCHAT_DATA_DIR"] = str(SUITE_TMP / "data")
+# Libraries' own caches stay in the run too, not in the user's home: datasets' arrow files
+# of the local JSON it loads (training, lm-eval) and matplotlib's font list (eval plots).
+os.environ["HF_DATASETS_CACHE"] = str(SUITE_TMP / "cache" / "hf-datasets")
+os.environ["MPLCONFIGDIR"] = str(SUITE_TMP / "cache" / "matplotlib")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,15 +43,16 @@ def transformers_serve(log_path: Path) -> Iterator[str]:
            # One intra-op thread: on 2 shared cores, more threads spin against the other
            # processes (measured: TTFT 1.8 s instead of 14 s, decode 3.5 instead of 1.5 tok/s).
            "OMP_NUM_THREADS": "1"}
-    with open(log_path, "wb") as log:
+    with _own_tmp(log_path) as tmp, open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
              "serve", local_folder("default")[1], "--host", "127.0.0.1", "--port", str(port),
              "--device", "cpu"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**env, "TMPDIR": str(tmp)},
+            start_new_session=True,
         )
-    with _running(proc, port, log_path, "transformers serve") as url:
-        yield url
+        with _running(proc, port, log_path, "transformers serve") as url:
+            yield url
 
 
 # llama.cpp's server in a process of its own (the test process stays free of its threads,
@@ -80,13 +83,28 @@ def llamacpp_serve(log_path: Path) -> Iterator[str]:
     from model.runtime.loading import default_gguf_path
 
     port = free_port()
-    with open(log_path, "wb") as log:
+    with _own_tmp(log_path) as tmp, open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", _LLAMACPP_SCRIPT, str(default_gguf_path()), str(port), LLAMACPP_MODEL],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, "TMPDIR": str(tmp)},
+            start_new_session=True,
         )
-    with _running(proc, port, log_path, "llama.cpp's server") as url:
-        yield url
+        with _running(proc, port, log_path, "llama.cpp's server") as url:
+            yield url
+
+
+@contextlib.contextmanager
+def _own_tmp(log_path: Path) -> Iterator[Path]:
+    """A temp dir of the server's own, next to its log, removed once the server is stopped.
+    ``transformers serve`` runs the model in a process of its own, which puts tensors on a
+    multiprocessing queue (torch shares them through a listener in a ``pymp-*`` folder) and
+    is terminated, its finalisers unrun, when the server exits: that folder stays behind."""
+    tmp = log_path.parent / "tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -106,9 +124,12 @@ def _running(proc: subprocess.Popen, port: int, log_path: Path, name: str) -> It
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
+        # The server, then whatever of its session is left (a model process it could not stop).
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

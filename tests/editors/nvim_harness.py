@@ -37,23 +37,46 @@ def server_command() -> list[str]:
     return [sys.executable, "-c", "from lsp_server.server import run; run()"]
 
 
+#: The editor's own temp, home and cache folders, inside the test's folder (short names: a
+#: socket path under them must stay within the 107 bytes AF_UNIX allows). Emacs keeps its
+#: user-emacs-directory and native-comp eln cache (trampolines it compiles on the first
+#: advice of a primitive, comp-lambda-*.eln files) under HOME and TMPDIR; Neovim its run,
+#: cache, log and state files under TMPDIR and the XDG dirs.
+PRIVATE = {"TMPDIR": "t", "HOME": "h", "XDG_CACHE_HOME": "c"}
+
+
 def isolated_env(tmp: Path) -> dict[str, str]:
-    """Environment with private runtime/data/config dirs and no network for models."""
+    """Environment with private runtime/data/config dirs and no network for models; the
+    editor (and the server it starts) gets private temp, home and cache folders too
+    (:data:`PRIVATE`, removed by :func:`release`), but the suite's model caches."""
+    from model.runtime.paths import cache_dir
+
     env = dict(os.environ)
-    for name in ("runtime", "data", "config", "state", "xdg_data"):
+    for name in ("runtime", "data", "config", "state", "xdg_data", *PRIVATE.values()):
         (tmp / name).mkdir(parents=True, exist_ok=True)
     (tmp / "runtime").chmod(0o700)
+    home_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     env.update(
         STARCHAT_RUNTIME_DIR=str(tmp / "runtime"),
         STARCHAT_DATA_DIR=str(tmp / "data"),
         XDG_CONFIG_HOME=str(tmp / "config"),
         XDG_DATA_HOME=str(tmp / "xdg_data"),
         XDG_STATE_HOME=str(tmp / "state"),
+        # (the model caches stay the suite's: found before HOME moves)
+        STARCHAT_CACHE_DIR=str(cache_dir()),
+        HF_HOME=os.environ.get("HF_HOME") or os.path.join(home_cache, "huggingface"),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=str(ROOT),
+        **{var: str(tmp / name) for var, name in PRIVATE.items()},
     )
     return env
+
+
+def release(env: dict[str, str]) -> None:
+    """Remove the editor's private temp, home and cache folders, once its processes are gone."""
+    for var in PRIVATE:
+        shutil.rmtree(env[var], ignore_errors=True)
 
 
 def kill_leftovers(marker: str) -> None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nvim_harness import ROOT, isolated_env, kill_leftovers
+from nvim_harness import ROOT, isolated_env, kill_leftovers, release
 
 EMACS_DIR = ROOT / "editors" / "emacs"
 SNIPPET = EMACS_DIR / "starchat-eglot.el"
@@ -45,14 +45,14 @@ BROKEN = '''def greet(name)
 '''
 
 
-def _missing(package: str = "eglot") -> str | None:
+def _missing(env: dict[str, str], package: str = "eglot") -> str | None:
     if shutil.which("emacs") is None:
         return "emacs is not installed (Debian: apt-get install emacs-nox elpa-eglot)"
     probe = subprocess.run(
         ["emacs", "--batch", "-Q", "--eval",
          f'(progn (dolist (d (file-expand-wildcards "{ELPA}/*")) (add-to-list (quote load-path) d))'
          f" (require (quote {package})))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     if probe.returncode != 0:
         return f"{package} is not available to emacs: {probe.stderr.strip()[-300:]}"
@@ -62,17 +62,19 @@ def _missing(package: str = "eglot") -> str | None:
 @pytest.fixture(scope="module")
 def emacs_env(tmp_path_factory):
     """Private runtime/data dirs and a project; stops the worker the servers started."""
-    why = _missing()
-    if why:
-        pytest.skip(why)
     tmp = tmp_path_factory.mktemp("emacs-e2e")
     workspace = tmp / "project"
     (workspace / ".git").mkdir(parents=True)  # the project root Eglot finds
-    env = isolated_env(tmp)
+    env = isolated_env(tmp)  # Emacs's own TMPDIR and HOME (user-emacs-directory, eln cache) too
     # `starchat` on PATH, as the docs' snippets expect it.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    why = _missing(env)
+    if why:
+        release(env)
+        pytest.skip(why)
     yield tmp, workspace, env
     kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
+    release(env)
 
 
 def run_emacs(emacs_env, mode: str) -> dict:
@@ -118,7 +120,7 @@ def snippet(emacs_env) -> dict:
 
 @pytest.fixture(scope="module")
 def lsp_mode(emacs_env) -> dict:
-    why = _missing("lsp-mode")
+    why = _missing(emacs_env[2], "lsp-mode")
     if why:
         pytest.skip(f"{why} (Debian: apt-get install elpa-lsp-mode)")
     return run_emacs(emacs_env, "lsp-mode")

@@ -10,7 +10,14 @@ import json
 import subprocess
 
 import pytest
-from nvim_harness import MINIMAL_INIT, NVIM_PLUGIN, isolated_env, kill_leftovers, server_command
+from nvim_harness import (
+    MINIMAL_INIT,
+    NVIM_PLUGIN,
+    isolated_env,
+    kill_leftovers,
+    release,
+    server_command,
+)
 
 SOURCE = '''import math
 
@@ -60,6 +67,7 @@ def session(nvim, tmp_path_factory) -> dict:
         stderr = f"timed out: {exc.stderr!r}"
     finally:
         kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
+        release(env)
     assert out.exists(), f"nvim wrote no results: {stderr[-2000:]}"
     results = json.loads(out.read_text())
     assert "runner_error" not in results, results["runner_error"]

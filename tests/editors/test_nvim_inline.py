@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pynvim
 import pytest
-from nvim_harness import MINIMAL_INIT, isolated_env, kill_leftovers, server_command
+from nvim_harness import MINIMAL_INIT, isolated_env, kill_leftovers, release, server_command
 
 SOURCE = '''import os
 
@@ -70,6 +70,7 @@ def editor(nvim, tmp_path_factory):
             pass
         session.close()
         kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
+        release(env)
 
 
 def events(nvim) -> list:

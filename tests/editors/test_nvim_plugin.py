@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from nvim_harness import MINIMAL_INIT, NVIM_PLUGIN, isolated_env
+from nvim_harness import MINIMAL_INIT, NVIM_PLUGIN, isolated_env, release
 
 
 def run_lua(nvim: str, tmp_path: Path, lua: str) -> dict:
@@ -19,10 +19,14 @@ def run_lua(nvim: str, tmp_path: Path, lua: str) -> dict:
         "f:write(vim.json.encode(ok and value or { lua_error = tostring(value) }))\n"
         "f:close()\nvim.cmd('qa!')\n"
     )
-    proc = subprocess.run(
-        [nvim, "--headless", "-u", str(MINIMAL_INIT), "-c", f"luafile {script}"],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=60,
-    )
+    env = isolated_env(tmp_path)
+    try:
+        proc = subprocess.run(
+            [nvim, "--headless", "-u", str(MINIMAL_INIT), "-c", f"luafile {script}"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        release(env)
     assert out.exists(), f"nvim wrote no result: {proc.stderr}"
     return json.loads(out.read_text())
 
