@@ -35,6 +35,10 @@ os.environ.setdefault("STARCHAT_WORKER_IDLE_TIMEOUT", "20")
 # than one (measured here under load: 5 answers in 82 s on one thread, none in 8 min on
 # two). One thread keeps the suite's timing sane; users get all their cores.
 os.environ.setdefault("STARCHAT_THREADS", "1")
+# torch's OpenMP threads likewise (the test process, torch workers, training runs): measured
+# on this 2-core machine under load (load average ~9), tests/model/test_engine.py took
+# 67 s with one thread and 1,123 s with torch's default of two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SESSION_MARK = "STARCHAT_TEST_SESSION"
 SESSION_ID = uuid.uuid4().hex

@@ -131,7 +131,7 @@ def test_typing_at_the_end_of_a_long_file_keeps_the_window_start(family, tokeniz
     """The engine's prompt cache can reuse a keystroke's prompt only if the next one starts the
     same: a truncated prefix's cut moves in steps, so typing on changes only the last tokens."""
     tok = tokenizer if family == "none" else family_tokenizers[family]
-    text = "".join(f"value_{i} = compute({i}, scale=2)\n" for i in range(600))  # ~9,000 tokens
+    text = "".join(f"value_{i} = compute({i}, scale=2)\n" for i in range(160))  # ~2,400 tokens: 2.3 windows
     typed = "result = value_1 + value_2  # the sum of the first two values"
     prompts = [build_fim_prompt(tok, {"prefix": text + typed[:n], "suffix": "\nprint(result)\n",
                                       "context_tokens": 1024}).ids for n in range(len(typed) + 1)]

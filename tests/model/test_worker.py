@@ -41,14 +41,27 @@ def test_streams_an_answer(worker_socket):
 
 
 def test_structured_request_reports_truncation(worker_socket):
-    selection = "".join(f"value_{i} = {i}\n" for i in range(3000))
-    request = {"system": "S", "history": [], "params": {"max_new_tokens": 8},
-               "user_parts": [{"kind": "selection", "text": selection}, {"kind": "text", "text": "Explain."}]}
+    """A selection far over the budget is cut in its middle and the cut reported. The budget
+    is the window less ``max_new_tokens``: a large one leaves the prompt 256 tokens, so the
+    cut is the same as at full size but the prefill and the fitting short (a full window of a
+    3,000-line selection took 2 minutes of this suite on a loaded machine); the answer is
+    cancelled after its first token."""
+    selection = "".join(f"value_{i} = {i}\n" for i in range(600))  # ~4,800 tokens
     with WorkerClient(socket_path=worker_socket) as client:
-        _, done, _ = collect(client, request)
+        while not (info := client.info()).get("ready"):
+            time.sleep(0.05)
+        window = info["context_window"]
+        request = {"system": "S", "history": [], "params": {"max_new_tokens": window - 256},
+                   "user_parts": [{"kind": "selection", "text": selection}, {"kind": "text", "text": "Explain."}]}
+        client._send({**request, "type": "generate", "id": "cut"})
+        frames = [client._recv()]
+        client._send({"type": "cancel", "id": "cut"})
+        while frames[-1]["type"] not in ("done", "error"):
+            frames.append(client._recv())
+    done = frames[-1]
     assert done["type"] == "done"
     assert any("middle of the selection" in t for t in done["truncated"])
-    assert done["usage"]["prompt_tokens"] <= 8192 - 8
+    assert 128 < done["usage"]["prompt_tokens"] <= 256
 
 
 def test_cancel_frame_stops_generation(worker_socket):
