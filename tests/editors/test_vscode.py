@@ -24,10 +24,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from nvim_harness import ROOT, isolated_env, kill_leftovers, server_command
+from nvim_harness import ROOT, isolated_env, kill_leftovers, release, server_command
 
 from lsp_server.config import parse_settings
-from model.runtime.paths import cache_dir
 
 EXTENSION = ROOT / "editors" / "vscode"
 E2E = EXTENSION / "e2e"
@@ -84,18 +83,12 @@ def vscode(tmp_path_factory) -> dict:
     workspace.mkdir()
     for name, text in {"area.py": AREA, "greet.py": BROKEN, "ghost.py": GHOST}.items():
         (workspace / name).write_text(text)
+    # A private HOME, TMPDIR and XDG cache (isolated_env): code-server (a device id in
+    # ~/.cache/Microsoft), its built-in Copilot extension (~/.copilot), Chromium
+    # (~/.config/chromium, dconf, its profile) and the driver write there; code-server gets
+    # a TMPDIR of its own inside it too (run.js). The model cache stays the user's.
     env = isolated_env(tmp)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    # A private HOME: code-server (a device id in ~/.cache/Microsoft), its built-in Copilot
-    # extension (~/.copilot) and Chromium (~/.config/chromium, dconf) write there. The model
-    # cache stays the user's (read once, reused by every test).
-    env["STARCHAT_CACHE_DIR"] = str(cache_dir())
-    env["HOME"] = str(tmp / "home")
-    (tmp / "home").mkdir()
-    # Temp files of the driver and the browser (its profile) stay in the test's folder;
-    # code-server gets a TMPDIR of its own there too (run.js).
-    env["TMPDIR"] = str(tmp / "tmp")
-    (tmp / "tmp").mkdir()
     config = {
         "rig": str(rig), "vsix": str(vsix), "root": str(tmp / "code-server"),
         "workspace": str(workspace), "results": str(tmp / "results.json"),
@@ -117,6 +110,7 @@ def vscode(tmp_path_factory) -> dict:
         stderr = f"timed out: {exc.stderr!r}"
     finally:
         kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
+        release(env)
     results_file = tmp / "results.json"
     assert results_file.exists(), f"the driver wrote no results: {stderr[-3000:]}"
     results = json.loads(results_file.read_text())
