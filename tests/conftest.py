@@ -112,7 +112,9 @@ _COMPLETION_MARK = {"transformers": "POST /v1/chat/completions", "llamacpp": "la
 @contextlib.contextmanager
 def _openai_server(kind: str, tmp_path_factory) -> Iterator[SimpleNamespace]:
     """One real OpenAI-compatible server on loopback: ``.kind``, ``.url`` (the API base,
-    ``…/v1``), ``.log`` (its log) and ``.completions()`` (chat completions it has run)."""
+    ``…/v1``), ``.log`` (its log) and ``.completions()`` (chat completions it has run).
+    (``transformers serve`` starting is among the suite's slowest set-ups; one per module
+    that needs it, as tests count the completions in its log.)"""
     from tests.servers import llamacpp_serve, transformers_serve
 
     log = tmp_path_factory.mktemp(kind) / "serve.log"

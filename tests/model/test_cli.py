@@ -71,6 +71,8 @@ def test_usage_errors_exit_2_with_a_sentence(args, message, cli_env):
 
 @pytest.mark.parametrize("command", ["worker", "train", "eval", "ask", "chat", "lsp"])
 def test_every_subcommand_has_help(command):
+    # (train: its parser is built from the training config classes, which import torch and
+    # transformers; a real `starchat train --help` is what a user types first)
     r = starchat(command, "--help")
     assert r.returncode == 0 and "usage: starchat" in r.stdout, r.stderr
 

@@ -382,10 +382,11 @@ def test_a_prompt_whose_start_was_dropped_reuses_the_cached_rest(engine):
     worker keeps completions to one slot, as here)."""
     from model.runtime.llamacpp_engine import CACHE_REUSE
 
-    text = "".join(f"def helper_{i}(value):\n    return value * {i} + {i % 7}\n\n" for i in range(60))
-    ids = engine.tokenizer(text)["input_ids"][:700]
-    first = engine.run(ids[:600], GenerationParams(max_new_tokens=1), threading.Event(), lambda _t: None, slot=1)
-    assert first.usage["prompt_tokens"] == 600
-    slid = engine.run(ids[CACHE_REUSE:600 + CACHE_REUSE], GenerationParams(max_new_tokens=1),
+    text = "".join(f"def helper_{i}(value):\n    return value * {i} + {i % 7}\n\n" for i in range(30))
+    window = 5 * CACHE_REUSE  # a few chunks: enough to tell a shift from a prefix match
+    ids = engine.tokenizer(text)["input_ids"][: window + CACHE_REUSE]
+    first = engine.run(ids[:window], GenerationParams(max_new_tokens=1), threading.Event(), lambda _t: None, slot=1)
+    assert first.usage["prompt_tokens"] == window
+    slid = engine.run(ids[CACHE_REUSE:window + CACHE_REUSE], GenerationParams(max_new_tokens=1),
                       threading.Event(), lambda _t: None, slot=1)
-    assert slid.usage["cached_prompt_tokens"] >= 600 - 2 * CACHE_REUSE, slid.usage
+    assert slid.usage["cached_prompt_tokens"] >= window - 2 * CACHE_REUSE, slid.usage

@@ -99,7 +99,9 @@ def test_folder_without_config_is_rejected(tmp_path):
 
 
 def test_default_model_loads_without_transformers(loaded):
-    """The worker's start-up cost: our runner, tokenizer and sampler never import transformers."""
+    """The worker's start-up cost: our runner, tokenizer and sampler never import transformers.
+    (A fresh interpreter is the point, so it pays one model load of its own: what a worker's
+    process imports, whatever the tests imported before.)"""
     import subprocess
     import sys
 

@@ -167,7 +167,9 @@ def test_killed_worker_gives_an_error_and_the_next_request_restarts(tmp_path):
 
 
 def test_int4_spec_gets_its_own_worker(tmp_path, worker_socket):
-    """`default@int4` is a different worker (own socket) running 4-bit weights."""
+    """`default@int4` is a different worker (own socket) running 4-bit weights. (Among the
+    suite's slowest by design: a second worker that loads and quantizes the model is what
+    it tests.)"""
     from tests.model.conftest import kill_workers
 
     assert protocol.socket_path_for("default@int4") != protocol.socket_path_for("default")

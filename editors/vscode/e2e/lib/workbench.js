@@ -53,7 +53,8 @@ class Workbench {
   }
 
   async open(url, folder) {
-    await this.page.goto(`${url}/?folder=${encodeURIComponent(folder)}`);
+    // (the first load of the workbench: seconds quiet, past playwright's 30 s default on a busy machine)
+    await this.page.goto(`${url}/?folder=${encodeURIComponent(folder)}`, { timeout: 120000 });
     await this.page.waitForSelector(S.workbench, { timeout: 120000 });
   }
 
