@@ -1,4 +1,4 @@
-"""The `starchat` command: lsp, chat, ask, worker, train, eval.
+"""The `starchat` command: lsp, chat, ask, feedback, worker, train, eval.
 
 Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
 torch. `ask` and `chat` use the local model worker, or with ``--url`` an OpenAI-compatible
@@ -278,6 +278,63 @@ def cmd_lsp(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """See or delete the editor's feedback log (``model.runtime.feedback_log``); torch-free."""
+    from model.runtime import feedback_log
+
+    if args.workspace is not None:
+        folder = Path(args.workspace).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"--workspace {args.workspace} is not a folder.")
+        paths = [feedback_log.log_path(folder)]
+    else:
+        paths = feedback_log.log_files()
+    if args.action == "path":
+        sys.stdout.write(f"{paths[0] if args.workspace is not None else feedback_log.feedback_dir()}\n")
+        return 0
+    existing = [p for p in paths if p.is_file()]
+    where = f"for {args.workspace} " if args.workspace is not None else ""
+    if args.action == "clear":
+        return _clear_feedback(existing, where, args.yes)
+    logs = []
+    for path in existing:
+        rows = feedback_log.read_rows(path)
+        logs.append({"path": str(path), "workspace": feedback_log.workspace_of(rows), "rows": rows.counts(),
+                     "bad_lines": len(rows.bad), "bytes": path.stat().st_size})
+    if args.json:
+        sys.stdout.write(json.dumps({"folder": str(feedback_log.feedback_dir()), "logs": logs}) + "\n")
+        return 0
+    if not logs:
+        sys.stdout.write(f"No feedback log {where}in {feedback_log.feedback_dir()} (the editor writes one only "
+                         "while the setting starchat.feedback.enabled is on).\n")
+    for entry in logs:
+        counts = ", ".join(f"{kind} {n}" for kind, n in entry["rows"].items())
+        bad = f"; {entry['bad_lines']} bad line(s) skipped" if entry["bad_lines"] else ""
+        sys.stdout.write(f"{entry['path']}\n  workspace: {entry['workspace'] or '(no whole rows)'}\n"
+                         f"  rows: {counts}{bad}\n  size: {_size(entry['bytes'])}\n")
+    return 0
+
+
+def _clear_feedback(existing: list[Path], where: str, yes: bool) -> int:
+    from model.runtime.feedback_log import delete_logs
+
+    if not existing:
+        sys.stdout.write(f"No feedback log {where}to delete.\n")
+        return 0
+    if not yes and sys.stdin.isatty():  # a person at a terminal is asked; scripts are not
+        answer = input(f"Delete {len(existing)} feedback log(s)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            sys.stdout.write("Nothing was deleted.\n")
+            return 0
+    for path, size in delete_logs(existing):
+        sys.stdout.write(f"Deleted {path} ({_size(size)}).\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="starchat", description="A coding assistant on your own model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -300,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="multi-turn chat in the terminal")
     _add_generation_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("feedback", help="see or delete the editor's feedback log (starchat.feedback.enabled)")
+    p.add_argument("action", nargs="?", choices=("show", "path", "clear"), default="show",
+                   help="show: each log's rows by kind and size (default); path: where the logs are; "
+                        "clear: delete them")
+    p.add_argument("--workspace", metavar="DIR", help="only the log of this workspace folder")
+    p.add_argument("--json", action="store_true", help="show: one JSON object")
+    p.add_argument("--yes", action="store_true", help="clear: do not ask (it never asks when not at a terminal)")
+    p.set_defaults(func=cmd_feedback)
 
     for name, text in (
         ("worker", "run the shared model worker (normally started on demand)"),

@@ -12,6 +12,8 @@ NEW_CONVERSATION = "starchat.newConversation"
 LIST_CONVERSATIONS = "starchat.listConversations"
 DELETE_CONVERSATION = "starchat.deleteConversation"
 EXPORT_CONVERSATIONS = "starchat.exportConversations"
+ACCEPT_COMPLETION = "starchat.acceptCompletion"
+CLEAR_FEEDBACK = "starchat.clearFeedback"
 
 #: Commands that generate text with the model (streamed, cancellable).
 GENERATING_COMMANDS = (EXPLAIN, FIX, CHAT, WRITE_TESTS, ADD_DOCSTRING)
@@ -22,7 +24,9 @@ CONVERSATION_COMMANDS = (
     DELETE_CONVERSATION,
     EXPORT_CONVERSATIONS,
 )
-ALL_COMMANDS = GENERATING_COMMANDS + CONVERSATION_COMMANDS
+#: The feedback log's commands: the one an accepted inline completion carries, and clearing.
+FEEDBACK_COMMANDS = (ACCEPT_COMPLETION, CLEAR_FEEDBACK)
+ALL_COMMANDS = GENERATING_COMMANDS + CONVERSATION_COMMANDS + FEEDBACK_COMMANDS
 
 #: Titles shown in the editor's code-action menu.
 ACTION_TITLES = {

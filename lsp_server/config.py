@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.prompt.params import FIELD_NAMES, GenerationParams
+from model.runtime.feedback_log import DEFAULT_MAX_MEGABYTES  # standard library only
 
 SECTION = "starchat"
 
@@ -59,6 +60,14 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class FeedbackSettings:
+    """The feedback log (``starchat.feedback``): off unless the user turns it on; local only."""
+
+    enabled: bool = False
+    max_megabytes: int = DEFAULT_MAX_MEGABYTES  # a workspace's log stops growing at this size
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of the section ``starchat``."""
 
@@ -73,6 +82,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
     commands: CommandSettings = field(default_factory=CommandSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
 
 
 def _check_value(name: str, value: Any, default: Any) -> str | None:
@@ -184,7 +194,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         problems.append(f"Settings section {SECTION} must be an object; using the defaults.")
         return Settings(), problems
     for key in raw:
-        if key not in ("model", "generation", "context", "worker", "completion", "commands"):
+        if key not in ("model", "generation", "context", "worker", "completion", "commands", "feedback"):
             problems.append(f"Unknown setting {SECTION}.{key} is ignored.")
     model, backend = _parse_model(raw.get("model"), problems)
     settings = Settings(
@@ -197,6 +207,7 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
         commands=_parse_group(
             CommandSettings, raw.get("commands"), f"{SECTION}.commands", problems
         ),
+        feedback=_parse_checked(FeedbackSettings, _FEEDBACK_CHECKS, raw.get("feedback"), "feedback", problems),
     )
     return settings, problems
 
@@ -218,10 +229,22 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
+_FEEDBACK_CHECKS: dict[str, tuple[str, Any, str]] = {
+    "enabled": ("enabled", lambda v: isinstance(v, bool), "must be true or false"),
+    "maxMegabytes": ("max_megabytes", lambda v: _int_in(v, 1, 4096), "must be an integer from 1 to 4096"),
+}
+
+
 def parse_completion(raw: Any, problems: list[str]) -> CompletionSettings:
     """``starchat.completion``: each bad value -> one sentence in ``problems`` and its default."""
-    default = CompletionSettings()
-    path = f"{SECTION}.completion"
+    return _parse_checked(CompletionSettings, _COMPLETION_CHECKS, raw, "completion", problems)
+
+
+def _parse_checked(cls: type, checks: dict[str, tuple[str, Any, str]], raw: Any, name: str,
+                   problems: list[str]) -> Any:
+    """A group with camelCase keys (``checks``: key -> field, check, what a good value is)."""
+    default = cls()
+    path = f"{SECTION}.{name}"
     if raw is None:
         return default
     if not isinstance(raw, dict):
@@ -229,14 +252,14 @@ def parse_completion(raw: Any, problems: list[str]) -> CompletionSettings:
         return default
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _COMPLETION_CHECKS:
+        if key not in checks:
             problems.append(f"Unknown setting {path}.{key} is ignored.")
             continue
-        name, ok, why = _COMPLETION_CHECKS[key]
+        field_name, ok, why = checks[key]
         if not ok(value):
-            problems.append(f"Setting {path}.{key} {why}; using the default {getattr(default, name)!r}.")
+            problems.append(f"Setting {path}.{key} {why}; using the default {getattr(default, field_name)!r}.")
             continue
-        values[name] = value.strip() if isinstance(value, str) else value
+        values[field_name] = value.strip() if isinstance(value, str) else value
     return dataclasses.replace(default, **values)
 
 

@@ -26,7 +26,7 @@ from pygls.protocol.language_server import lsp_method
 
 from . import commands
 from .arguments import invalid, one_argument
-from .features import conversations, generation
+from .features import conversations, feedback, generation
 from .jsonrpc import (
     INVALID_REQUEST,
     BadMessage,
@@ -241,6 +241,8 @@ class StarChatProtocol(LanguageServerProtocol):
         try:
             if command in conversations.HANDLERS:
                 return conversations.HANDLERS[command](server, args)
+            if command in feedback.HANDLERS:
+                return await feedback.HANDLERS[command](server, args)
             return await generation.run_command(server, command, args, token)
         except (JsonRpcException, asyncio.CancelledError):
             raise

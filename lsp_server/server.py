@@ -17,6 +17,7 @@ from . import commands
 from .config import SECTION, Settings, parse_settings, section_of
 from .features import completion
 from .features.code_actions import KINDS, code_actions
+from .features.feedback import FeedbackLog
 from .features.model_link import ModelLink
 from .jsonrpc import INVALID_REQUEST, error_response, read_messages
 from .protocol import StarChatProtocol
@@ -36,6 +37,7 @@ class StarChatServer(LanguageServer):
         super().__init__("starchat-lsp", VERSION, protocol_cls=StarChatProtocol)
         self.settings = Settings()
         self.link = ModelLink(self)
+        self.feedback = FeedbackLog(self)
         self.cancel_on_token: dict[Any, asyncio.Task] = {}
         #: ``clientInfo`` of ``initialize`` (decides the answer mode, see early_answer).
         self.client_info: types.ClientInfo | None = None
@@ -195,6 +197,7 @@ def create_server() -> StarChatServer:
     async def on_shutdown(ls: StarChatServer, params: Any) -> None:
         await inline_completion.close()
         await ls.link.close()
+        await ls.feedback.close()
 
     # Registered so that executeCommandProvider lists them; StarChatProtocol runs them.
     for command_id in commands.ALL_COMMANDS:

@@ -15,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
+from model.runtime.paths import data_dir  # one definition: training reads the data dir too
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -37,14 +39,6 @@ CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, id
 
 class UnknownConversation(KeyError):
     """The conversation id does not exist in this workspace."""
-
-
-def data_dir() -> Path:
-    """``$STARCHAT_DATA_DIR``, else ``$XDG_DATA_HOME/starchat``."""
-    if os.environ.get("STARCHAT_DATA_DIR"):
-        return Path(os.environ["STARCHAT_DATA_DIR"])
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "starchat"
 
 
 class ConversationStore:

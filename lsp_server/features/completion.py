@@ -17,7 +17,8 @@ What a typist expects:
 - the worker runs chat first (``model.serving.scheduler``: ``plan_round`` on torch,
   ``LlamaCppScheduler._prefill_aside`` on llama.cpp).
 Failures (no model, a refused request) are logged and answered ``null``: an editor asks
-on every keystroke, so an error per keystroke would only be noise.
+on every keystroke, so an error per keystroke would only be noise. While the feedback log
+is on, each item carries the command that logs its accept (``features/feedback.py``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class InlineCompletion:
         cached = self.cache.get(uri, prefix, suffix)
         if cached is not None and count == 1:
             self.served_from_cache += 1
-            return [types.InlineCompletionItem(insert_text=chosen + cached, range=item_range)]
+            return [self._item(uri, prefix, suffix, chosen, cached, item_range)]
 
         old = self.inflight.get(uri)
         if old is not None and not old.done():
@@ -153,7 +154,13 @@ class InlineCompletion:
         if not texts:
             return None
         self.cache.put(uri, prefix, suffix, texts[0])
-        return [types.InlineCompletionItem(insert_text=chosen + text, range=item_range) for text in texts]
+        return [self._item(uri, prefix, suffix, chosen, text, item_range) for text in texts]
+
+    def _item(self, uri: str, prefix: str, suffix: str, chosen: str, text: str,
+              item_range: types.Range) -> types.InlineCompletionItem:
+        """One suggestion; while the feedback log is on, with the command its accept runs."""
+        command = self.server.feedback.suggest(uri, self.path_of(uri), prefix, suffix, text)
+        return types.InlineCompletionItem(insert_text=chosen + text, range=item_range, command=command)
 
     def _request(self, uri: str, prefix: str, suffix: str, cursor: Cursor) -> dict:
         settings = self.server.settings.completion

@@ -133,6 +133,7 @@ async def finish(server: Any, job: Job, reply: str, outcome: dict) -> dict:
             result.update(applied=False, message="Cancelled; nothing was applied.")
         else:
             result.update(await apply_code(server, job.target, reply, job.title))
+    server.feedback.turn(job, reply, outcome, result)  # logs only when the user turned it on
     return result
 
 

@@ -1,6 +1,7 @@
-"""Where the model layer keeps files, and how it writes them: the cache dir, folders published
-into it atomically, and the address of a Unix socket. Standard library only; imported by
-the runtime modules that cache things and by the worker's protocol."""
+"""Where the model layer keeps files, and how it writes them: the cache dir, the user's data
+dir, folders published into the cache atomically, and the address of a Unix socket.
+Standard library only; imported by the runtime modules that cache things, by the worker's
+protocol, and by the language server and training for the data dir they share."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ def cache_dir() -> Path:
         return Path(os.environ["STARCHAT_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "starchat"
+
+
+def data_dir() -> Path:
+    """The user's data (conversations, the editor's feedback log): ``$STARCHAT_DATA_DIR``, else
+    ``$XDG_DATA_HOME/starchat`` (``~/.local/share/starchat``)."""
+    if os.environ.get("STARCHAT_DATA_DIR"):
+        return Path(os.environ["STARCHAT_DATA_DIR"])
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "starchat"
 
 
 def file_cache_folder(source: Path, area: str, version: str) -> Path:

@@ -2,11 +2,14 @@
 
 ``nvim --headless -l`` never processes typeahead, so an embedded Neovim is driven with
 pynvim: keys go through ``nvim_input`` as a person's would, the screen state is read back
-as extmarks. The real server and the embedded model answer.
+as extmarks. The real server and the embedded model answer. The feedback log is on here:
+accepting a suggestion runs the command the item carries, which logs it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -55,13 +58,14 @@ def editor(nvim, tmp_path_factory):
         session.command(f"cd {workspace}")
         session.exec_lua(
             "require('starchat').setup({cmd = ..., notify = false,"
-            " settings = {completion = {maxNewTokens = 24}}})",
+            " settings = {completion = {maxNewTokens = 24}, feedback = {enabled = true}}})",
             server_command(),
         )
         session.command(f"edit {src}")
         session.command("setlocal indentexpr= noautoindent nosmartindent")  # keys type exactly
         wait_for(session, "(vim.lsp.get_clients({name = 'starchat', bufnr = 0})[1] or {}).initialized",
                  60, "the server to start")
+        session.data_dir = Path(env["STARCHAT_DATA_DIR"])
         yield session, Path(src)
     finally:
         try:
@@ -87,7 +91,7 @@ def ghost(nvim) -> list:
 
 
 def test_typing_shows_ghost_text_typing_on_cancels_and_tab_accepts_it(editor):
-    nvim, _ = editor
+    nvim, src = editor
     nvim.command("normal! G")
     nvim.input("o    return len(rea")
     first = wait_for(nvim, "(function() for _, e in ipairs(require('starchat.completion').events) do"
@@ -115,6 +119,22 @@ def test_typing_shows_ghost_text_typing_on_cancels_and_tab_accepts_it(editor):
     assert ghost(nvim) == []
     nvim.input("<Esc>")
     wait_for(nvim, "vim.api.nvim_get_mode().mode == 'n'", 10)
+    # The item's command ran on accept: the server logged the suggestion.
+    assert ["command", "starchat.acceptCompletion"] in events(nvim)
+    root = os.path.realpath(src.parent)
+    deadline = time.monotonic() + 10
+    while not (logs := list((nvim.data_dir / "feedback").glob(f"{src.parent.name}-*.jsonl"))):
+        assert time.monotonic() < deadline, "no feedback log was written"
+        time.sleep(0.1)
+    (row,) = [json.loads(line) for line in logs[0].read_text().splitlines()]
+    assert (row["kind"], row["workspace"], row["path"]) == ("completion", root, src.name)
+    assert row["completion"] == shown and row["prefix"].endswith("\n    return len(read_")
+    # :StarChatClearFeedback deletes it (through the server, which knows where it is).
+    nvim.command("StarChatClearFeedback")
+    deadline = time.monotonic() + 10
+    while logs[0].exists():
+        assert time.monotonic() < deadline, "the feedback log was not deleted"
+        time.sleep(0.1)
 
 
 def test_escape_dismisses_and_tab_without_a_suggestion_is_a_tab(editor):

@@ -47,6 +47,7 @@ def test_setup_deep_merges_over_defaults(nvim, tmp_path):
     # Sent under the section `starchat`, empty groups as JSON objects.
     assert result["server"]["starchat"]["generation"] == {"max_new_tokens": 64}
     assert result["server"]["starchat"]["context"] == {}
+    assert result["server"]["starchat"]["feedback"] == {"enabled": False}  # the log is off by default
 
 
 def test_user_commands_exist_and_default_cmd(nvim, tmp_path):
@@ -59,7 +60,7 @@ def test_user_commands_exist_and_default_cmd(nvim, tmp_path):
     """)
     assert set(result["names"]) == {
         "StarChat", "StarChatExplain", "StarChatFix", "StarChatStop", "StarChatNew",
-        "StarChatHistory",
+        "StarChatHistory", "StarChatClearFeedback",
     }
     assert result["names"]["StarChatExplain"] == "."  # takes a range, current line by default
     assert result["cmd"] == ["starchat", "lsp"]

@@ -73,3 +73,16 @@ def test_stop_strings_are_a_setting_and_reach_the_request():
     assert generation_params(settings)["stop"] == ["###"] and generation_params(settings)["seed"] == 5
     settings, problems = parse_settings({"generation": {"beams": 4}})
     assert problems == ["Unknown setting starchat.generation.beams is ignored."]
+
+
+def test_the_feedback_log_is_off_unless_turned_on():
+    assert Settings().feedback.enabled is False
+    settings, problems = parse_settings({"feedback": {"enabled": True, "maxMegabytes": 5}})
+    assert problems == [] and settings.feedback.enabled is True and settings.feedback.max_megabytes == 5
+    settings, problems = parse_settings({"feedback": {"enabled": "yes", "maxMegabytes": 0, "upload": True}})
+    assert settings.feedback == Settings().feedback
+    assert problems == [
+        "Setting starchat.feedback.enabled must be true or false; using the default False.",
+        "Setting starchat.feedback.maxMegabytes must be an integer from 1 to 4096; using the default 20.",
+        "Unknown setting starchat.feedback.upload is ignored.",
+    ]

@@ -41,3 +41,7 @@ end, { desc = "StarChat: start a new conversation" })
 vim.api.nvim_create_user_command("StarChatHistory", function()
   starchat().history()
 end, { desc = "StarChat: pick an earlier conversation" })
+
+vim.api.nvim_create_user_command("StarChatClearFeedback", function()
+  starchat().clear_feedback()
+end, { desc = "StarChat: delete the feedback log of this workspace" })

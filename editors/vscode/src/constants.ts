@@ -11,6 +11,9 @@ export const ServerCommands = {
   listConversations: 'starchat.listConversations',
   deleteConversation: 'starchat.deleteConversation',
   exportConversations: 'starchat.exportConversations',
+  // Carried by inline completion items while the feedback log is on; VS Code runs it on accept.
+  acceptCompletion: 'starchat.acceptCompletion',
+  clearFeedback: 'starchat.clearFeedback',
 } as const;
 
 /** Server commands that generate text and stream it as $/progress deltas. */
@@ -33,12 +36,13 @@ export const ExtensionCommands = {
   stop: 'starchat.vscode.stop',
   newConversation: 'starchat.vscode.newConversation',
   restartServer: 'starchat.vscode.restartServer',
+  clearFeedback: 'starchat.vscode.clearFeedback',
 } as const;
 
 /** The settings section, both in VS Code and on the server. */
 export const SECTION = 'starchat';
 /** Keys of the section that are passed to the server. */
-export const SERVER_SETTING_KEYS = ['model', 'generation', 'context', 'worker', 'completion'] as const;
+export const SERVER_SETTING_KEYS = ['model', 'generation', 'context', 'worker', 'completion', 'feedback'] as const;
 /** The default server command. */
 export const DEFAULT_SERVER_COMMAND: readonly string[] = ['starchat', 'lsp'];
 

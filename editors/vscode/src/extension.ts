@@ -201,6 +201,19 @@ async function chat(message?: string): Promise<void> {
   await runInChat(ServerCommands.chat, chatArgs(text, undefined, doc), editor?.document);
 }
 
+/** Deletes this workspace's feedback log (the server knows where it is) and says what went. */
+async function clearFeedback(): Promise<void> {
+  try {
+    const result = (await streamer.plain(ServerCommands.clearFeedback)) as { deleted?: { path: string }[] } | undefined;
+    const deleted = result?.deleted ?? [];
+    void vscode.window.showInformationMessage(
+      deleted.length ? `StarChat: deleted ${deleted.map((d) => d.path).join(', ')}` : 'StarChat: there is no feedback log to delete.',
+    );
+  } catch (e) {
+    void vscode.window.showErrorMessage(`StarChat: ${errorMessage(e)}`);
+  }
+}
+
 async function newConversation(): Promise<void> {
   try {
     await startConversation();
@@ -234,6 +247,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       vscode.window.setStatusBarMessage(n ? 'StarChat: stopped' : 'StarChat: nothing to stop', 3000);
     }),
     vscode.commands.registerCommand(ExtensionCommands.newConversation, newConversation),
+    vscode.commands.registerCommand(ExtensionCommands.clearFeedback, clearFeedback),
     vscode.commands.registerCommand(ExtensionCommands.restartServer, async () => {
       await client?.stop();
       client = createClient(output);

@@ -38,3 +38,11 @@ test('the language model provider is declared (VS Code runs @starchat only with 
   const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
   assert.deepEqual(manifest.contributes.languageModelChatProviders, [{ vendor: MODEL_VENDOR, displayName: 'StarChat' }]);
 });
+
+test('the feedback log is a setting that is off by default', () => {
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  const enabled = manifest.contributes.configuration.properties['starchat.feedback.enabled'];
+  assert.equal(enabled.type, 'boolean');
+  assert.equal(enabled.default, false);
+  assert.match(enabled.markdownDescription, /Nothing is sent anywhere/);
+});

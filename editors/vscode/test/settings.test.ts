@@ -51,3 +51,8 @@ test('document selector: all files by default, else the given languages', () => 
     { scheme: 'untitled', language: 'rust' },
   ]);
 });
+
+test('the feedback setting reaches the server (VS Code gives starchat.feedback.* as one object)', () => {
+  const s = serverSettings(conf({ feedback: { enabled: true, maxMegabytes: 20 } }));
+  assert.deepEqual(s, { starchat: { feedback: { enabled: true, maxMegabytes: 20 } } });
+});

@@ -14,6 +14,8 @@ M.commands = {
   list_conversations = "starchat.listConversations",
   delete_conversation = "starchat.deleteConversation",
   export_conversations = "starchat.exportConversations",
+  accept_completion = "starchat.acceptCompletion", -- carried by inline completion items (feedback log)
+  clear_feedback = "starchat.clearFeedback",
 }
 
 local has_011 = vim.fn.has("nvim-0.11") == 1
@@ -57,7 +59,7 @@ end
 ---@return table
 function M.server_settings()
   local s = vim.deepcopy(config.options.settings)
-  for _, key in ipairs({ "generation", "context", "worker", "completion" }) do
+  for _, key in ipairs({ "generation", "context", "worker", "completion", "feedback" }) do
     s[key] = as_object(s[key] or {})
   end
   return { starchat = s }

@@ -13,14 +13,15 @@ local M = {}
 local METHOD = "textDocument/inlineCompletion"
 M.ns = vim.api.nvim_create_namespace("starchat_inline_completion")
 --- What happened, in order (for :checkhealth-style debugging and the tests):
---- { "sent", id } { "cancelled", id } { "shown", text } { "accepted", text } { "dropped", why }
+--- { "sent", id } { "cancelled", id } { "shown", text } { "accepted", text } { "command", id }
+--- { "dropped", why }
 M.events = {}
 
 ---@class starchat.InlineState
 ---@field timer uv.uv_timer_t|nil
 ---@field client vim.lsp.Client
 ---@field request_id integer|nil
----@field suggestion {text: string, row: integer, col: integer, range: table}|nil
+---@field suggestion {text: string, row: integer, col: integer, command: table|nil}|nil
 
 ---@type table<integer, starchat.InlineState>
 local states = {}
@@ -86,7 +87,7 @@ local function visible_text(bufnr, item, encoding, row, col)
   return text:sub(#typed + 1)
 end
 
-local function show(bufnr, text, row, col)
+local function show(bufnr, text, row, col, command)
   M.dismiss(bufnr)
   local lines = vim.split(text, "\n", { plain = true })
   local extmark = {
@@ -100,7 +101,7 @@ local function show(bufnr, text, row, col)
     end, vim.list_slice(lines, 2))
   end
   vim.api.nvim_buf_set_extmark(bufnr, M.ns, row, col, extmark)
-  states[bufnr].suggestion = { text = text, row = row, col = col }
+  states[bufnr].suggestion = { text = text, row = row, col = col, command = command }
   log("shown", text)
 end
 
@@ -138,7 +139,7 @@ function M.request(bufnr)
     if not text or text == "" then
       return log("dropped", "empty")
     end
-    show(bufnr, text, row, col)
+    show(bufnr, text, row, col, item.command)
   end, bufnr)
   if ok then
     state.request_id = id
@@ -162,6 +163,13 @@ function M.accept(bufnr)
   local last_col = (#lines == 1 and s.col or 0) + #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { last_row + 1, last_col })
   log("accepted", s.text)
+  if type(s.command) == "table" and type(s.command.command) == "string" then
+    -- What LSP editors do on accept (VS Code, Neovim 0.12): run the item's command, here the
+    -- server's feedback log entry (sent only while the user has that setting on).
+    call(state.client, "request", "workspace/executeCommand",
+      { command = s.command.command, arguments = s.command.arguments }, function() end, bufnr)
+    log("command", s.command.command)
+  end
   return true
 end
 

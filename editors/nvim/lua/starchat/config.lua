@@ -17,6 +17,7 @@ local M = {}
 ---@field generation table e.g. { max_new_tokens = 512, temperature = 0 }
 ---@field context table how much editor context goes into the prompt
 ---@field worker table model worker options
+---@field feedback table the feedback log: { enabled = false } (local only; see docs/lsp.md)
 
 ---@class starchat.Options
 ---@field cmd string[] the language server command
@@ -37,6 +38,9 @@ M.defaults = {
     generation = {},
     context = {},
     worker = {},
+    -- Log accepted completions, applied edits and chats on this computer for `starchat adapt
+    -- --feedback`; off unless you turn it on. `starchat feedback show|clear` sees and deletes it.
+    feedback = { enabled = false },
   },
   chat = {
     layout = "vertical",

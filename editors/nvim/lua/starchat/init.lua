@@ -318,41 +318,62 @@ function M.new()
   end)
 end
 
---- `:StarChatHistory`: picks an earlier conversation of this workspace and makes it current.
-function M.history()
+--- Runs a command that does not stream on the current buffer's server; `on_result` gets
+--- its result, an error is notified.
+local function run_on_current(command, on_result)
   ensure_setup()
   local bufnr = vim.api.nvim_get_current_buf()
   local c = client.get(bufnr)
   if not c then
     return
   end
-  client.execute(c, ids.list_conversations, {}, bufnr, {
+  client.execute(c, command, {}, bufnr, {
     on_done = function(err, result)
       if err then
         return notify(error_text(err), vim.log.levels.ERROR)
       end
-      local items = type(result) == "table" and (result.conversations or result) or {}
-      if #items == 0 then
-        return notify("no conversations yet")
-      end
-      vim.ui.select(items, {
-        prompt = "StarChat conversations",
-        format_item = function(item)
-          local title = (item.title and item.title ~= "") and item.title or "(untitled)"
-          return ("%s  [%s messages, %s]"):format(title, tostring(item.messages or "?"), tostring(item.updated or ""))
-        end,
-      }, function(item)
-        if item then
-          chat.current = item.conversationId
-          local chat_buf = chat.buffer(item.conversationId)
-          if vim.api.nvim_buf_line_count(chat_buf) == 1 then
-            chat.append(chat_buf, ("# %s\n\n_Earlier turns are kept by the server; :StarChat continues this conversation._"):format(item.title or item.conversationId))
-          end
-          chat.show(chat_buf, true)
-        end
-      end)
+      on_result(result)
     end,
   })
+end
+
+--- `:StarChatClearFeedback`: deletes the feedback log of this buffer's workspace.
+function M.clear_feedback()
+  run_on_current(ids.clear_feedback, function(result)
+    local deleted = type(result) == "table" and result.deleted or {}
+    if #deleted == 0 then
+      return notify("there is no feedback log to delete")
+    end
+    notify("deleted " .. table.concat(vim.tbl_map(function(d)
+      return d.path
+    end, deleted), ", "))
+  end)
+end
+
+--- `:StarChatHistory`: picks an earlier conversation of this workspace and makes it current.
+function M.history()
+  run_on_current(ids.list_conversations, function(result)
+    local items = type(result) == "table" and (result.conversations or result) or {}
+    if #items == 0 then
+      return notify("no conversations yet")
+    end
+    vim.ui.select(items, {
+      prompt = "StarChat conversations",
+      format_item = function(item)
+        local title = (item.title and item.title ~= "") and item.title or "(untitled)"
+        return ("%s  [%s messages, %s]"):format(title, tostring(item.messages or "?"), tostring(item.updated or ""))
+      end,
+    }, function(item)
+      if item then
+        chat.current = item.conversationId
+        local chat_buf = chat.buffer(item.conversationId)
+        if vim.api.nvim_buf_line_count(chat_buf) == 1 then
+          chat.append(chat_buf, ("# %s\n\n_Earlier turns are kept by the server; :StarChat continues this conversation._"):format(item.title or item.conversationId))
+        end
+        chat.show(chat_buf, true)
+      end
+    end)
+  end)
 end
 
 -- Code actions from the server run through the same streaming path as the commands.
