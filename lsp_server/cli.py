@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -300,7 +301,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     where = f"for {args.workspace} " if args.workspace is not None else ""
     if args.action == "clear":
         return _clear_feedback(existing, where, args.yes)
-    logs = []
+    logs: list[dict[str, Any]] = []
     for path in existing:
         rows = feedback_log.read_rows(path)
         logs.append({"path": str(path), "workspace": feedback_log.workspace_of(rows), "rows": rows.counts(),

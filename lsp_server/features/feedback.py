@@ -110,9 +110,16 @@ class FeedbackLog:
     # Generating commands ------------------------------------------------------------------
 
     def turn(self, job: Any, reply: str, outcome: dict, result: dict) -> None:
-        """After a generating command: log an applied edit or a completed conversation turn."""
+        """After a generating command: log an applied edit or a completed conversation turn.
+        Never fails the command (the edit is applied by now): a failure here is only logged."""
         if not self.enabled or outcome.get("cancelled") or not reply:
             return
+        try:
+            self._turn(job, reply, result)
+        except Exception:
+            log.error("could not log the feedback of %s", job.command, exc_info=True)
+
+    def _turn(self, job: Any, reply: str, result: dict) -> None:
         editing = job.task in feedback_log.EDIT_COMMANDS
         if editing and result.get("applied") is not True:
             return
