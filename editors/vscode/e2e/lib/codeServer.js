@@ -1,5 +1,6 @@
-// code-server (the real VS Code workbench) for one run: private config, user data,
-// extensions and TMPDIR inside the run's folder, loopback only, no auth, no telemetry.
+// code-server (the real VS Code workbench) for one run: private config, user data and
+// extensions inside the run's folder, its sockets in a short TMPDIR; loopback only, no
+// auth, no telemetry.
 'use strict';
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
@@ -34,7 +35,9 @@ class CodeServer {
   /**
    * @param {object} o
    * @param {string} o.rig       the installed rig (install.sh's folder)
-   * @param {string} o.root      this run's folder: config, user data, extensions, TMPDIR
+   * @param {string} o.root      this run's folder: config, user data, extensions
+   * @param {string} o.tmp       its TMPDIR (and XDG_RUNTIME_DIR: its vscode-ipc-*.sock files
+   *                             go there), a short path: a socket's path has at most 107 bytes
    * @param {object} o.env       environment for code-server and what it starts
    * @param {object} o.settings  user settings (merged over userSettings' defaults)
    */
@@ -45,11 +48,11 @@ class CodeServer {
     this.entry = path.join(o.rig, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
     this.userData = path.join(o.root, 'user-data');
     this.extensions = path.join(o.root, 'extensions');
-    this.tmp = path.join(o.root, 'tmp'); // code-server leaves vscode-ipc-*.sock files in TMPDIR
+    this.tmp = o.tmp || path.join(o.root, 'tmp'); // code-server leaves vscode-ipc-*.sock files here
     for (const dir of [this.userData, this.extensions, this.tmp, path.join(this.userData, 'User')]) {
       fs.mkdirSync(dir, { recursive: true });
     }
-    this.env = { ...o.env, TMPDIR: this.tmp };
+    this.env = { ...o.env, TMPDIR: this.tmp, XDG_RUNTIME_DIR: this.tmp };
     this.settingsFile = path.join(this.userData, 'User', 'settings.json');
     this.writeSettings(o.settings || {});
     this.proc = undefined;
@@ -62,6 +65,8 @@ class CodeServer {
       '--config', path.join(this.root, 'config.yaml'), // else it writes ~/.config/code-server
       '--user-data-dir', this.userData,
       '--extensions-dir', this.extensions,
+      // (its default, USER_DATA/code-server-ipc.sock, can be too long for a socket)
+      '--session-socket', path.join(this.tmp, 'code-server-ipc.sock'),
     ];
   }
 
