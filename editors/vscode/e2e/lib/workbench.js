@@ -10,10 +10,10 @@ const S = {
   quickInputRows: '.quick-input-widget .monaco-list-row',
   activeEditor: '.editor-group-container.active .monaco-editor',
   activeTab: '.editor-group-container.active .tab.active',
+  viewLines: '.view-lines',
   viewLine: '.view-lines .view-line',
   ghostText: '.ghost-text-decoration, .ghost-text',
   selection: '.selected-text',
-  menu: '.monaco-menu',
   menuItem: '.monaco-menu .action-label',
   toast: '.notifications-toasts .notification-list-item-message',
   // The chat panel is a webview: an iframe holding the page in an inner iframe.
@@ -24,13 +24,17 @@ const S = {
   panelInput: '#msg',
   // VS Code's own chat view (where `@starchat` answers).
   chatInput: '.interactive-input-part .monaco-editor',
-  chatSession: '.interactive-session',
-  chatResponse: '.interactive-item-container.interactive-response',
+  chatRow: '.interactive-list .monaco-list-row',
+  chatItem: '.interactive-item-container',
   chatMarkdown: '.rendered-markdown',
   chatResponseLoading: '.interactive-item-container.interactive-response.chat-response-loading',
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How long one UI step (a palette row, a menu item, a file in quick open) may take to
+ * appear: seconds on a quiet machine, far more on a busy shared one. */
+const STEP_MS = 60000;
 
 /** Polls `probe` until it returns a truthy value; throws `what` after `timeoutMs`. */
 async function until(probe, what, timeoutMs = 60000, everyMs = 200) {
@@ -53,9 +57,10 @@ class Workbench {
   }
 
   async open(url, folder) {
-    // (the first load of the workbench: seconds quiet, past playwright's 30 s default on a busy machine)
-    await this.page.goto(`${url}/?folder=${encodeURIComponent(folder)}`, { timeout: 120000 });
-    await this.page.waitForSelector(S.workbench, { timeout: 120000 });
+    // Not the load event: the workbench is usable before every last resource has come (the
+    // first load is seconds quiet on a busy machine, past playwright's 30 s default).
+    await this.page.goto(`${url}/?folder=${encodeURIComponent(folder)}`, { waitUntil: 'domcontentloaded', timeout: 180000 });
+    await this.page.waitForSelector(S.workbench, { timeout: 180000 });
   }
 
   // --- command palette and quick open -------------------------------------------------
@@ -71,11 +76,11 @@ class Workbench {
       await this.page.keyboard.press('F1');
       const box = this.page.locator(S.quickInputBox);
       // Typing before the palette has put its '>' in can be overwritten by it.
-      await until(async () => (await box.isVisible()) && (await box.inputValue()).startsWith('>'), 'the command palette', 15000);
+      await until(async () => (await box.isVisible()) && (await box.inputValue()).startsWith('>'), 'the command palette', STEP_MS);
       await box.fill(`>${title}`);
       const row = this.page.locator(rows).first();
       try {
-        await row.waitFor({ timeout: 15000 });
+        await row.waitFor({ timeout: STEP_MS });
       } catch (e) {
         await this.page.keyboard.press('Escape');
         if (attempt === 3) throw new Error(`no command "${title}" in the palette: ${e.message}`);
@@ -83,9 +88,9 @@ class Workbench {
       }
       await row.click();
       if (asks) {
-        await until(async () => !(await box.inputValue()).startsWith('>'), `the input box of "${title}"`, 15000);
+        await until(async () => !(await box.inputValue()).startsWith('>'), `the input box of "${title}"`, STEP_MS);
       } else {
-        await this.page.locator(S.quickInput).waitFor({ state: 'hidden', timeout: 15000 });
+        await this.page.locator(S.quickInput).waitFor({ state: 'hidden', timeout: STEP_MS });
       }
       return;
     }
@@ -99,7 +104,7 @@ class Workbench {
     await this.page.waitForSelector(S.quickInputBox);
     await this.page.locator(S.quickInputBox).fill(name);
     const row = this.page.locator(S.quickInputRows).filter({ hasText: name }).first();
-    await row.waitFor({ timeout: 15000 });
+    await row.waitFor({ timeout: STEP_MS });
     await this.page.keyboard.press('Enter');
     await until(async () => (await this.activeTab()) === name, `the editor of ${name}`);
     await this.editorLines().first().waitFor();
@@ -167,12 +172,12 @@ class Workbench {
   async contextMenu(path) {
     // The selection is drawn under the text layer: right-click at its place on the screen.
     const selection = this.page.locator(`${S.activeEditor} ${S.selection}`).first();
-    await selection.waitFor({ timeout: 10000 });
+    await selection.waitFor({ timeout: STEP_MS });
     const box = await selection.boundingBox();
     await this.page.mouse.click(box.x + Math.min(20, box.width / 2), box.y + box.height / 2, { button: 'right' });
     for (const label of path) {
       const item = this.page.locator(S.menuItem).filter({ hasText: new RegExp(`^${label}$`) }).last();
-      await item.waitFor({ timeout: 15000 });
+      await item.waitFor({ timeout: STEP_MS });
       await item.hover();
       await item.click();
     }
@@ -230,7 +235,7 @@ class Workbench {
     if (!(await this.page.locator(S.panelFrame).first().isVisible().catch(() => false))) {
       await this.runCommand('StarChat: Chat', { asks: true }); // without a message it shows the panel
       await this.page.keyboard.press('Escape');
-      await this.page.locator(S.panelFrame).first().waitFor({ timeout: 15000 });
+      await this.page.locator(S.panelFrame).first().waitFor({ timeout: STEP_MS });
     }
     const input = this.panel().locator(S.panelInput);
     await input.fill(message);
@@ -241,15 +246,39 @@ class Workbench {
 
   /** Sends a message in the chat view; resolves to the text of its response once done. */
   async chatAsk(message, timeoutMs = 180000) {
-    const before = await this.page.locator(S.chatResponse).count();
-    await this.page.locator(S.chatInput).first().click();
-    await this.page.keyboard.press('Control+A');
-    await this.page.keyboard.type(message);
+    const input = this.page.locator(S.chatInput).first();
+    // (Long messages wrap: compare without the line breaks.)
+    const flat = (text) => plain(text).replace(/\s+/g, ' ').trim();
+    const inputText = async () => flat(await input.locator(S.viewLines).innerText());
+    for (let attempt = 1; ; attempt++) {
+      await input.click();
+      await this.page.keyboard.press('Control+A');
+      await this.page.keyboard.press('Backspace');
+      // Typed key by key, '@' opens a list of participants that a fast typist's keys can
+      // pick from (seen under load: '@agent'); the text is pasted in as a whole instead.
+      await this.page.keyboard.insertText(message);
+      await this.page.keyboard.press('Escape'); // closes a suggestion list, if one opened
+      if (await until(async () => (await inputText()) === message, 'the message in the chat input', 3000).catch(() => false)) break;
+      if (attempt === 3) throw new Error(`the chat input holds "${await inputText()}", not "${message}"`);
+    }
     await this.page.keyboard.press('Enter');
-    const response = this.page.locator(S.chatResponse).nth(before);
-    await response.waitFor({ timeout: 30000 });
+    // The list is virtual: only rows on screen are in the DOM, in any order; each has its
+    // index. The answer is the last row, right after the request that holds the message.
+    const question = flat(message.replace(/^@\S+\s*/, ''));
+    const lastTwo = () => this.page.locator(S.chatRow).evaluateAll((rows, sel) => rows
+      .map((r) => ({ index: Number(r.dataset.index), item: r.querySelector(sel) }))
+      .filter((r) => r.item)
+      .sort((a, b) => a.index - b.index)
+      .slice(-2)
+      .map((r) => ({ index: r.index, response: r.item.classList.contains('interactive-response'), text: r.item.innerText })), S.chatItem);
+    const answerIndex = await until(async () => {
+      const rows = await lastTwo();
+      const ok = rows.length === 2 && rows[1].response && rows[1].index === rows[0].index + 1 && flat(rows[0].text).includes(question);
+      return ok && rows[1].index + 1;
+    }, 'the response to the message in the chat view', 30000);
     await until(async () => !(await this.page.locator(S.chatResponseLoading).count()), 'the chat view to finish its response', timeoutMs, 200);
-    return plain((await response.locator(S.chatMarkdown).allInnerTexts()).join('\n'));
+    const row = this.page.locator(`${S.chatRow}[data-index="${answerIndex - 1}"] ${S.chatMarkdown}`);
+    return plain((await row.allInnerTexts()).join('\n'));
   }
 }
 
