@@ -129,7 +129,9 @@ def vscode(tmp_path_factory) -> dict:
             "shots": str(tmp / "screens"), "screenshots": str(SCREENSHOTS),
             "chromium": CHROMIUM, "env": env,
             "settings": {"starchat.server.command": server_command(),
-                         "starchat.generation": GENERATION},
+                         "starchat.generation": GENERATION,
+                         # On: accepting ghost text must run the item's command (a log row).
+                         "starchat.feedback.enabled": True},
             "timeouts": {"model": 240000, "answer": 180000}, "deadline": DEADLINE,
         }
         (tmp / "config.json").write_text(json.dumps(config))
@@ -242,6 +244,27 @@ def test_ghost_text_from_inline_completion_and_tab_accepts_it(vscode):
     first_line = r["ghost"].split("\n")[0]
     assert f"{r['typed']}{first_line}" in r["accepted"].split("\n")
     assert r["ghostAfter"] == ""
+    # VS Code ran the command the item carries: the server logged the accepted suggestion.
+    rows = feedback_rows(vscode)
+    (row,) = [row for row in rows if row["kind"] == "completion"]
+    assert row["prefix"] == r["shown"] and row["suffix"] == "" and row["path"] == "ghost.py"
+    assert row["completion"].split("\n")[0] == first_line
+
+
+def feedback_rows(results: dict) -> list[dict]:
+    """The feedback log of the session's workspace (``starchat.feedback.enabled`` is on)."""
+    (log,) = (results["_data"] / "feedback").glob("project-*.jsonl")
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_feedback_log_holds_the_applied_fix_and_the_chats(vscode):
+    scenario(vscode, "fix")
+    rows = feedback_rows(vscode)
+    fixes = [row for row in rows if row["kind"] == "edit"]
+    assert [row["command"] for row in fixes] == ["fix"]
+    assert "def greet(name)" in fixes[0]["messages"][-2]["content"]  # the code the model was given
+    assert fixes[0]["messages"][-1]["role"] == "assistant"
+    assert any(row["kind"] == "chat" and row["command"] == "explain" for row in rows)
 
 
 def test_stop_generating_ends_a_long_answer(vscode):
