@@ -171,9 +171,16 @@ class Workbench {
   /** Right-click in the selection, then the menu path, e.g. ['StarChat', 'Explain selection']. */
   async contextMenu(path) {
     // The selection is drawn under the text layer: right-click at its place on the screen.
-    const selection = this.page.locator(`${S.activeEditor} ${S.selection}`).first();
-    await selection.waitFor({ timeout: STEP_MS });
-    const box = await selection.boundingBox();
+    // (One piece per line, in no set DOM order, redrawn when the editor changes, e.g. when a
+    // lightbulb appears: a piece found may be gone a moment later, so ask until one is seen.)
+    const pieces = this.page.locator(`${S.activeEditor} ${S.selection}`);
+    const box = await until(async () => {
+      for (const piece of await pieces.all()) {
+        const b = await piece.boundingBox().catch(() => null);
+        if (b && b.width > 0 && b.height > 0) return b;
+      }
+      return null;
+    }, 'the selection on the screen', STEP_MS);
     await this.page.mouse.click(box.x + Math.min(20, box.width / 2), box.y + box.height / 2, { button: 'right' });
     for (const label of path) {
       const item = this.page.locator(S.menuItem).filter({ hasText: new RegExp(`^${label}$`) }).last();
