@@ -1,4 +1,4 @@
-"""The `starchat` command: lsp, chat, ask, feedback, worker, train, eval.
+"""The `starchat` command: lsp, chat, ask, feedback, worker, train, eval, export-gguf.
 
 Each subcommand imports what it needs when it runs, so `starchat lsp` starts without
 torch. `ask` and `chat` use the local model worker, or with ``--url`` an OpenAI-compatible
@@ -372,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("worker", "run the shared model worker (normally started on demand)"),
         ("train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
         ("eval", "evaluate: generate, judge, humaneval, plots, lm-eval"),
+        ("export-gguf", "convert a trained model folder to a GGUF file: starchat export-gguf FOLDER OUT.gguf"),
     ):
         sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() forwards them
     return parser
 
 
-FORWARDED = {"worker": "model.serving.worker", "train": "training.train", "eval": "training.evaluate"}
+FORWARDED = {"worker": "model.serving.worker", "train": "training.train", "eval": "training.evaluate",
+             "export-gguf": "training.export.cli"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@
   ``gpt_bigcode`` (StarCoder), ``starcoder2`` or ``qwen2``: 2 layers, hidden 64, GQA (MQA
   for ``gpt_bigcode``), with the embedded SmolLM2 tokenizer (vocab 49152, ChatML) beside it.
 - ``tiny_gguf(arch, out_path, qtype)``: the same model (same seed, same weights) converted
-  to a GGUF file the way llama.cpp's ``convert_hf_to_gguf.py`` does it, quantized to
-  ``Q8_0`` or ``Q4_0``, with the ``tokenizer.*`` fields of the embedded GGUF file.
+  to a GGUF file by our own converter (``training.export``, what ``starchat export-gguf``
+  runs), as ``F32``, ``F16``, ``Q8_0`` or ``Q4_0``.
 - ``synthetic_gguf(out_path, shapes)``: random quantized weights with a real model's shapes
   (Qwen2.5-1.5B's by default), streamed to disk, for the memory/speed benchmark.
 
@@ -21,7 +21,6 @@ or a model family of ``FAMILIES``: that family's real chat template
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from typing import Any
 import numpy as np
 
 ARCHS = ("llama", "gpt_bigcode", "starcoder2", "qwen2")
-QTYPES = ("Q8_0", "Q4_0")
+QTYPES = ("Q8_0", "Q4_0")  # the quantized types tests run everywhere
+GGUF_TYPES = ("F32", "F16", *QTYPES)
 TEMPLATE_DIR = Path(__file__).parent / "data" / "templates"
 
 
@@ -60,8 +60,6 @@ TEMPLATES = ("chatml", "none", "starchat", *FAMILIES)
 SEED = 1234
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, CONTEXT = 64, 2, 4, 2, 128, 2048
 
-# llama.cpp's name for each transformers model_type.
-GGUF_ARCH = {"llama": "llama", "gpt_bigcode": "starcoder", "starcoder2": "starcoder2", "qwen2": "qwen2"}
 
 
 @functools.cache
@@ -99,13 +97,6 @@ def tokenizer_for(template: str = "chatml") -> Any:
         tokenizer.add_special_tokens({"additional_special_tokens": list(family.tokens)})
         tokenizer.chat_template = (TEMPLATE_DIR / family.template).read_text(encoding="utf-8")
     return tokenizer
-
-
-def _added_tokens(tokenizer: Any) -> list[str]:
-    """The tokens past the embedded vocabulary, in id order (a family's own tokens)."""
-    base = len(_base_tokenizer())
-    by_id = {i: t for t, i in tokenizer.get_vocab().items() if i >= base}
-    return [by_id[i] for i in sorted(by_id)]
 
 
 def tiny_config(arch: str, vocab_size: int = 49152, bos: int = 1, eos: int = 2, pad: int = 2) -> Any:
@@ -176,133 +167,65 @@ def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
     return tuple(fields)
 
 
-def _copy_tokenizer_fields(writer: Any, eos: int | None = None, chat_template: bool = True,
-                           tokenizer: Any = None, extra_tokens: int = 0) -> None:
-    """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template.
-
-    With ``tokenizer`` (a family's): its added tokens appended as control tokens, its bos,
-    eos and chat template.
-    """
-    import gguf
-
-    added = _added_tokens(tokenizer) if tokenizer is not None else []
-    added += [f"<extra_{i}>" for i in range(extra_tokens)]  # more tokens than the weights have rows
+def _copy_tokenizer_fields(writer: Any) -> None:
+    """The embedded file's ``tokenizer.*`` fields: vocabulary, merges, ids, chat template."""
     for name, value, vtype, sub_type in _embedded_tokenizer_fields():
-        if name == "tokenizer.chat_template" and (not chat_template or tokenizer is not None):
-            continue
-        if name == "tokenizer.ggml.eos_token_id" and eos is not None:
-            value = eos
-        if name == "tokenizer.ggml.bos_token_id" and tokenizer is not None and tokenizer.bos_token_id is not None:
-            value = tokenizer.bos_token_id
-        if name == "tokenizer.ggml.tokens":
-            value = [*value, *added]
-        if name == "tokenizer.ggml.token_type":
-            value = [*value, *[int(gguf.TokenType.CONTROL)] * len(added)]
         writer.add_key_value(name, value, vtype, sub_type=sub_type)
-    if tokenizer is not None and tokenizer.chat_template:
-        writer.add_chat_template(tokenizer.chat_template)
-
-
-def _arch_metadata(writer: Any, arch: str, config: Any) -> None:
-    if arch == "gpt_bigcode":
-        writer.add_context_length(config.n_positions)
-        writer.add_embedding_length(config.n_embd)
-        writer.add_feed_forward_length(config.n_inner)
-        writer.add_block_count(config.n_layer)
-        writer.add_head_count(config.n_head)
-        writer.add_head_count_kv(1 if config.multi_query else config.n_head)
-        writer.add_layer_norm_eps(config.layer_norm_epsilon)
-        return
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(_rope_theta(config))
-    if arch == "starcoder2":
-        writer.add_layer_norm_eps(config.norm_epsilon)
-    else:
-        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    if arch == "llama":
-        writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
-        writer.add_vocab_size(config.vocab_size)
-
-
-def _rope_theta(config: Any) -> float:
-    params = getattr(config, "rope_parameters", None) or {}
-    return float(params.get("rope_theta") or getattr(config, "rope_theta", 10000.0))
-
-
-def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's q/k row order for Llama (its rope pairs neighbours; HF's pairs halves)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _gguf_tensors(arch: str, model: Any) -> Iterator[tuple[str, np.ndarray]]:
-    """(GGUF name, fp32 array) for every weight, named by gguf's own tensor map."""
-    import gguf
-
-    config = model.config
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[GGUF_ARCH[arch].upper()], LAYERS)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    for hf_name, tensor in model.state_dict().items():
-        if tied and hf_name == "lm_head.weight":
-            continue  # llama.cpp reuses token_embd, transformers ties it back
-        if hf_name.endswith(("rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")):
-            continue  # buffers, not weights
-        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if name is None:
-            raise KeyError(f"No GGUF name for {arch} tensor {hf_name}")
-        data = tensor.detach().float().numpy()
-        if arch == "llama" and hf_name.endswith("q_proj.weight"):
-            data = _permute(data, config.num_attention_heads)
-        elif arch == "llama" and hf_name.endswith("k_proj.weight"):
-            data = _permute(data, config.num_key_value_heads)
-        yield name, np.ascontiguousarray(data)
-
-
-def _quantizable(name: str, data: np.ndarray) -> bool:
-    # 1-D norms/biases and the learned position table stay F32, as llama.cpp's converter
-    # keeps them; every matrix whose rows are whole 32-value blocks is quantized.
-    return data.ndim == 2 and data.shape[-1] % 32 == 0 and not name.startswith("position_embd")
 
 
 def tiny_gguf(arch: str, out_path: str | Path, qtype: str = "Q8_0", template: str = "chatml",
-              extra_tokens: int = 0) -> Path:
+              folder: str | Path | None = None, extra_tokens: int = 0) -> Path:
     """Write the tiny ``arch`` model as a ``qtype`` GGUF file at ``out_path``; returns it.
 
-    ``template`` ``none`` drops the GGUF chat template, a family of ``FAMILIES`` carries its
-    own (and its tokens); ``starchat`` is for folders only. ``extra_tokens`` makes a file that
-    lies: its vocabulary lists that many tokens more than its weights have rows.
+    Converted by the product's own converter (``training.export``) from the tiny folder of
+    ``template`` (``folder`` when it is already built, else one made in a temp dir and
+    removed), so the file holds the folder's weights and tokenizer: its chat template where it
+    has one, a family's tokens and ids. ``extra_tokens`` then makes a file that lies: its
+    vocabulary lists that many tokens more than its weights have rows.
     """
-    import gguf
+    import tempfile
 
-    if qtype not in QTYPES:
-        raise ValueError(f"Unknown qtype {qtype!r}: use {', '.join(QTYPES)}.")
-    if template == "starchat":
-        raise ValueError("The StarChat-token variant exists as a folder only.")
-    quant = gguf.GGMLQuantizationType[qtype]
-    model, tokenizer = tiny_model(arch, template if template in FAMILIES else "chatml")
+    from training.export import export_folder
+
+    if qtype not in GGUF_TYPES:
+        raise ValueError(f"Unknown qtype {qtype!r}: use {', '.join(GGUF_TYPES)}.")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out), GGUF_ARCH[arch])
-    writer.add_name(f"tiny-{arch}")
-    _arch_metadata(writer, arch, model.config)
-    writer.add_file_type(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _copy_tokenizer_fields(writer, eos=tokenizer.eos_token_id, chat_template=template == "chatml",
-                           tokenizer=tokenizer if template in FAMILIES else None, extra_tokens=extra_tokens)
-    for name, data in _gguf_tensors(arch, model):
-        if _quantizable(name, data):
-            writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
-        else:
-            writer.add_tensor(name, data.astype(np.float32))
+    if folder is not None:
+        export_folder(folder, out, qtype.lower())
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"tiny-{arch}-") as tmp:
+            export_folder(tiny_folder(arch, tmp, template), out, qtype.lower())
+    if extra_tokens:
+        _add_fake_tokens(out, extra_tokens)
+    return out
+
+
+def _add_fake_tokens(path: Path, count: int) -> None:
+    """Rewrite the GGUF file at ``path`` with ``count`` control tokens appended to its
+    vocabulary and nothing else changed (a fault no converter writes on purpose)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    tmp = path.with_name(path.name + ".lying")
+    writer = gguf.GGUFWriter(str(tmp), str(reader.fields["general.architecture"].contents()))
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value, kind = field.contents(), field.types[0]
+        if name == "tokenizer.ggml.tokens":
+            value = [*value, *(f"<extra_{i}>" for i in range(count))]
+        if name == "tokenizer.ggml.token_type":
+            value = [*value, *[int(gguf.TokenType.CONTROL)] * count]
+        writer.add_key_value(name, value, kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, np.array(tensor.data), raw_dtype=tensor.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return out
+    del reader
+    tmp.replace(path)
 
 
 class TinyModels:
@@ -325,7 +248,8 @@ class TinyModels:
     def gguf(self, arch: str, qtype: str = "Q8_0", template: str = "chatml") -> Path:
         key = ("gguf", arch, qtype, template)
         if key not in self._built:
-            self._built[key] = tiny_gguf(arch, self.root / f"{arch}-{template}-{qtype}.gguf", qtype, template)
+            self._built[key] = tiny_gguf(arch, self.root / f"{arch}-{template}-{qtype}.gguf", qtype, template,
+                                         folder=self.folder(arch, template))
         return self._built[key]
 
 
@@ -453,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=("folder", "gguf", "synthetic"))
     parser.add_argument("out")
     parser.add_argument("--arch", choices=ARCHS, default="qwen2")
-    parser.add_argument("--qtype", default=None, help="Q8_0 or Q4_0 (gguf: Q8_0, synthetic: Q4_0)")
+    parser.add_argument("--qtype", default=None, help="F32, F16, Q8_0 or Q4_0 (gguf: Q8_0, synthetic: Q4_0)")
     parser.add_argument("--template", choices=TEMPLATES, default="chatml")
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="qwen2.5-1.5b")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Read a GGUF file's header (its metadata keys) without loading tensors or numpy.
+"""Read a GGUF file's header (its metadata keys, and its tensor table where asked) without
+loading tensors or numpy.
 
 Why not ``gguf.GGUFReader``: it maps and indexes every tensor and array, ~8 s for the
 embedded model on a busy 2-core machine; the worker only needs a few scalars (architecture,
@@ -63,6 +64,13 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
 
     Raises GGUFError with a sentence when the file is not GGUF or its header is cut short.
     """
+    return read_header(path, arrays)[0]
+
+
+def read_header(path: str | Path, arrays: tuple[str, ...] = (),
+                tensors: bool = False) -> tuple[dict[str, Any], dict[str, tuple[tuple[int, ...], int]]]:
+    """(metadata keys as ``read_metadata`` gives them, and with ``tensors`` each tensor's
+    name -> (shape in ggml order, ``ne0`` first; ggml type number)). Nothing else is read."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -71,7 +79,7 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
                 raise GGUFError(f"{path.name} is empty (0 bytes)")
             if magic != MAGIC:
                 raise GGUFError(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
-            version, _tensors, kv_count = struct.unpack("<IQQ", _read(f, 20))
+            version, n_tensors, kv_count = struct.unpack("<IQQ", _read(f, 20))
             if version not in (2, 3):
                 raise GGUFError(f"{path.name} is GGUF version {version}; llama.cpp reads versions 2 and 3")
             if kv_count > MAX_KEYS:
@@ -81,7 +89,16 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
                 key = _string(f)
                 (kind,) = struct.unpack("<I", _read(f, 4))
                 meta[key] = _value(f, kind, key in arrays)
-            return meta
+            infos: dict[str, tuple[tuple[int, ...], int]] = {}
+            for _ in range(n_tensors if tensors else 0):
+                name = _string(f)
+                (n_dims,) = struct.unpack("<I", _read(f, 4))
+                if n_dims > 8:
+                    raise GGUFError(f"{path.name} has a damaged tensor table")
+                shape = struct.unpack(f"<{n_dims}Q", _read(f, 8 * n_dims))
+                kind, _offset = struct.unpack("<IQ", _read(f, 12))
+                infos[name] = (tuple(shape), kind)
+            return meta, infos
     except EOFError:
         raise GGUFError(f"{path.name} is truncated: it ends inside its header") from None
     except GGUFError as exc:

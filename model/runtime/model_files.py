@@ -97,8 +97,8 @@ def _check_weights(folder: Path) -> None:
     raise ModelFileError(f"The model folder {folder} has no weights (*.safetensors or pytorch_model.bin)")
 
 
-def check_safetensors(path: Path) -> None:
-    """The header parses and every tensor lies inside the file."""
+def check_safetensors(path: Path) -> dict:
+    """The header parses and every tensor lies inside the file; returns the header."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
@@ -123,6 +123,7 @@ def check_safetensors(path: Path) -> None:
     if 8 + length + end > size:
         raise ModelFileError(f"The weights file {path} is truncated: its tensors need "
                              f"{8 + length + end} bytes, the file has {size}")
+    return header
 
 
 def preflight(kind: str, location: str) -> None:

@@ -69,7 +69,7 @@ def test_usage_errors_exit_2_with_a_sentence(args, message, cli_env):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("command", ["worker", "train", "eval", "ask", "chat", "lsp"])
+@pytest.mark.parametrize("command", ["worker", "train", "eval", "ask", "chat", "lsp", "export-gguf"])
 def test_every_subcommand_has_help(command):
     # (train: its parser is built from the training config classes, which import torch and
     # transformers; a real `starchat train --help` is what a user types first)

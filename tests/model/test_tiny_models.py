@@ -1,8 +1,8 @@
 """The tiny models of tests/tiny_models.py are what they claim to be.
 
-The GGUF files hold the folder's weights (read back through transformers, Q8_0 logits
-match the folder's), llama.cpp loads and runs every one of them with the copied
-vocabulary tokenizing as ours does, and the synthetic builder writes the tensor sizes it
+The GGUF files (written by our converter, ``training.export``) hold the folder's weights
+(read back through transformers, Q8_0 logits match the folder's), llama.cpp loads and runs
+every one of them with the converted vocabulary tokenizing as the folder's does, and the synthetic builder writes the tensor sizes it
 was asked for.
 """
 
@@ -35,12 +35,15 @@ def test_gguf_loads_and_generates_in_llama_cpp(arch, qtype, tiny_models, tokeniz
                                        "ignore_eos": True})
     assert reply["usage"]["completion_tokens"] == 5, reply
     assert reply["choices"][0]["finish_reason"] == "length"
-    # The copied vocabulary, merges and pre-tokenizer split text exactly as the embedded
-    # tokenizer does (special-token strings in the prompt included). Compared with the
-    # embedded tokenizer, not the folder's: transformers loads a `qwen2` folder's tokenizer
-    # as Qwen2Tokenizer, whose own split rule replaces the one in tokenizer.json.
-    expected = tokenizer(PROMPT)["input_ids"]  # the embedded model's (tests/model/conftest.py)
-    assert reply["usage"]["prompt_tokens"] == len(expected) == 17
+    # The converted vocabulary, merges and pre-tokenizer split text exactly as the folder's
+    # tokenizer does (special-token strings in the prompt included). For `qwen2` that is not
+    # the embedded tokenizer: transformers loads a `qwen2` folder's tokenizer as
+    # Qwen2Tokenizer, whose own split rule replaces the one in tokenizer.json.
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(tiny_models.folder(arch))(PROMPT)["input_ids"]
+    assert reply["usage"]["prompt_tokens"] == len(expected)
+    assert len(expected) == (18 if arch == "qwen2" else 17) and len(tokenizer(PROMPT)["input_ids"]) == 17
 
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if a != "gpt_bigcode"])
