@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("worker", "run the shared model worker (normally started on demand)"),
         ("train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
         ("eval", "evaluate: generate, judge, humaneval, plots, lm-eval"),
-        ("export-gguf", "convert a trained model folder to a GGUF file: starchat export-gguf FOLDER OUT.gguf"),
+        ("export-gguf", "convert a trained model folder to a GGUF file: starchat export-gguf FOLDER OUT.gguf "
+                        "(a LoRA adapter folder: add --base BASE.gguf)"),
     ):
         sub.add_parser(name, help=text, add_help=False)  # listed in --help; main() forwards them
     return parser

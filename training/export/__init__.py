@@ -1,6 +1,6 @@
 """Model folders as GGUF files for llama.cpp: our own converter on the ``gguf`` package.
 
-One call (``starchat export-gguf`` on the command line, ``training.export.cli``):
+Two calls (``starchat export-gguf`` on the command line, ``training.export.cli``):
 
 - ``export_folder(folder, out_path, qtype="f16") -> Path``: a transformers model folder
   (``config.json`` + safetensors weights + a byte-level BPE ``tokenizer.json``, as
@@ -10,6 +10,14 @@ One call (``starchat export-gguf`` on the command line, ``training.export.cli``)
   ``q4_0``; norms, biases, 1-D tensors, learned positions and rows that are not whole
   quantization blocks stay F32 (F16 for the last), as llama.cpp's own converter keeps them;
   in ``q4_0`` files the output layer is Q8_0. ``out_path`` may not lie inside ``folder``.
+- ``export_lora(adapter_dir, base_gguf, out_path, qtype="f16") -> Path``: a peft LoRA
+  adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) becomes a
+  llama.cpp adapter GGUF for the base model file ``base_gguf`` (``"default"``: the embedded
+  model's file), loaded at run time on top of it (``CommonParams.lora_adapters``).
+  ``qtype`` is ``f32``, ``f16`` or ``q8_0`` (what llama.cpp applies) for the lora_a/lora_b
+  tensors; rows that are not whole blocks stay F16 (F32 in ``f32`` files). The adapter is
+  checked against the base file (architecture, module sizes, vocabulary) before anything
+  is written; DoRA, trained biases, ``modules_to_save`` and trained token rows are refused.
 
 It writes to a temporary file beside ``out_path`` and renames it when complete, so an earlier
 file there is replaced only by a whole new one; the input is only read. Bad input (an
@@ -17,10 +25,11 @@ unsupported architecture, a missing or malformed config, weights or tokenizer, t
 disk space) raises ``ExportError``, a ``ValueError`` whose message is one sentence for the
 user.
 
-The modules: ``source`` (reading a folder), ``archs`` (one class per architecture:
-metadata, tensor names through ``gguf.TensorNameMap``, Llama's q/k row order), ``vocab``
-(the tokenizer), ``writer`` (tensor types, the streaming atomic write), ``model`` (the
-conversion), ``cli`` (the command). Modelled on llama.cpp's ``convert_hf_to_gguf.py``; see
+The modules: ``common`` (the types and ``ExportError``), ``source`` (reading a folder),
+``archs`` (one class per architecture: metadata, tensor names through
+``gguf.TensorNameMap``, Llama's q/k row order), ``vocab`` (the tokenizer), ``writer``
+(tensor types, the streaming atomic write), ``model`` (the conversion), ``lora`` (adapters),
+``cli`` (the command). Modelled on llama.cpp's ``convert_hf_to_gguf.py``; see
 docs/export.md.
 """
 
@@ -28,11 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-QTYPES = ("f32", "f16", "q8_0", "q4_0")
-
-
-class ExportError(ValueError):
-    """The input cannot become a GGUF file; the message is one sentence for the user."""
+from .common import LORA_QTYPES, QTYPES, ExportError
 
 
 def export_folder(folder: str | Path, out_path: str | Path, qtype: str = "f16") -> Path:
@@ -42,4 +47,25 @@ def export_folder(folder: str | Path, out_path: str | Path, qtype: str = "f16") 
     return convert_folder(Path(folder), Path(out_path), qtype)
 
 
-__all__ = ["QTYPES", "ExportError", "export_folder"]
+def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | Path, qtype: str = "f16") -> Path:
+    """Convert the peft LoRA adapter in ``adapter_dir`` to a llama.cpp adapter GGUF file at
+    ``out_path`` for the base model file ``base_gguf`` (``"default"``: the embedded model's);
+    returns its path."""
+    from .lora import convert_adapter
+
+    return convert_adapter(Path(adapter_dir), base_path(base_gguf), Path(out_path), qtype)
+
+
+def base_path(base: str | Path) -> Path:
+    """The base GGUF file a ``--base`` value names: a path, or ``default`` (the embedded model)."""
+    if str(base) != "default":
+        return Path(base)
+    from model.runtime.loading import ModelSpecError, resolve_spec
+
+    try:
+        return Path(resolve_spec("default").location)
+    except ModelSpecError as exc:
+        raise ExportError(str(exc)) from None
+
+
+__all__ = ["LORA_QTYPES", "QTYPES", "ExportError", "export_folder", "export_lora"]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import gguf
 import numpy as np
 
-from . import ExportError
+from .common import ExportError
 from .source import config_get
 
 _BUFFERS = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", ".attention.bias", ".attention.masked_bias")

@@ -9,8 +9,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from . import ExportError
 from .archs import Arch, arch_for
+from .common import ExportError
 from .source import TensorRef, index_weights, loader, read_json
 from .vocab import write_vocab
 from .writer import FILE_TYPES, Planned, check_qtype, tensor_type, write_gguf
@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 def _load(ref: TensorRef, rows: np.ndarray | None) -> Callable[[], np.ndarray]:
     load = loader(ref)
     return load if rows is None else lambda: load()[rows]
+
+
+def _constant(data: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: data
 
 
 def plan_tensors(arch: Arch, refs: dict[str, TensorRef], qtype: str) -> list[Planned]:
@@ -36,7 +40,7 @@ def plan_tensors(arch: Arch, refs: dict[str, TensorRef], qtype: str) -> list[Pla
         planned.append(Planned(name, ref.shape, tensor_type(name, ref.shape, qtype, arch.tied),
                                _load(ref, arch.row_order(hf_name))))
     for name, data in arch.extra_tensors():
-        planned.append(Planned(name, data.shape, gguf.GGMLQuantizationType.F32, lambda d=data: d))
+        planned.append(Planned(name, data.shape, gguf.GGMLQuantizationType.F32, _constant(data)))
     _check_complete(arch, planned)
     return planned
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ExportError
+from .common import ExportError
 
 _DTYPES = {"F64", "F32", "F16", "BF16"}
 
@@ -61,10 +61,12 @@ def _header(path: Path) -> dict[str, Any]:
 def index_weights(folder: Path, stem: str = "model") -> dict[str, TensorRef]:
     """Every tensor of the folder's ``{stem}*.safetensors`` files (or those its index names)."""
     index = folder / f"{stem}.safetensors.index.json"
+    weight_map: dict[str, Any] = {}
     if index.is_file():
-        weight_map = read_json(index, "sharded checkpoint index").get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
+        listed = read_json(index, "sharded checkpoint index").get("weight_map")
+        if not isinstance(listed, dict) or not listed:
             raise ExportError(f"{index} has no weight_map.")
+        weight_map = listed
         files = sorted({str(v) for v in weight_map.values()})
         missing = [name for name in files if not (folder / name).is_file()]
         if missing:

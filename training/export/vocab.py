@@ -26,7 +26,7 @@ from typing import Any
 
 import gguf
 
-from . import ExportError
+from .common import ExportError
 
 # llama.cpp's test text (convert_hf_to_gguf.py, get_vocab_base_pre).
 CHECK_TEXT = (
@@ -72,7 +72,7 @@ def _rule_name(rule: Any) -> str | None:
             and _matches(byte_level, {**_GPT2_LIKE, "use_regex": False})):
         return None
     regex = (first.get("pattern") or {}).get("Regex")
-    return {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe"}.get(regex)
+    return {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe"}.get(str(regex))
 
 
 def _source_pre(folder: Path) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from . import QTYPES, ExportError
+from .common import QTYPES, ExportError
 
 Q = gguf.GGMLQuantizationType
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
