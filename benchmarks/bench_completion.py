@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsp_server.completion_text import Cursor, postprocess  # noqa: E402
+from model.prompt.completion_text import Cursor, postprocess  # noqa: E402
 from model.serving.client import WorkerClient, ensure_worker  # noqa: E402
 
 

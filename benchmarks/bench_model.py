@@ -217,11 +217,12 @@ def concurrency_figures(path: Path, tokens: int) -> dict:
 # --- `starchat ask`, cold start, RSS ----------------------------------------------------------
 
 def ask_figures(spec: str, runtime: Path, runs: int) -> dict:
+    from model.runtime.spec import ModelSpec
     from model.serving import protocol
 
     env = dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     out = {"worker_cold_start_s": summary([common.cold_start(spec, runtime) for _ in range(max(3, runs))])}
-    path = protocol.socket_path_for(spec)
+    path = protocol.socket_path_for(ModelSpec.parse(spec))
     _, pid = common.start_worker(spec, path)
     common.one_ask(spec, QUESTION, env)  # the worker's first prefill of the question, not counted
     asks = [common.one_ask(spec, QUESTION, env) for _ in range(runs)]
@@ -237,7 +238,7 @@ def ask_figures(spec: str, runtime: Path, runs: int) -> dict:
 # --- prefill by quantization type -------------------------------------------------------------
 
 def prefill_by_type(threads: int, prompt_ids: list[int], tmp: Path, quick: bool) -> dict:
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     shipped = default_gguf_path()
     runs = 1 if quick else 2
@@ -337,7 +338,7 @@ def humaneval(engine, limit: int | None, max_new_tokens: int, tmp: Path) -> dict
 def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path, torch_loops: bool = False) -> dict:
     from benchmarks.common import LOOP_PROMPTS as PROMPTS
     from model.runtime import llamacpp_engine
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     prompts = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()][:limit]
     engine = llamacpp_engine.load(default_gguf_path(), slots=1)
@@ -350,6 +351,7 @@ def quality_figures(limit: int | None, max_new_tokens: int, tmp: Path, torch_loo
 # --- a 1.5B-shaped file ------------------------------------------------------------------
 
 def big_figures(threads: int, tokens: int, tmp: Path, runtime: Path) -> dict:
+    from model.runtime.spec import ModelSpec
     from model.serving import protocol
     from tests.tiny_models import synthetic_gguf
 
@@ -365,7 +367,7 @@ def big_figures(threads: int, tokens: int, tmp: Path, runtime: Path) -> dict:
         first = common.one_ask(spec, QUESTION, env, max_new_tokens=tokens)  # starts the worker too
         out["ask_with_worker_start_first_byte_s"] = round(first["first_byte_s"], 3)
         out["ask_warm_first_byte_s"] = round(common.one_ask(spec, QUESTION, env, max_new_tokens=8)["first_byte_s"], 3)
-        path = protocol.socket_path_for(spec)
+        path = protocol.socket_path_for(ModelSpec.parse(spec))
         pid = common.wait_ready(path)
         out.update(worker_vs_raw(path, file, threads, tokens, 2))
         mem = common.proc_memory_mib(pid)
@@ -399,7 +401,8 @@ def main() -> None:
 
     from model.prompt.chat_format import chat_format_for
     from model.runtime import llamacpp_engine
-    from model.runtime.loading import default_gguf_path, load_tokenizer
+    from model.runtime.loading import load_tokenizer
+    from model.runtime.spec import default_gguf_path
 
     threads = llamacpp_engine.default_threads()
     result: dict = {"load_avg_start": common.load_avg(), "cpu_count": os.cpu_count(), "llamacpp_threads": threads,

@@ -125,7 +125,7 @@ def main() -> None:
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's import warning prints to stdout
         from model.runtime.loading import local_folder
 
-        _, base_folder = local_folder("default")
+        base_folder = local_folder("default")
     steps["base_folder"] = {"folder": base_folder, "step_wall_s": round(time.perf_counter() - t0, 1)}
 
     he_limit = ["--limit", str(args.limit)] if args.limit else []

@@ -147,7 +147,7 @@ def _llamacpp(args: argparse.Namespace) -> dict:
         import xllamacpp
     except ImportError:
         return {"ran": False, "reason": "xllamacpp is not installed"}
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     devices = [{"name": d["name"], "type": str(d["type"])} for d in xllamacpp.get_device_info()]
     if not any("GPU" in d["type"] for d in devices):
@@ -210,7 +210,7 @@ def _sft(args: argparse.Namespace, peak: float | None, work: Path) -> dict:
     # Step time from the log's clock, without the first step (kernel warm-up).
     step_s = (steps[-1]["elapsed_s"] - steps[0]["elapsed_s"]) / max(1, len(steps) - 1)
     tokens_per_step = args.sft_batch_size * args.sft_seq_len  # packed rows: all positions are real
-    _, folder = local_folder("default")
+    folder = local_folder("default")
     config = json.loads((Path(folder) / "config.json").read_text())
     params = json.loads((out / "zero_partition.json").read_text())["ranks"][0]["full_numel"]
     flops = train_flops_per_token(params, config["num_hidden_layers"], config["hidden_size"], args.sft_seq_len)

@@ -80,8 +80,7 @@ def _client(args: argparse.Namespace):
         for flag in ("api_model", "api_key_env"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} needs --url.")
-        _check_model(args.model)
-        return make_client(args.model)
+        return make_client(_check_model(args.model))
     if args.model != "default":
         raise UsageError("--model picks a local model and cannot be combined with --url; "
                          "use --api-model for the server's model name.")
@@ -120,11 +119,12 @@ def _backend_error(exc: Exception, args: argparse.Namespace) -> Exception:
     return exc
 
 
-def _check_model(spec: str) -> None:
-    from model.runtime.loading import ModelSpecError, resolve_spec
+def _check_model(spec: str):
+    """The ``--model`` text parsed once, here (relative paths against the working directory)."""
+    from model.runtime.spec import ModelSpec, ModelSpecError
 
     try:
-        resolve_spec(spec)
+        return ModelSpec.parse(spec)
     except ModelSpecError as exc:
         raise UsageError(str(exc)) from None
 

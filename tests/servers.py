@@ -46,7 +46,7 @@ def transformers_serve(log_path: Path) -> Iterator[str]:
     with _own_tmp(log_path) as tmp, open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
-             "serve", local_folder("default")[1], "--host", "127.0.0.1", "--port", str(port),
+             "serve", local_folder("default"), "--host", "127.0.0.1", "--port", str(port),
              "--device", "cpu"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**env, "TMPDIR": str(tmp)},
             start_new_session=True,
@@ -80,7 +80,7 @@ def llamacpp_serve(log_path: Path) -> Iterator[str]:
     """Run llama.cpp's server (``xllamacpp.Server``) on the embedded GGUF, one thread, a
     2,048-token window, logging to ``log_path`` (a ``launch_slot_`` line per completion);
     yield its base url (``…/v1``). It lists one model, :data:`LLAMACPP_MODEL`."""
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     port = free_port()
     with _own_tmp(log_path) as tmp, open(log_path, "wb") as log:

@@ -72,7 +72,7 @@ def _base_tokenizer() -> Any:
     """
     from transformers import AutoTokenizer
 
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     path = default_gguf_path()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -157,7 +157,7 @@ def _embedded_tokenizer_fields() -> tuple[tuple[str, Any, Any, Any], ...]:
     """
     import gguf
 
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     fields = []
     for name, field in gguf.GGUFReader(str(default_gguf_path())).fields.items():

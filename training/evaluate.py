@@ -226,7 +226,7 @@ COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_human
 
 def main(argv: list[str] | None = None) -> int:
     """Entry of `starchat eval`; returns the exit code (2 for bad input)."""
-    from model.runtime.loading import ModelSpecError
+    from model.runtime.spec import ModelSpecError
     from training.evaluation.prompts import EvalInputError
 
     args = build_parser().parse_args(argv)

@@ -174,7 +174,7 @@ def run(argv: list[str]) -> int:
         raise ConfigError("output_dir is not set; give --output_dir or set it in the recipe.")
     _setup_logging(training_args)
     init_deepspeed_comm(training_args)  # before loading: zero.Init partitions across the ranks
-    _, folder = local_folder(model_args.model_name_or_path)
+    folder = local_folder(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=model_args.trust_remote_code)
     # A chat model switched to the StarChat format: remember how it used to end a turn.
     old_end_id = end_of_turn_id(tokenizer) if tokenizer.chat_template else None
@@ -205,7 +205,7 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``starchat train``; returns the exit status (2 for bad input)."""
-    from model.runtime.loading import ModelSpecError
+    from model.runtime.spec import ModelSpecError
     from training.config import ConfigError, print_help
     from training.data import DialogueError
 

@@ -3,7 +3,7 @@
 The request becomes a worker ``fim`` request (``model.prompt.fim`` builds the prompt ids with the
 model's own tokenizer): the text before and after the cursor, the document's path, and the
 other open documents, most recently edited first. The answer is post-processed
-(``lsp_server.completion_text``) and returned as ``InlineCompletionItem``s whose range is
+(``model.prompt.completion_text``) and returned as ``InlineCompletionItem``s whose range is
 on the cursor's line, or ``null``: one for an automatic request (triggerKind 2, every
 keystroke); for an invoked one (triggerKind 1, the user asked) the greedy answer first,
 then sampled alternatives, up to ``completion.invokedItems`` different ones.
@@ -34,7 +34,8 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 
-from ..completion_text import CompletionCache, Cursor, postprocess
+from model.prompt.completion_text import CompletionCache, Cursor, postprocess
+
 from .model_link import ModelLink
 
 log = logging.getLogger(__name__)

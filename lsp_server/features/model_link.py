@@ -97,7 +97,8 @@ class ModelLink:
         outcome = "ready"
         try:
             # The local worker, or an OpenAI-compatible server: same interface, same events.
-            client = make_async_client(model_backend(settings))
+            # (a relative model path means one inside the workspace, whatever the server's cwd)
+            client = make_async_client({**model_backend(settings), "base_dir": _workspace_root(self._server)})
             await client.connect()
             info = await _warm_up(client, self._server, token)
             log.info("model worker ready: %s", info)
@@ -117,6 +118,13 @@ class ModelLink:
                     token, types.WorkDoneProgressEnd(message=f"Model {outcome}")
                 )
                 self._server.work_done_progress.tokens.pop(token, None)
+
+
+def _workspace_root(server: Any) -> str | None:
+    try:
+        return server.workspace.root_path or None
+    except Exception:  # no workspace yet (initialize without a root)
+        return None
 
 
 async def _warm_up(client: Any, server: Any, token: Any) -> dict:

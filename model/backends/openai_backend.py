@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ..runtime.spec import ModelSpec
 from ..serving.client import AsyncWorkerClient, WorkerClient, WorkerError
 from .openai_http import Endpoint, HTTPFailure, error_message, request, sse_events
 
@@ -333,7 +334,7 @@ BACKENDS = ("worker", "openai")
 
 def parse_backend(settings: dict | str | None) -> dict:
     """Normalise ``{"backend", "name", "url", "model", "api_key_env", ...}``; ValueError on bad input."""
-    if settings is None or isinstance(settings, str):
+    if settings is None or isinstance(settings, (str, ModelSpec)):
         return {"backend": "worker", "name": settings or "default"}
     if not isinstance(settings, dict):
         raise ValueError("The model setting must be a spec string or an object.")
@@ -368,7 +369,7 @@ def make_async_client(settings: dict | str | None) -> AsyncWorkerClient | AsyncO
     if s["backend"] == "openai":
         return AsyncOpenAIClient(openai_settings(s))
     return AsyncWorkerClient(s.get("name") or "default", socket_path=s.get("socket_path"),
-                             autostart=s.get("autostart", True))
+                        autostart=s.get("autostart", True), base_dir=s.get("base_dir"))
 
 
 def make_client(settings: dict | str | None) -> WorkerClient | OpenAIClient:
@@ -377,4 +378,4 @@ def make_client(settings: dict | str | None) -> WorkerClient | OpenAIClient:
     if s["backend"] == "openai":
         return OpenAIClient(openai_settings(s))
     return WorkerClient(s.get("name") or "default", socket_path=s.get("socket_path"),
-                        autostart=s.get("autostart", True))
+                        autostart=s.get("autostart", True), base_dir=s.get("base_dir"))

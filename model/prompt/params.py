@@ -23,6 +23,7 @@ MAX_TOP_K = 1_000_000
 MAX_SEED = 2**32 - 1  # what llama.cpp and most OpenAI-compatible servers take
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
+MAX_ADAPTER_SCALE = 4.0
 
 
 def _integer(value: Any) -> int | None:
@@ -64,6 +65,8 @@ _RANGES: dict[str, tuple[Any, float, bool, float, str]] = {
     "top_k": (_integer, 0, True, MAX_TOP_K, f"top_k must be an integer from 0 (off) to {MAX_TOP_K}."),
     "repetition_penalty": (_number, 0, False, 10,
                            "repetition_penalty must be a number greater than 0 and at most 10 (1 is off)."),
+    "adapter_scale": (_number, 0, True, MAX_ADAPTER_SCALE,
+                      f"adapter_scale must be a number from 0 (the base model alone) to {MAX_ADAPTER_SCALE:g}."),
     "seed": (_integer, 0, True, MAX_SEED,
              f"seed must be an integer from 0 to {MAX_SEED}, or null for a random one."),
 }
@@ -97,6 +100,9 @@ class GenerationParams:
     repetition_penalty: float = 1.0  # 1 = off
     stop: tuple[str, ...] = ()
     seed: int | None = None  # None = the global random generator
+    # How much of the spec's LoRA adapter (``BASE+ADAPTER`` on llama.cpp) this request uses:
+    # 1 = as trained, 0 = the base model alone; ignored where the spec has no adapter.
+    adapter_scale: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []

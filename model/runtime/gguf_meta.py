@@ -67,6 +67,11 @@ def read_metadata(path: str | Path, arrays: tuple[str, ...] = ()) -> dict[str, A
     return read_header(path, arrays)[0]
 
 
+def read_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's name and shape (ggml order: the row length first), from the header."""
+    return {name: shape for name, (shape, _kind) in read_header(path, tensors=True)[1].items()}
+
+
 def read_header(path: str | Path, arrays: tuple[str, ...] = (),
                 tensors: bool = False) -> tuple[dict[str, Any], dict[str, tuple[tuple[int, ...], int]]]:
     """(metadata keys as ``read_metadata`` gives them, and with ``tensors`` each tensor's

@@ -109,8 +109,10 @@ class LlamaCppEngine:
     name = ENGINE_NAME
 
     def __init__(self, server: Any, tokenizer: Any, context_window: int, model_name: str,
-                 api_key: str, chat_format: ChatFormat | None = None, dry: dict | None = None):
+                 api_key: str, chat_format: ChatFormat | None = None, dry: dict | None = None,
+                 adapter: str | None = None):
         self.server = server
+        self.adapter = adapter  # a LoRA adapter GGUF loaded on top of the model (id 0)
         self.tokenizer = tokenizer
         self.context_window = context_window
         self.model_name = model_name
@@ -169,13 +171,20 @@ class LlamaCppEngine:
             body["grammar"] = heal_grammar(heal)
         if dry:
             body.update(self._dry)
+        if self.adapter:
+            # per request: the adapter as trained (1), the base alone (0), or between
+            body["lora"] = [{"id": 0, "scale": float(getattr(params, "adapter_scale", 1.0))}]
         return body
 
-    def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event, slot: int | None = None) -> dict:
-        """Process ``prompt_ids`` into a slot's cache (one token generated, not shown); the usage."""
+    def prefill(self, prompt_ids: Sequence[int], cancel: threading.Event, slot: int | None = None,
+                params: Any = None) -> dict:
+        """Process ``prompt_ids`` into a slot's cache (one token generated, not shown); the usage.
+        ``params``: the request's, so the cache is built with its adapter scale (llama.cpp
+        drops a slot's cache when the next request's adapter scale differs)."""
         from ..prompt.params import GenerationParams
 
-        return self.run(prompt_ids, GenerationParams(max_new_tokens=1), cancel, lambda _text: None, slot=slot).usage
+        one = replace(params, max_new_tokens=1) if params is not None else GenerationParams(max_new_tokens=1)
+        return self.run(prompt_ids, one, cancel, lambda _text: None, slot=slot).usage
 
     def run(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
             on_delta: Callable[[str], None], stop_ids: Sequence[int] = (), slot: int | None = None,
@@ -342,8 +351,11 @@ def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tup
 
 
 def load(path: str | Path, name: str | None = None, *, threads: int | None = None,
-         slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None) -> LlamaCppEngine:
-    """Start llama.cpp on a GGUF file; raises ValueError with a sentence when it cannot."""
+         slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None,
+         adapter: str | Path | None = None) -> LlamaCppEngine:
+    """Start llama.cpp on a GGUF file, with a LoRA ``adapter`` GGUF on top when given (each
+    request sets its scale: ``GenerationParams.adapter_scale``); raises ValueError with a
+    sentence when it cannot."""
     import xllamacpp
 
     from ..prompt.tokenizer import load_lite_tokenizer
@@ -380,6 +392,8 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     params.cpuparams_batch.n_threads = threads
     params.cache_prompt = True
     params.ctx_shift = False
+    if adapter is not None:
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(adapter), 1.0)]
     params.endpoint_metrics = True
     # llama.cpp's own log (per request and slot) only on request: the worker's DEBUG level is
     # for our timings, which llama.cpp's lines would slow and bury.
@@ -401,7 +415,8 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
         shutil.rmtree(private, ignore_errors=True)
     # After llama.cpp: a file it refuses fails in a second, before any tokenizer conversion.
     tokenizer = load_lite_tokenizer(tokenizer_folder_for(path))
-    engine = LlamaCppEngine(server, tokenizer, window, name or path.stem, api_key, dry=dry)
+    engine = LlamaCppEngine(server, tokenizer, window, name or path.stem, api_key, dry=dry,
+                            adapter=str(adapter) if adapter is not None else None)
     engine.slots = slots
     return engine
 

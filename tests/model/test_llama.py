@@ -111,7 +111,7 @@ def test_int4_holds_the_gguf_weights_exactly(loaded):
     """The default model's layers came from Q4_1 blocks of 32: 4-bit groups hold them exactly."""
     from model.runtime.loading import local_folder
 
-    weights = llama.load_weights(local_folder("default")[1])
+    weights = llama.load_weights(local_folder("default"))
     for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight"):
         w = weights[name]
         q, scale, low = llama.quantize_groups(w, 32)

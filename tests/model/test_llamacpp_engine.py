@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from model.prompt.params import GenerationParams
-from model.runtime.loading import default_gguf_path
+from model.runtime.spec import default_gguf_path
 from model.serving.client import WorkerClient, ensure_worker
 
 ASK = {"messages": [{"role": "user", "content": "Write a Python function is_even(n)."}],
@@ -338,10 +338,10 @@ def test_forced_torch_engine_still_serves_gguf(tmp_path):
 
 
 def test_engine_choice():
-    from model.runtime.loading import engine_for
+    from model.runtime.spec import ModelSpec
 
-    assert engine_for("default") == "llama.cpp"
-    assert engine_for("default@int4") == "torch"
+    assert ModelSpec.parse("default").engine() == "llama.cpp"
+    assert ModelSpec.parse("default@int4").engine() == "torch"
 
 
 def test_stop_ids_end_the_answer_before_the_token_llamacpp_goes_past(engine, monkeypatch):

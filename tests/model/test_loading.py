@@ -7,26 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from model.runtime.loading import (
-    ModelSpecError,
-    default_gguf_path,
-    load_model,
-    local_folder,
-    resolve_spec,
-)
-
-
-def test_default_is_the_embedded_gguf():
-    path = default_gguf_path()
-    assert path.suffix == ".gguf" and path.is_file()
-    assert resolve_spec("default").kind == "gguf"
+from model.runtime.loading import load_model, local_folder
+from model.runtime.spec import ModelSpec, ModelSpecError
 
 
 def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
     import model.runtime.loading
     from model.runtime.paths import cache_dir
 
-    _, folder = local_folder("default")  # converted by now (the `loaded` fixture)
+    folder = local_folder("default")  # converted by now (the `loaded` fixture)
     assert Path(folder).is_relative_to(cache_dir())
     files = {p.name: p.stat().st_mtime_ns for p in Path(folder).iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
@@ -34,7 +23,7 @@ def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
     conversions = []
     monkeypatch.setattr(model.runtime.loading, "_convert_gguf", lambda *a: conversions.append(a))
     for _ in range(2):
-        assert local_folder("default")[1] == folder
+        assert local_folder("default") == folder
     assert conversions == []
     assert {p.name: p.stat().st_mtime_ns for p in Path(folder).iterdir()} == files
     assert loaded.context_window == 8192 and loaded.device == "cpu"
@@ -42,10 +31,7 @@ def test_gguf_is_converted_once_into_the_cache(loaded, monkeypatch):
 
 
 def test_runner_choice_and_refusals(tmp_path):
-    from model.runtime.loading import split_spec
-
-    assert split_spec("default@int4") == ("default", "int4") and split_spec("/m") == ("/m", "none")
-    assert resolve_spec("default@int4").kind == "gguf"
+    assert ModelSpec.parse("default@int4").kind == "gguf"
     with pytest.raises(ModelSpecError, match="Unknown runner"):
         load_model("default", runner="onnx")
     with pytest.raises(ModelSpecError, match="Unknown quantize mode"):
@@ -53,7 +39,7 @@ def test_runner_choice_and_refusals(tmp_path):
     # A model our own runner does not know falls back to transformers, and refuses int4.
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    _, folder = local_folder("default")
+    folder = local_folder("default")
     tiny = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=49152, n_positions=64)).save_pretrained(tiny)
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -65,8 +51,8 @@ def test_runner_choice_and_refusals(tmp_path):
 
 
 def test_folder_and_hub_id_from_a_local_cache(tmp_path, monkeypatch):
-    _, folder = local_folder("default")
-    assert resolve_spec(folder).kind == "folder"
+    folder = local_folder("default")
+    assert ModelSpec.parse(folder).kind == "folder"
     # A Hugging Face cache laid out by hand: the real hub code path, no network.
     snap = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "abc123"
     snap.mkdir(parents=True)
@@ -80,22 +66,6 @@ def test_folder_and_hub_id_from_a_local_cache(tmp_path, monkeypatch):
     assert lm.name == "acme/tiny-chat" and lm.model.config.vocab_size == 49152
     with pytest.raises(ModelSpecError, match="not in the local Hugging Face cache"):
         load_model("acme/absent-model")
-
-
-@pytest.mark.parametrize("spec,message", [
-    ("", "empty"),
-    ("no such thing", "Unknown model spec"),
-    ("./missing-folder", "does not exist"),
-    ("/tmp/missing.gguf", "does not exist"),
-])
-def test_bad_specs_are_one_sentence(spec, message):
-    with pytest.raises(ModelSpecError, match=message):
-        resolve_spec(spec)
-
-
-def test_folder_without_config_is_rejected(tmp_path):
-    with pytest.raises(ModelSpecError, match="config.json"):
-        resolve_spec(str(tmp_path))
 
 
 def test_default_model_loads_without_transformers(loaded):
@@ -119,7 +89,7 @@ def test_llama_with_a_model_specific_tokenizer_class_keeps_our_runner(tmp_path):
     """Only the tokenizer falls back to transformers when it is not a plain tokenizer.json."""
     import json
 
-    _, folder = local_folder("default")
+    folder = local_folder("default")
     for f in Path(folder).iterdir():
         if f.name != "tokenizer_config.json":
             os.symlink(f, tmp_path / f.name)

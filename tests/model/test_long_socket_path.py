@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+from model.runtime.spec import ModelSpec
 from model.serving import protocol
 from model.serving.client import WorkerClient
 
@@ -18,7 +19,7 @@ def test_ask_and_a_second_client_work_with_a_socket_path_past_the_limit(tmp_path
     runtime = tmp_path / ("d" * 60) / ("e" * 40)
     runtime.mkdir(parents=True, mode=0o700)
     monkeypatch.setenv("STARCHAT_RUNTIME_DIR", str(runtime))
-    socket_path = protocol.socket_path_for("default")
+    socket_path = protocol.socket_path_for(ModelSpec.default())
     assert len(str(socket_path).encode()) > 108  # too long for sun_path as it is
     try:
         r = subprocess.run([sys.executable, "-m", "lsp_server", "ask", "Say hi.", "--max-new-tokens", "4",

@@ -15,8 +15,8 @@ import pytest
 from benchmarks.common import repeated_runs, repeated_units
 from model.prompt.chat_format import encode_text
 from model.prompt.params import GenerationParams
-from model.runtime.loading import default_gguf_path
 from model.runtime.repetition import MIN_CHARS, RepeatWatch, dry_penalties
+from model.runtime.spec import default_gguf_path
 
 LINE = "The build failed because the cache was stale.\n"
 GREEDY = GenerationParams(max_new_tokens=80, temperature=0.0)

@@ -59,7 +59,7 @@ ATTRIBUTES = [
 def default_folder() -> str:
     from model.runtime.loading import local_folder
 
-    return local_folder("default")[1]
+    return local_folder("default")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 
 from model.runtime.paths import unix_address
+from model.runtime.spec import ModelSpec
 from model.serving import protocol
 from model.serving.client import WorkerClient, WorkerError, ensure_worker
 
@@ -172,7 +173,7 @@ def test_int4_spec_gets_its_own_worker(tmp_path, worker_socket):
     it tests.)"""
     from tests.model.conftest import kill_workers
 
-    assert protocol.socket_path_for("default@int4") != protocol.socket_path_for("default")
+    assert protocol.socket_path_for(ModelSpec.parse("default@int4")) != protocol.socket_path_for(ModelSpec.default())
     path = ensure_worker("default@int4", tmp_path / "worker-int4.sock")
     try:
         with WorkerClient(socket_path=path) as client:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from model.runtime.loading import default_gguf_path
+from model.runtime.spec import default_gguf_path
 
 
 @pytest.fixture(scope="session")

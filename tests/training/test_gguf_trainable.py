@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-from model.runtime.loading import default_gguf_path
+from model.runtime.spec import default_gguf_path
 from training.packing import PackedCollator, pack_examples
 from training.tokenize import add_chat_tokens, tokenize_dialogue
 from training.train import make_trainable

@@ -2,7 +2,7 @@
 
 Every backend has `complete(messages, params, stop_when=None) -> Completion`. The default for
 evaluation is in-process, on the engine the spec runs on in the worker
-(`model.runtime.loading.engine_for`): `LlamaCppBackend` for GGUF files (the default spec
+(`model.runtime.spec.ModelSpec.engine`): `LlamaCppBackend` for GGUF files (the default spec
 among them; DRY repetition control as served), `EngineBackend` (torch) for folders. So a
 figure for `--model default` is a figure for what users get. A batch job should not compete
 with the editor's shared worker, and in-process it can pick the chat format (template or
@@ -17,6 +17,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from model.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,15 @@ StopWhen = Callable[[str], bool] | None
 class EngineBackend:
     """The model loaded in this process through model.runtime.loading + model.runtime.engine."""
 
-    def __init__(self, spec: str = "default", *, chat_mode: str = "auto", dry: bool = True) -> None:
+    def __init__(self, spec: ModelSpec | str = "default", *, chat_mode: str = "auto", dry: bool = True) -> None:
         """``dry``: the engine's repetition control (``model.runtime.repetition``) as served;
         False turns it off (benchmarks compare both)."""
         from model.prompt.chat_format import chat_format_for
         from model.runtime.engine import Engine
         from model.runtime.loading import load_model
 
-        self.spec = spec
+        spec = ModelSpec.parse(spec)
+        self.spec = str(spec)
         self.loaded = load_model(spec)
         self.chat_format = chat_format_for(self.loaded.tokenizer, mode=chat_mode)
         self.chat_mode = self.chat_format.kind
@@ -93,19 +96,18 @@ class LlamaCppBackend:
     at a time. ``dry``: the engine's DRY sampler settings; None keeps the served default, ``{}``
     turns repetition control off (benchmarks compare both)."""
 
-    def __init__(self, spec: str = "default", *, chat_mode: str = "auto", dry: dict | None = None,
+    def __init__(self, spec: ModelSpec | str = "default", *, chat_mode: str = "auto", dry: dict | None = None,
                  engine=None) -> None:
         from model.prompt.chat_format import chat_format_for
 
+        spec = ModelSpec.parse(spec)
         if engine is None:
             from model.runtime import llamacpp_engine
-            from model.runtime.loading import resolve_spec
 
-            source = resolve_spec(spec)
-            engine = llamacpp_engine.load(source.location, source.name, slots=1, dry=dry)
+            engine = llamacpp_engine.load(spec.location, spec.display_name, slots=1, dry=dry, adapter=spec.adapter)
         elif dry is not None:
             engine.dry = dict(dry)
-        self.spec, self.engine, self.tokenizer = spec, engine, engine.tokenizer
+        self.spec, self.engine, self.tokenizer = str(spec), engine, engine.tokenizer
         self.chat_format = (engine.chat_format if chat_mode == "auto"
                             else chat_format_for(engine.tokenizer, mode=chat_mode))
         self.chat_mode = self.chat_format.kind
@@ -183,10 +185,11 @@ class ClientBackend:
 class WorkerBackend(ClientBackend):
     """The shared model worker (the same process the language server uses)."""
 
-    def __init__(self, spec: str = "default") -> None:
+    def __init__(self, spec: ModelSpec | str = "default") -> None:
         from model.serving.client import WorkerClient
 
-        super().__init__(WorkerClient(spec), spec, "worker")
+        client = WorkerClient(spec)
+        super().__init__(client, str(client.model), "worker")
 
 
 class OpenAIBackend(ClientBackend):
@@ -207,18 +210,14 @@ class OpenAIBackend(ClientBackend):
         self.model = model
 
 
-def make_backend(spec: str, *, via_worker: bool = False, chat_mode: str = "auto"):
+def make_backend(spec: ModelSpec | str, *, via_worker: bool = False, chat_mode: str = "auto"):
     """The backend for a model spec: in-process on the spec's own engine by default, the shared
     worker on request."""
-    from model.runtime.loading import resolve_spec
-
-    resolve_spec(spec)  # a bad spec fails here in a second, before torch is imported
+    spec = ModelSpec.parse(spec)  # a bad spec fails here in a second, before torch is imported
     if via_worker:
         if chat_mode != "auto":
             raise BackendError("The shared worker uses the model's own chat format; drop --chat-format or --via-worker.")
         return WorkerBackend(spec)
-    from model.runtime.loading import engine_for
-
-    if engine_for(spec) == "llama.cpp":
+    if spec.engine() == "llama.cpp":
         return LlamaCppBackend(spec, chat_mode=chat_mode)
     return EngineBackend(spec, chat_mode=chat_mode)

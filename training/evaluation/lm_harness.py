@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from model.runtime.spec import ModelSpec
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,13 +152,11 @@ def _task_folder(work: Path) -> Path:
     return folder
 
 
-def uses_hf_class(spec: str) -> bool:
-    from model.runtime.loading import resolve_spec
-
-    return resolve_spec(spec).kind in ("folder", "hub")
+def uses_hf_class(spec: ModelSpec) -> bool:
+    return spec.kind in ("folder", "hub")
 
 
-def run_lm_eval(spec: str, tasks: list[str], *, limit: float | None = None, engine: str = "auto",
+def run_lm_eval(spec: ModelSpec | str, tasks: list[str], *, limit: float | None = None, engine: str = "auto",
                 batch_size: int = 1, num_fewshot: int | None = None,
                 include_path: list[str] | None = None) -> dict:
     """Run ``tasks`` on ``spec``; returns {"results", "n_samples", "model", "engine", "samples"}."""
@@ -165,6 +165,7 @@ def run_lm_eval(spec: str, tasks: list[str], *, limit: float | None = None, engi
 
     from model.runtime.loading import local_folder
 
+    spec = ModelSpec.parse(spec)
     if engine == "auto":
         engine = "hf" if uses_hf_class(spec) else "starchat"
     with tempfile.TemporaryDirectory(prefix="starchat-lm-eval-") as work:
@@ -173,7 +174,7 @@ def run_lm_eval(spec: str, tasks: list[str], *, limit: float | None = None, engi
         if unknown:
             raise ValueError(f"Unknown lm-eval task {unknown[0]!r}; ours: {', '.join(OUR_TASKS)}.")
         if engine == "hf":
-            _, folder = local_folder(spec)
+            folder = local_folder(spec)
             model: Any = "hf"
             model_args: Any = {"pretrained": folder, "device": "cpu", "dtype": "float32"}
         else:
@@ -186,7 +187,7 @@ def run_lm_eval(spec: str, tasks: list[str], *, limit: float | None = None, engi
     metrics = {task: {k: v for k, v in values.items() if _is_number(v)}
                for task, values in results["results"].items()}
     n_samples = {task: len(rows) for task, rows in (results.get("samples") or {}).items()}
-    return {"model": spec, "engine": engine, "results": metrics, "n_samples": n_samples,
+    return {"model": str(spec), "engine": engine, "results": metrics, "n_samples": n_samples,
             "samples": results.get("samples") or {}}
 
 

@@ -5,7 +5,7 @@
 - ``TorchScheduler`` (``stepping``): everything else on the torch engine; one thread steps
   every request a token per turn, batched (``plan_round``).
 
-``scheduler_for(spec)`` picks the one that serves a spec (``model.runtime.loading.engine_for``).
+``scheduler_for(spec)`` picks the one that serves a spec (``ModelSpec.engine``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ...runtime.spec import ModelSpec
 from .base import Job, Scheduler, build_prompt
 from .pacing import Clock, Pacing, reusable_start
 from .stepping import TorchScheduler, plan_round
@@ -22,16 +23,14 @@ __all__ = ["Clock", "Job", "LlamaCppScheduler", "Pacing", "Scheduler", "TorchSch
            "plan_round", "reusable_start", "scheduler_for"]
 
 
-def scheduler_for(spec: str, batch: bool = True, pacing: Pacing | None = None,
-                  load: Callable[[str], Any] | None = None) -> Scheduler:
+def scheduler_for(spec: ModelSpec, batch: bool = True, pacing: Pacing | None = None,
+                  load: Callable[[ModelSpec], Any] | None = None) -> Scheduler:
     """The scheduler for the engine that serves ``spec``; ``load`` (spec -> ``LoadedModel``)
     means torch. A spec that names nothing loadable gets the torch one, whose load then
     fails and answers every request with the error."""
     if load is None:
-        from ...runtime.loading import engine_for
-
         try:
-            kind = engine_for(spec)
+            kind = spec.engine()
         except Exception:
             kind = "torch"
         if kind == "llama.cpp":

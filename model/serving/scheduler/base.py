@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...runtime.spec import ModelSpec
+
 log = logging.getLogger("starchat.worker")
 
 
@@ -31,6 +33,7 @@ class Job:
     decoder: Any = None
     truncated: list[str] = field(default_factory=list)
     heal: str = ""  # a completion's healed prefix token (model.prompt.fim)
+    params: Any = None  # its GenerationParams, once its prompt is built
 
     @property
     def background(self) -> bool:
@@ -79,13 +82,13 @@ class Scheduler(threading.Thread):
 
     kind = ""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: ModelSpec):
         super().__init__(name="starchat-model", daemon=True)
         self.spec = spec
         self.engine: Any = None
         self.ready = threading.Event()
         self.load_error: str | None = None
-        self.info: dict = {"spec": spec, "ready": False, "pid": os.getpid()}
+        self.info: dict = {"spec": str(spec), "ready": False, "pid": os.getpid()}
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._starting: list[Job] = []  # taken from _pending, not yet launched
@@ -116,7 +119,7 @@ class Scheduler(threading.Thread):
 
     # --- for the subclasses -------------------------------------------------------------
 
-    def _load(self, spec: str) -> dict:
+    def _load(self, spec: ModelSpec) -> dict:
         raise NotImplementedError
 
     def _launch(self, job: Job, prompt_ids: list[int], params: Any) -> None:
@@ -165,13 +168,16 @@ class Scheduler(threading.Thread):
         except Exception as exc:
             log.error("Could not load model %s", self.spec, exc_info=True)
             with self._cond:
-                self.load_error = f"The model worker could not load {self.spec!r}: {exc}"
+                self.load_error = f"The model worker could not load {self.spec.display_name!r}: {exc}"
                 waiting, self._pending = self._pending, []
             for job in waiting:
                 job.fail(self.load_error)
             self.ready.set()
             return
-        self.info = {**info, "spec": self.spec, "ready": True, "engine": self.kind,
+        from ...prompt.fim import detect_template
+
+        self.info = {**info, "spec": str(self.spec), "ready": True, "engine": self.kind,
+                     "adapter": self.spec.adapter, "fim": detect_template(self.engine.tokenizer),
                      "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
         log.info("Model %s ready on %s (%s) in %.1f s", self.info["model"], self.info["device"],
                  self.kind, self.info["load_s"])
@@ -197,6 +203,7 @@ class Scheduler(threading.Thread):
         sentence (a chat template that raises, a tokenizer that breaks): the scheduler goes on."""
         try:
             prompt_ids, job.truncated, params, job.heal = build_prompt(self.engine, job.request)
+            job.params = params
             self._launch(job, prompt_ids, params)
         except ValueError as exc:  # the request's own fault, said in a sentence
             job.fail(str(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ...runtime.spec import ModelSpec
 from .base import Job, Scheduler, log
 
 
@@ -41,7 +42,7 @@ class TorchScheduler(Scheduler):
 
     kind = "torch"
 
-    def __init__(self, spec: str, load: Callable[[str], Any] | None = None, batch: bool = True):
+    def __init__(self, spec: ModelSpec, load: Callable[[ModelSpec], Any] | None = None, batch: bool = True):
         """``load``: spec -> ``LoadedModel`` (default ``model.runtime.loading.load_model``)."""
         super().__init__(spec)
         self.batch = batch
@@ -49,7 +50,7 @@ class TorchScheduler(Scheduler):
         self._active: list[Job] = []
         self._turn = 0
 
-    def _load(self, spec: str) -> dict:
+    def _load(self, spec: ModelSpec) -> dict:
         from ...runtime.engine import Engine
         from ...runtime.loading import load_model
 

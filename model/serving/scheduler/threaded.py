@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ...runtime.spec import ModelSpec
 from .base import Job, Scheduler, log
 from .pacing import Clock, Pacing, common_prefix, reusable_start
 
@@ -25,8 +26,8 @@ class LlamaCppScheduler(Scheduler):
 
     kind = "llama.cpp"
 
-    def __init__(self, spec: str, pacing: Pacing | None = None, clock: Clock | None = None,
-                 load: Callable[[str], Any] | None = None):
+    def __init__(self, spec: ModelSpec, pacing: Pacing | None = None, clock: Clock | None = None,
+                 load: Callable[[ModelSpec], Any] | None = None):
         """``load``: spec -> a ready engine (default: ``model.runtime.llamacpp_engine.load``
         on the spec's file; tests give a scripted one)."""
         super().__init__(spec)
@@ -44,17 +45,15 @@ class LlamaCppScheduler(Scheduler):
         self._slot_prompts: dict[int, list[int]] = {}
         self._fim_turn = threading.Lock()
 
-    def _load(self, spec: str) -> dict:
+    def _load(self, spec: ModelSpec) -> dict:
         if self._load_engine is not None:
             self.engine = self._load_engine(spec)
-            name = getattr(self.engine, "model_name", spec)
+            name = getattr(self.engine, "model_name", spec.display_name)
         else:
             from ...runtime import llamacpp_engine
-            from ...runtime.loading import resolve_spec
 
-            source = resolve_spec(spec)
-            self.engine = llamacpp_engine.load(source.location, source.name)
-            name = source.name
+            self.engine = llamacpp_engine.load(spec.location, spec.display_name, adapter=spec.adapter)
+            name = spec.display_name
         return {"model": name, "device": "cpu", "context_window": self.engine.context_window,
                 "chat_format": self.engine.chat_format.kind, "runner": "llama.cpp", "quantize": "gguf",
                 "slots": self.engine.slots}
@@ -150,7 +149,7 @@ class LlamaCppScheduler(Scheduler):
             end = start + step
             self._note(("prefill", job.key, end - start))
             t0 = self.clock.now()
-            self.engine.prefill(ids[:end], job.cancel, slot=self._fim_slot())
+            self.engine.prefill(ids[:end], job.cancel, slot=self._fim_slot(), params=job.params)
             took = self.clock.now() - t0
             self._fim_cached = ids[:end]
             start = end

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lsp_server.completion_text import (
+from lsp_server.config import CompletionSettings, parse_settings
+from model.prompt.completion_text import (
     CompletionCache,
     Cursor,
     drop_suffix_lines,
@@ -11,7 +12,6 @@ from lsp_server.completion_text import (
     to_end_of_line,
     trim_line_suffix,
 )
-from lsp_server.config import CompletionSettings, parse_settings
 
 
 def test_mid_line_completes_to_the_end_of_the_line():

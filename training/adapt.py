@@ -1,0 +1,273 @@
+"""``starchat adapt REPO --out DIR``: the model learns the user's own code, and the gain is measured.
+
+1. **Read** the repository (``training.repo.walk``): its text files minus vendored,
+   generated, binary, huge and secret-looking ones; split by file into train and held-out.
+2. **Examples** in the model's own completion formats (``training.repo.examples``), plus,
+   on request, the editor's feedback log (``--feedback``) and exported conversations.
+3. **Train** (``training.repo.fit``): LoRA on every linear layer by default, the whole model
+   with ``--full``; the CPU recipe ``training/configs/adapt_cpu.yaml`` (``adapt_gpu.yaml`` on
+   a GPU). Ctrl-C saves a checkpoint; the same command again resumes.
+4. **Convert** for llama.cpp (``training.export``): ``DIR/adapter.gguf``, served on top of
+   the base GGUF as the spec ``BASE+DIR`` (``default+DIR`` for the embedded model); after
+   ``--full`` a whole ``DIR/model.gguf``. Outputs replace an earlier run's only once complete
+   (``training.repo.rundir``).
+5. **Score** base and adapted on the held-out files (``training.evaluation.repo_eval``,
+   through the model worker, as the editor asks) and on HumanEval (164 problems, pass@1,
+   greedy) so a gain and any forgetting show side by side.
+
+Exit codes: 0 done, 2 bad input (one sentence), 1 a failure of the machine (a full disk),
+130 stopped by Ctrl-C (a checkpoint was saved). ``--json`` prints one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("training.adapt")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.evaluation.repo_eval import POSITIONS
+    from training.repo.walk import DEFAULT_SEED, MAX_FILE_BYTES
+
+    p = argparse.ArgumentParser(prog="starchat adapt", description=(
+        "Adapt a model to a repository's code: train (LoRA by default), convert for llama.cpp, and "
+        "compare base and adapted on the repository's held-out files and on HumanEval."))
+    p.add_argument("repo", help="a git work tree or a folder of code (never written to)")
+    p.add_argument("--out", required=True, help="folder for the adapter (new, or one an earlier run wrote)")
+    p.add_argument("--model", default="default", help="the base model spec (default: the embedded model)")
+    p.add_argument("--full", action="store_true", help="fine-tune every weight instead of a LoRA adapter")
+    p.add_argument("--recipe", help="training recipe YAML (default: adapt_cpu.yaml, adapt_gpu.yaml on a GPU)")
+    p.add_argument("--train-arg", action="append", default=[], metavar="--KEY=VALUE",
+                   help="override one recipe setting, e.g. --train-arg=--max_steps=20 (repeatable)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes (the adapter is saved)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the held-out split's seed (eval repo takes the same)")
+    p.add_argument("--max-file-kb", type=int, default=MAX_FILE_BYTES // 1024, help="skip files larger than this")
+    p.add_argument("--feedback", action="store_true", help="also train on the editor's feedback log (docs/adapt.md)")
+    p.add_argument("--conversations", help="also train on exported conversations (ChatML JSONL)")
+    p.add_argument("--positions", type=int, default=POSITIONS, help="held-out positions to score")
+    p.add_argument("--no-humaneval", action="store_true", help="skip HumanEval (no forgetting check)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    return p
+
+
+def _fingerprint(args: argparse.Namespace, spec: Any, repo: Path, recipe: str) -> dict:
+    return {"repo": str(repo), "model": str(spec), "full": args.full, "seed": args.seed,
+            "recipe": recipe, "recipe_text": Path(recipe).read_text(encoding="utf-8"),
+            "train_args": args.train_arg, "max_file_kb": args.max_file_kb, "feedback": args.feedback,
+            "conversations": str(Path(args.conversations).resolve()) if args.conversations else None}
+
+
+def _examples(args: argparse.Namespace, tokenizer: Any, found: Any, train_files: list, max_length: int) -> list[dict]:
+    from training.feedback import feedback_examples
+    from training.repo.examples import code_examples
+
+    examples = code_examples(tokenizer, train_files, max_length=max_length, seed=args.seed)
+    if args.feedback:
+        examples += feedback_examples(tokenizer, max_length, found.root)
+    if args.conversations:
+        from training.data import load_dialogues
+        from training.tokenize import has_labels, tokenize_dialogue
+
+        rows = load_dialogues(args.conversations)
+        examples += [e for e in (tokenize_dialogue(tokenizer, r["messages"], max_length) for r in rows)
+                     if has_labels(e)]
+    return examples
+
+
+def _base_files(spec: Any) -> tuple[str, Path | None]:
+    """(the transformers folder to train from, the GGUF file the adapter runs on or None)."""
+    from model.runtime.loading import local_folder
+
+    if spec.kind == "hub":
+        from huggingface_hub import snapshot_download
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        return snapshot_download(spec.location, local_files_only=offline), None
+    return local_folder(spec), Path(spec.location) if spec.kind == "gguf" else None
+
+
+def _score_repo(spec: Any, points: list, fim: bool) -> dict:
+    from model.serving.client import WorkerClient
+    from training.evaluation.repo_eval import score
+
+    def progress(k: int, n: int) -> None:
+        if k % 50 == 0 or k == n:
+            _say(f"    {k}/{n} positions")
+
+    with WorkerClient(spec) as client:
+        return score(client, points, fim=fim, progress=progress)
+
+
+def _humaneval(spec: Any, out: Path) -> float:
+    from training.evaluation.backends import make_backend
+    from training.evaluation.humaneval import run_humaneval, score
+
+    backend = make_backend(spec)
+    try:
+        rows = run_humaneval(backend, out / "results.jsonl", progress=True)
+    finally:
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    return float(score(rows)["pass@1"])
+
+
+def run(args: argparse.Namespace) -> dict:
+    from model.runtime.spec import ModelSpec
+    from training.evaluation.repo_eval import positions
+    from training.repo import rundir
+    from training.repo.walk import scan, split
+
+    started = time.monotonic()
+    spec = ModelSpec.parse(args.model)
+    if spec.adapter:
+        raise ValueError("--model must be a base model, not one with an adapter already.")
+    repo, out = Path(args.repo).expanduser(), Path(args.out).expanduser()
+    state = rundir.check_out_dir(out, repo)
+    _say(f"[1/6] Reading {repo}")
+    found = scan(repo, max_file_bytes=args.max_file_kb * 1024)
+    train_files, held = split(found.files, seed=args.seed)
+    points = positions(held, args.positions, seed=args.seed)
+    skipped = ", ".join(f"{n} {why}" for why, n in found.skipped.most_common()) or "none"
+    _say(f"    {len(found.files)} files ({found.total_bytes / 1024:.0f} KiB); held out {len(held)} "
+         f"({len(points)} positions to score); left out: {skipped}")
+
+    import torch
+
+    recipe = args.recipe or str(CONFIGS / ("adapt_gpu.yaml" if torch.cuda.is_available() else "adapt_cpu.yaml"))
+    if not Path(recipe).is_file():
+        raise ValueError(f"The recipe {recipe} does not exist.")
+    out.mkdir(parents=True, exist_ok=True)
+    work, resumed = rundir.prepare_work(out, _fingerprint(args, spec, found.root, recipe))
+    if state == "earlier run":
+        _say(f"    {out} holds an earlier adapter: it stays in use until this one is complete")
+    folder, base_gguf = _base_files(spec)
+
+    from transformers import AutoTokenizer
+
+    from training.config import parse_config
+    from training.repo.examples import target_tokens
+    from training.repo.fit import fit
+
+    max_length = parse_config([recipe, *args.train_arg])[1].max_seq_length
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    _say("[2/6] Building examples")
+    examples = _examples(args, tokenizer, found, train_files, max_length)
+    _say(f"    {len(examples)} examples, {target_tokens(examples)} tokens to learn")
+    _say(f"[3/6] Training ({'every weight' if args.full else 'LoRA'}; Ctrl-C saves a checkpoint)"
+         + (" - resuming" if resumed else ""))
+    result = fit(folder, examples, work, [recipe, *args.train_arg], max_minutes=args.max_minutes, full=args.full)
+
+    _say("[4/6] Converting for llama.cpp")
+    from training.export import export_folder, export_lora
+
+    if args.full:
+        export_folder(result.output, work / "model.gguf", "q8_0")
+        rundir.publish(work, out, ["model", "model.gguf"])
+        adapted = ModelSpec.parse(str(out / "model.gguf"))
+    else:
+        if base_gguf is None:  # a folder base: llama.cpp needs it as GGUF too
+            export_folder(folder, work / "base.gguf", "f16")
+            rundir.publish(work, out, ["base.gguf"])
+            base_gguf = out / "base.gguf"
+            spec = ModelSpec.parse(str(base_gguf))
+        export_lora(result.output, base_gguf, work / "adapter.gguf")
+        rundir.publish(work, out, ["adapter", "adapter.gguf"])
+        adapted = ModelSpec.parse(f"{spec}+{out}")
+    record: dict[str, Any] = {
+        "adapter": str(out), "spec": str(adapted), "base_spec": str(spec), "repo": str(found.root),
+        "files": len(found.files), "train_files": len(train_files), "heldout_files": len(held),
+        "bytes": found.total_bytes, "examples": len(examples), "steps": result.steps,
+        "train_s": result.train_s, "final_loss": result.final_loss, "full": args.full, "seed": args.seed,
+    }
+    rundir.write_json(out / rundir.RECORD, record)
+
+    _say(f"[5/6] Scoring {len(points)} held-out positions: base, then adapted")
+    from model.serving.client import WorkerClient
+
+    with WorkerClient(spec) as client:
+        fim = client.info().get("fim", "none") != "none"
+    record["base"] = _score_repo(spec, points, fim)
+    record["adapted"] = _score_repo(adapted, points, fim)
+    record["humaneval"] = None
+    if not args.no_humaneval:
+        _say("[6/6] HumanEval (164 problems, greedy): base, then adapted")
+        record["humaneval"] = {"base": _humaneval(spec, work / "humaneval-base"),
+                               "adapted": _humaneval(adapted, work / "humaneval-adapted")}
+    record["total_s"] = round(time.monotonic() - started, 1)
+    rundir.write_json(out / rundir.RECORD, record)
+    rundir.finish(work)
+    return record
+
+
+def _summary(r: dict) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    base, new = r["base"], r["adapted"]
+    ratio = f" ({new['exact_match'] / base['exact_match']:.2f}x)" if base["exact_match"] else ""
+    lines = [f"Adapter: {r['adapter']}  (use it as --model / starchat.model: {r['spec']})",
+             f"Held-out files: {r['heldout_files']}, {base['positions']} positions",
+             f"  next-line exact match   base {pct(base['exact_match'])}  adapted {pct(new['exact_match'])}{ratio}",
+             f"  edit similarity         base {base['edit_similarity']:.3f}  adapted {new['edit_similarity']:.3f}"]
+    if base.get("fim_exact_match") is not None:
+        lines.append(f"  single-line FIM         base {pct(base['fim_exact_match'])}  adapted {pct(new['fim_exact_match'])}")
+    if r.get("humaneval"):
+        lines.append(f"  HumanEval pass@1        base {pct(r['humaneval']['base'])}  adapted {pct(r['humaneval']['adapted'])}")
+    lines.append(f"Training: {r['steps']} steps in {r['train_s'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model.runtime.spec import ModelSpecError
+    from training.config import ConfigError
+    from training.data import DialogueError
+    from training.evaluation.repo_eval import TooFewPositions
+    from training.repo.fit import Interrupted
+    from training.repo.rundir import OutDirError
+    from training.repo.walk import RepoError
+
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args)
+    except Interrupted as exc:
+        _say(f"starchat adapt: {exc} The checkpoint is saved; run the same command again to resume "
+             "(an earlier adapter in --out is untouched).")
+        return 130
+    except KeyboardInterrupt:
+        _say("starchat adapt: stopped; run the same command again to resume from the last checkpoint.")
+        return 130
+    except (RepoError, OutDirError, TooFewPositions, ModelSpecError, ConfigError, DialogueError, ValueError) as exc:
+        _say(f"starchat adapt: {exc}")
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            _say(f"starchat adapt: the disk is full ({exc.filename or args.out}); free some space and run the "
+                 "same command again: it resumes, and an earlier adapter in --out is untouched.")
+            return 1
+        raise
+    _say(_summary(result))
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Training an adapter (LoRA, the default) or the whole model on repository examples.
+
+``fit`` runs transformers' ``Trainer`` over packed examples (``training.packing``: rows of
+several examples, positions restarting, no attention across them) with the recipe's
+settings (``training/configs/adapt_cpu.yaml``, ``adapt_gpu.yaml``; the same keys as
+``starchat train``). It is built to be stopped:
+
+- checkpoints go to ``work/checkpoints`` every ``save_steps`` and when the run stops early;
+  a LoRA checkpoint is a few MB;
+- Ctrl-C (SIGINT) or SIGTERM ends the current step, saves a checkpoint and raises
+  ``Interrupted``; ``max_minutes`` does the same when the time is up (the adapter saved is
+  usable, trained on fewer steps);
+- a run whose ``work`` folder holds checkpoints resumes from the newest (optimizer, schedule
+  and data order included);
+- the progress bar (steps, loss, ETA) goes to stderr.
+
+The result is saved to ``work/adapter`` (peft's adapter folder) for LoRA, or ``work/model``
+(a full model folder) for full fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(RuntimeError):
+    """Training stopped early (Ctrl-C, SIGTERM or the time limit); a checkpoint was saved."""
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class FitResult:
+    output: Path  # work/adapter or work/model
+    steps: int
+    train_s: float  # seconds of training in this run (a resumed run counts its own)
+    final_loss: float | None
+    resumed_from: int | None
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` under ``folder`` that Trainer finished writing."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+class _StopControl:
+    """SIGINT/SIGTERM and the time limit become 'save a checkpoint and stop' at the next step."""
+
+    def __init__(self, max_minutes: float | None):
+        self.reason: str | None = None
+        self.deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopControl:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.reason is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.reason = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        log.warning("%s: saving a checkpoint after this step (press again to quit at once)", self.reason)
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        control_self = self
+
+        class StopCallback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if control_self.reason is None and control_self.deadline and time.monotonic() > control_self.deadline:
+                    control_self.reason = "the time limit"
+                if control_self.reason is not None:
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return StopCallback()
+
+
+def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_minutes: float | None = None,
+        full: bool = False) -> FitResult:
+    """Train on ``examples`` from the model in ``folder`` with the recipe ``argv``
+    (``CONFIG.yaml [--key value ...]``, as ``starchat train`` takes it)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+
+    from training.config import parse_config
+    from training.packing import PackedCollator, pack_examples
+    from training.train import make_trainable
+
+    model_args, data_args, lora_args, args = parse_config(
+        [*argv, "--output_dir", str(work / "checkpoints"), "--use_lora", str(not full).lower()])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = make_trainable(AutoModelForCausalLM.from_pretrained(folder, **kwargs))
+    model.config.use_cache = False
+    if not full:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora_args.lora_target_modules
+        model = get_peft_model(model, LoraConfig(
+            r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
+            target_modules=targets[0] if targets == ["all-linear"] else targets, task_type="CAUSAL_LM"))
+    rows = pack_examples(examples, data_args.max_seq_length)
+    resume = latest_checkpoint(work / "checkpoints")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with _StopControl(max_minutes) as stop:
+        trainer = Trainer(model=model, args=args, train_dataset=rows,
+                          data_collator=PackedCollator(pad, pad_to_multiple_of=8),
+                          processing_class=tokenizer, callbacks=[stop.callback()])
+        started = time.monotonic()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        train_s = time.monotonic() - started
+        step = trainer.state.global_step
+        if stop.reason == "the time limit":
+            log.warning("The time limit ended training at step %d of %d; the adapter is trained on fewer steps.",
+                        step, trainer.state.max_steps)
+        elif stop.reason is not None:
+            checkpoint = latest_checkpoint(work / "checkpoints")
+            raise Interrupted(f"Training stopped by {stop.reason} at step {step} of {trainer.state.max_steps}.",
+                              step, checkpoint)
+    output = work / ("model" if full else "adapter")
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    if full:
+        model.config.use_cache = True
+        trainer.save_model(str(output))
+        tokenizer.save_pretrained(str(output))
+    else:
+        model.save_pretrained(str(output))
+    return FitResult(output, step, round(train_s, 1), losses[-1] if losses else None,
+                     int(resume.name.rsplit("-", 1)[1]) if resume else None)
