@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("worker", "run the shared model worker (normally started on demand)"),
         ("train", "fine-tune a model: starchat train CONFIG.yaml [--key value ...]"),
-        ("eval", "evaluate: generate, judge, humaneval, plots, lm-eval"),
+        ("eval", "evaluate: generate, judge, humaneval, plots, lm-eval, repo"),
+        ("adapt", "adapt a model to a repository's code: starchat adapt REPO --out DIR"),
         ("export-gguf", "convert a trained model folder to a GGUF file: starchat export-gguf FOLDER OUT.gguf "
                         "(a LoRA adapter folder: add --base BASE.gguf)"),
     ):
@@ -380,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FORWARDED = {"worker": "model.serving.worker", "train": "training.train", "eval": "training.evaluate",
-             "export-gguf": "training.export.cli"}
+             "export-gguf": "training.export.cli", "adapt": "training.adapt"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@
     starchat eval humaneval --model SPEC [--limit N] [--samples K]
     starchat eval plots --answers answers.jsonl
     starchat eval lm-eval --model SPEC --tasks LIST [--limit N]
+    starchat eval repo REPO --model SPEC [--positions N] [--seed S]
 
 Each prints one JSON line on stdout; progress and logs go to stderr. Bad input exits with
 code 2 and a one-sentence error. Generation runs the model in this process by default
@@ -105,7 +106,45 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--batch-size", type=_positive, default=1, help="batch size of the hf class")
     lm.add_argument("--include-path", action="append", default=[], help="another folder of task YAMLs")
     lm.add_argument("--out-dir", default="eval_out/lm_eval", help="results.json and per-sample rows go here")
+
+    from training.evaluation.repo_eval import POSITIONS
+    from training.repo.walk import DEFAULT_SEED, MAX_FILE_BYTES
+
+    repo = sub.add_parser("repo", help="completing a repository's held-out files (the split `starchat adapt` uses)")
+    repo.add_argument("repo", help="a git work tree or a folder of code (never written to)")
+    repo.add_argument("--model", default="default", help="model spec, e.g. default or default+runs/myrepo")
+    repo.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the split's seed (as given to adapt)")
+    repo.add_argument("--positions", type=_positive, default=POSITIONS, help="held-out positions to score")
+    repo.add_argument("--max-file-kb", type=_positive, default=MAX_FILE_BYTES // 1024,
+                      help="skip files larger than this (as given to adapt)")
+    repo.add_argument("--json", action="store_true", help="(the JSON line is always printed; kept for scripts)")
+    repo.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return parser
+
+
+def cmd_repo(args) -> dict:
+    from model.runtime.spec import ModelSpec
+    from model.serving.client import WorkerClient
+    from training.evaluation.repo_eval import positions, score
+    from training.repo.walk import scan, split
+
+    spec = ModelSpec.parse(args.model)
+    found = scan(args.repo, max_file_bytes=args.max_file_kb * 1024)
+    _, held = split(found.files, seed=args.seed)
+    points = positions(held, args.positions, seed=args.seed)
+    log.info("%s: %d held-out files, %d positions", found.root, len(held), len(points))
+    with WorkerClient(spec) as client:
+        info = client.info()
+        fim = info.get("fim", "none") != "none"
+        result = score(client, points, fim=fim, progress=None if args.no_progress else _positions_progress)
+    result.update(model=str(spec), engine=info.get("engine"), repo=str(found.root), heldout_files=len(held),
+                  seed=args.seed)
+    return result
+
+
+def _positions_progress(k: int, n: int) -> None:
+    if k % 50 == 0 or k == n:
+        print(f"{k}/{n} positions", file=sys.stderr, flush=True)
 
 
 def cmd_lm_eval(args) -> dict:
@@ -221,7 +260,7 @@ def cmd_plots(args) -> dict:
 
 
 COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_humaneval, "plots": cmd_plots,
-            "lm-eval": cmd_lm_eval}
+            "lm-eval": cmd_lm_eval, "repo": cmd_repo}
 
 
 def main(argv: list[str] | None = None) -> int:
