@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> dict:
         "adapter": str(out), "spec": str(adapted), "base_spec": str(spec), "repo": str(found.root),
         "files": len(found.files), "train_files": len(train_files), "heldout_files": len(held),
         "bytes": found.total_bytes, "examples": len(examples), "steps": result.steps,
-        "train_s": result.train_s, "final_loss": result.final_loss, "full": args.full, "seed": args.seed,
+        "train_s": result.train_s, "final_loss": result.final_loss, "resumed_from": result.resumed_from,
+        "full": args.full, "seed": args.seed,
     }
     rundir.write_json(out / rundir.RECORD, record)
 

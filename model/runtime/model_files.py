@@ -127,7 +127,7 @@ def check_safetensors(path: Path) -> dict:
 
 
 def preflight(kind: str, location: str) -> None:
-    """Check a resolved spec's files (``ModelSource.kind``/``location``); hub ids pass."""
+    """Check a resolved spec's files (``ModelSpec.kind``/``location``); hub ids pass."""
     if kind == "gguf":
         check_gguf(location)
     elif kind == "folder":

@@ -12,7 +12,7 @@ def test_defaults_when_nothing_is_sent():
     assert settings == Settings() and problems == []
     assert generation_params(settings) == {
         "max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "top_k": 0,
-        "repetition_penalty": 1.0,
+        "repetition_penalty": 1.0, "adapter_scale": 1.0,
     }
 
 

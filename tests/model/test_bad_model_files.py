@@ -19,8 +19,8 @@ import pytest
 
 from model.runtime.gguf_meta import read_metadata
 from model.runtime.llamacpp_errors import classify
-from model.runtime.loading import default_gguf_path
 from model.runtime.model_files import ModelFileError, check_folder
+from model.runtime.spec import default_gguf_path
 from tests.cleanup import is_alive
 
 
@@ -175,7 +175,7 @@ def test_check_folder_names_the_file(tmp_path, tiny_models, name):
     shutil.copytree(tiny_models.folder("llama"), folder)
     damage(folder)
     if name == "no-config":
-        return  # resolve_spec refuses it first (the folder is not a model folder)
+        return  # ModelSpec.parse refuses it first (the folder is not a model folder)
     with pytest.raises(ModelFileError) as caught:
         check_folder(folder)
     assert words in str(caught.value) and str(folder) in str(caught.value)

@@ -72,14 +72,15 @@ def test_completion_settings_defaults_and_bad_values():
     assert settings.completion.max_new_tokens == 64 and settings.completion.context_tokens == 1024
     settings, problems = parse_settings({"completion": {
         "enabled": False, "maxNewTokens": 16, "contextTokens": 512, "model": " tiny.gguf ", "template": "qwen",
-        "invokedItems": 5}})
-    assert settings.completion == CompletionSettings(False, 16, 512, "tiny.gguf", "qwen", 5) and problems == []
+        "invokedItems": 5, "adapterScale": 0}})
+    assert settings.completion == CompletionSettings(False, 16, 512, "tiny.gguf", "qwen", 5, 0.0) and problems == []
     assert CompletionSettings().invoked_items == 3
     settings, problems = parse_settings({"completion": {
         "enabled": "yes", "maxNewTokens": 0, "contextTokens": True, "model": "", "template": "gpt", "x": 1,
-        "invokedItems": 0}})
+        "invokedItems": 0, "adapterScale": 9}})
     assert settings.completion == CompletionSettings()
-    assert len(problems) == 7
+    assert len(problems) == 8
+    assert any("starchat.completion.adapterScale must be a number from 0" in p for p in problems)
     assert any("starchat.completion.invokedItems must be an integer from 1 to 8" in p for p in problems)
     assert any("starchat.completion.maxNewTokens must be an integer from 1 to 1024" in p for p in problems)
     assert any("Unknown setting starchat.completion.x" in p for p in problems)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from model.prompt.params import MAX_NEW_TOKENS
+from model.runtime.spec import ModelSpec
 from model.serving.scheduler import Clock, Job, LlamaCppScheduler, Pacing, reusable_start
 from model.serving.scheduler.pacing import common_prefix
 from tests.model.test_worker_completion import CODE, Collector, fim
@@ -84,7 +85,7 @@ class ScriptedEngine:
         self._cached[slot] = list(ids)
         return call, cached
 
-    def prefill(self, ids, cancel, slot=None) -> dict:
+    def prefill(self, ids, cancel, slot=None, params=None) -> dict:
         call, cached = self._feed("prefill", ids, slot)
         if self.on_prefill is not None:
             self.on_prefill()
@@ -118,7 +119,7 @@ def lite_tokenizer():
     """The embedded model's own light tokenizer (no torch, no llama.cpp)."""
     from model.prompt.tokenizer import load_lite_tokenizer
     from model.runtime.gguf_tokenizer import tokenizer_folder
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     return load_lite_tokenizer(tokenizer_folder(default_gguf_path()))
 
@@ -133,7 +134,7 @@ def scripted(lite_tokenizer):
     made = []
 
     def make(pacing: Pacing = Pacing()) -> LlamaCppScheduler:
-        sched = LlamaCppScheduler("scripted", pacing=pacing, clock=clock, load=lambda spec: engine)
+        sched = LlamaCppScheduler(ModelSpec("gguf", "scripted", "scripted"), pacing=pacing, clock=clock, load=lambda spec: engine)
         sched.trace = []
         sched.start()
         assert sched.ready.wait(60) and sched.load_error is None

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from model.runtime.spec import ModelSpec
 from model.serving import protocol
 from model.serving.scheduler import Scheduler
 from model.serving.worker import WorkerServer
@@ -15,7 +16,7 @@ SECRET = "s\u00e9same-\u00f6ffne-dich-\u2603"
 
 
 async def _hello(secret) -> list[dict]:
-    server = WorkerServer(Scheduler("default"), secret=SECRET, idle_timeout=60)
+    server = WorkerServer(Scheduler(ModelSpec.default()), secret=SECRET, idle_timeout=60)
     srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     try:

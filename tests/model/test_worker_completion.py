@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from model.prompt.params import GenerationParams
+from model.runtime.spec import ModelSpec
 from model.serving.scheduler import (
     Job,
     LlamaCppScheduler,
@@ -37,7 +38,7 @@ def fim(prefix: str = CODE, **extra) -> dict:
 
 @pytest.fixture()
 def scheduler(loaded):
-    sched = TorchScheduler("default", load=lambda spec: loaded)
+    sched = TorchScheduler(ModelSpec.default(), load=lambda spec: loaded)
     sched.trace = []
     sched.start()
     assert sched.ready.wait(120) and sched.load_error is None
@@ -176,7 +177,7 @@ def llama_scheduler():
 
     if not llamacpp_engine.available():
         pytest.skip("llama.cpp (the xllamacpp wheel) is not available here")
-    sched = LlamaCppScheduler("default")
+    sched = LlamaCppScheduler(ModelSpec.default())
     sched.start()
     assert sched.ready.wait(300) and sched.load_error is None
     assert sched.info["engine"] == "llama.cpp"

@@ -20,8 +20,10 @@ The result is saved to ``work/adapter`` (peft's adapter folder) for LoRA, or ``w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +134,8 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
                           data_collator=PackedCollator(pad, pad_to_multiple_of=8),
                           processing_class=tokenizer, callbacks=[stop.callback()])
         started = time.monotonic()
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with contextlib.redirect_stdout(sys.stderr):  # Trainer's log lines: stdout is the command's result
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_s = time.monotonic() - started
         step = trainer.state.global_step
         if stop.reason == "the time limit":

@@ -177,7 +177,8 @@ class Scheduler(threading.Thread):
         from ...prompt.fim import detect_template
 
         self.info = {**info, "spec": str(self.spec), "ready": True, "engine": self.kind,
-                     "adapter": self.spec.adapter, "fim": detect_template(self.engine.tokenizer),
+                     "adapter": self.spec.adapter,
+                     "fim": detect_template(self.engine.tokenizer) if hasattr(self.engine, "tokenizer") else "none",
                      "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
         log.info("Model %s ready on %s (%s) in %.1f s", self.info["model"], self.info["device"],
                  self.kind, self.info["load_s"])

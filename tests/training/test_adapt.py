@@ -1,0 +1,141 @@
+"""``starchat adapt`` end to end on the embedded model and a small real repository, kept
+cheap (a few training steps, 20 held-out positions, no HumanEval): the adapter is written
+for llama.cpp, served as ``default+DIR``, scored against the base on the same positions as
+``starchat eval repo``; Ctrl-C saves a checkpoint and the same command resumes; bad input
+gets one sentence and exit code 2; the repository is never written to."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cleanup import stop_workers
+
+ROOT = Path(__file__).resolve().parents[2]
+# A few steps of the CPU recipe on short rows: the pipeline, not the gain (benchmarks/bench_adapt.py).
+QUICK = ["--positions", "20", "--no-humaneval", "--train-arg=--max_steps=3", "--train-arg=--save_steps=1",
+         "--train-arg=--max_seq_length=128", "--train-arg=--per_device_train_batch_size=1",
+         "--train-arg=--logging_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """Real code nobody here wrote: the standard library's json package, as a git work tree."""
+    import json as json_package
+
+    root = tmp_path_factory.mktemp("repo") / "json"
+    shutil.copytree(Path(json_package.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    return root
+
+
+@pytest.fixture
+def env(tmp_path):
+    runtime = tmp_path / "run"
+    yield dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    stop_workers(runtime)
+
+
+def adapt(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", "adapt", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=1800)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def tree(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_adapt_trains_serves_and_scores_like_eval_repo(repo, tmp_path, env):
+    before = tree(repo)
+    out = tmp_path / "runs" / "json"
+    proc = adapt(str(repo), "--out", str(out), "--json", *QUICK, env=env)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["adapter"] == str(out) and result["heldout_files"] >= 1 and result["humaneval"] is None
+    for side in ("base", "adapted"):
+        assert result[side]["positions"] == 20
+        assert 0 <= result[side]["exact_match"] <= 1 and 0 <= result[side]["edit_similarity"] <= 1
+    assert result["steps"] == 3 and result["train_s"] > 0
+    assert (out / "adapter.gguf").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    assert not (out / ".work").exists()  # checkpoints go once the run is complete
+    assert "Held-out files" in proc.stderr and "exact match" in proc.stderr
+    assert tree(repo) == before  # the repository was not written to
+
+    # eval repo: the same split and positions, so the same score for the same model
+    for spec, side in (("default", "base"), (f"default+{out}", "adapted")):
+        ev = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", str(repo), "--model", spec,
+                             "--positions", "20", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=900)
+        assert ev.returncode == 0, ev.stderr[-2000:]
+        scored = json.loads(ev.stdout.strip().splitlines()[-1])
+        assert scored["positions"] == 20 and scored["engine"] == "llama.cpp"
+        assert (scored["exact_match"], scored["edit_similarity"]) == \
+            (result[side]["exact_match"], result[side]["edit_similarity"])
+
+    # the adapted model answers through llama.cpp, as the editor would ask it
+    ask = subprocess.run([sys.executable, "-m", "lsp_server", "ask", "Say hi.", "--model", f"default+{out}",
+                          "--max-new-tokens", "8", "--stats"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=600)
+    assert ask.returncode == 0, ask.stderr[-2000:]
+    assert json.loads(ask.stderr.strip().splitlines()[-1])["engine"] == "llama.cpp"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(repo, tmp_path, env):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "adapter.gguf").write_text("an earlier adapter")  # stays until the new one is complete
+    args = [str(repo), "--out", str(out), "--json", "--positions", "20", "--no-humaneval",
+            "--train-arg=--max_steps=12", "--train-arg=--save_steps=100", "--train-arg=--max_seq_length=128",
+            "--train-arg=--per_device_train_batch_size=1", "--train-arg=--logging_steps=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "lsp_server", "adapt", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    seen = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # once a step has been logged, press Ctrl-C
+            seen.append(line)
+            if "'loss'" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        seen.append(proc.stderr.read())
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(seen)
+    assert code == 130, text[-3000:]
+    assert "run the same command again to resume" in text and "Traceback" not in text
+    checkpoints = list((out / ".work" / "checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (out / "adapter.gguf").read_text() == "an earlier adapter"
+    step = int(checkpoints[0].name.split("-")[1])
+    assert 0 < step < 12
+    again = adapt(*args, env=env)  # the same command
+    assert "resuming" in again.stderr
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    assert result["resumed_from"] == step and result["steps"] == 12
+    assert (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.parametrize("make_args,message", [
+    (lambda repo, tmp: [str(tmp / "absent"), "--out", str(tmp / "o")], "does not exist"),
+    (lambda repo, tmp: [str(repo / "__init__.py"), "--out", str(tmp / "o")], "not a folder"),
+    (lambda repo, tmp: [str(repo), "--out", str(repo / "runs")], "inside the repository"),
+    (lambda repo, tmp: [str(tmp / "empty"), "--out", str(tmp / "o")], "holds no source or text file"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--model", "default+/nowhere"], "does not exist"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
+    (tmp_path / "empty").mkdir()
+    proc = adapt(*make_args(repo, tmp_path), "--no-humaneval", env=env, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
