@@ -46,21 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.prompt.completion_text import Cursor, postprocess  # noqa: E402
 from model.serving.client import WorkerClient, ensure_worker  # noqa: E402
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def similarity(a: str, b: str) -> float:
-    longest = max(len(a), len(b))
-    return 1.0 if longest == 0 else 1.0 - levenshtein(a, b) / longest
+from training.evaluation.repo_eval import similarity  # noqa: E402
 
 
 def stdlib_positions(n: int, seed: int) -> list[tuple[str, str, str, str]]:

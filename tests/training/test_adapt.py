@@ -139,3 +139,30 @@ def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, me
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_full_fine_tuning_writes_a_whole_gguf_model(repo, tmp_path, env):
+    out = tmp_path / "full"
+    proc = adapt(str(repo), "--out", str(out), "--full", "--json", *QUICK[:2], "--no-humaneval",
+                 "--train-arg=--max_steps=1", "--train-arg=--max_seq_length=64",
+                 "--train-arg=--per_device_train_batch_size=1", env=env)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["spec"] == str(out / "model.gguf") and result["full"] is True
+    assert (out / "model.gguf").read_bytes()[:4] == b"GGUF" and (out / "model" / "config.json").is_file()
+    assert result["adapted"]["positions"] == 20
+
+
+def test_a_full_disk_is_one_sentence_and_exit_1(repo, tmp_path, monkeypatch, capsys):
+    """FAKE fault: the disk fills up as the run starts writing (prepare_work raises ENOSPC)."""
+    import errno
+
+    from training import adapt as adapt_module
+    from training.repo import rundir
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / ".work"))
+
+    monkeypatch.setattr(rundir, "prepare_work", full)
+    code = adapt_module.main([str(repo), "--out", str(tmp_path / "out"), "--no-humaneval"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the disk is full" in err and "Traceback" not in err

@@ -149,9 +149,10 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if full:
         model.config.use_cache = True
-        trainer.save_model(str(output))
+    # (Trainer gathers ZeRO-3 partitions and writes from the main process only; for a peft
+    # model it writes the adapter)
+    trainer.save_model(str(output))
+    if full and trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(output))
-    else:
-        model.save_pretrained(str(output))
     return FitResult(output, step, round(train_s, 1), losses[-1] if losses else None,
                      int(resume.name.rsplit("-", 1)[1]) if resume else None)

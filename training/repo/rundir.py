@@ -68,6 +68,20 @@ def prepare_work(out: Path, fingerprint: dict) -> tuple[Path, bool]:
     return work, False
 
 
+def wait_for_work(out: Path, fingerprint: dict, timeout_s: float = 600) -> Path:
+    """The work folder the main process of a multi-process run prepares for ``fingerprint``."""
+    stamp = out / WORK / "run.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(stamp.read_text(encoding="utf-8")) == fingerprint:
+                return out / WORK
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise OutDirError(f"The main process did not prepare {out / WORK} within {timeout_s:.0f} s.")
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (a temp file beside it, then a rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
