@@ -122,7 +122,7 @@ def test_q8_0_adapter_types_and_command_line(tiny_models, tmp_path, capsys):
     assert "applies f32, f16, q8_0 adapters, not q4_0" in fails(
         str(tmp_path / "adapter"), str(out), "--base", str(base), "--type", "q4_0")
     # `default` is the embedded model's file (llama), which this qwen2 adapter does not fit
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     err = fails(str(tmp_path / "adapter"), str(tmp_path / "b.gguf"), "--base", "default")
     assert err.endswith(f"trained on a qwen2 model ({tiny_models.folder('qwen2')}) but "

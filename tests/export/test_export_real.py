@@ -36,14 +36,14 @@ def embedded(tmp_path_factory):
     from model.runtime.loading import local_folder
     from training.export import export_folder
 
-    _, folder = local_folder("default")
+    folder = local_folder("default")
     return folder, export_folder(folder, tmp_path_factory.mktemp("embedded") / "default-f16.gguf", "f16")
 
 
 def test_embedded_model_exports_to_what_it_was(embedded):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model.runtime.loading import default_gguf_path
+    from model.runtime.spec import default_gguf_path
 
     folder, path = embedded
     ours, theirs = gguf_fields(path, TOKENIZER_KEYS), gguf_fields(default_gguf_path(), TOKENIZER_KEYS)

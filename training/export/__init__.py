@@ -57,15 +57,17 @@ def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | 
 
 
 def base_path(base: str | Path) -> Path:
-    """The base GGUF file a ``--base`` value names: a path, or ``default`` (the embedded model)."""
-    if str(base) != "default":
-        return Path(base)
-    from model.runtime.loading import ModelSpecError, resolve_spec
+    """The base GGUF file a ``--base`` value names: any GGUF model spec (a path, or ``default``
+    for the embedded model), parsed by ``model.runtime.spec`` like every other spec."""
+    from model.runtime.spec import ModelSpec, ModelSpecError
 
     try:
-        return Path(resolve_spec("default").location)
+        spec = ModelSpec.parse(str(base))
     except ModelSpecError as exc:
         raise ExportError(str(exc)) from None
+    if spec.kind != "gguf" or spec.adapter is not None:
+        return Path(base)  # Base() says in one sentence why it is no base GGUF file
+    return Path(spec.location)
 
 
 __all__ = ["LORA_QTYPES", "QTYPES", "ExportError", "export_folder", "export_lora"]
