@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> dict:
     from model.serving.client import WorkerClient
 
     with WorkerClient(spec) as client:
-        fim = client.info().get("fim", "none") != "none"
+        fim = client.ready_info().get("fim", "none") != "none"
     record["base"] = _score_repo(spec, points, fim)
     record["adapted"] = _score_repo(adapted, points, fim)
     record["humaneval"] = None
@@ -267,6 +267,7 @@ def _summary(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from model.runtime.spec import ModelSpecError
+    from model.serving.client import WorkerError
     from training.config import ConfigError
     from training.data import DialogueError
     from training.evaluation.repo_eval import TooFewPositions
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("starchat adapt: stopped; run the same command again to resume from the last checkpoint.")
         return 130
-    except (RepoError, OutDirError, TooFewPositions, ModelSpecError, ConfigError, DialogueError, ValueError) as exc:
+    except (RepoError, OutDirError, TooFewPositions, ModelSpecError, WorkerError, ConfigError, DialogueError,
+            ValueError) as exc:
         _say(f"starchat adapt: {exc}")
         return 2
     except OSError as exc:

@@ -134,7 +134,7 @@ def cmd_repo(args) -> dict:
     points = positions(held, args.positions, seed=args.seed)
     log.info("%s: %d held-out files, %d positions", found.root, len(held), len(points))
     with WorkerClient(spec) as client:
-        info = client.info()
+        info = client.ready_info()
         fim = info.get("fim", "none") != "none"
         result = score(client, points, fim=fim, progress=None if args.no_progress else _positions_progress)
     result.update(model=str(spec), engine=info.get("engine"), repo=str(found.root), heldout_files=len(held),
@@ -266,6 +266,7 @@ COMMANDS = {"generate": cmd_generate, "judge": cmd_judge, "humaneval": cmd_human
 def main(argv: list[str] | None = None) -> int:
     """Entry of `starchat eval`; returns the exit code (2 for bad input)."""
     from model.runtime.spec import ModelSpecError
+    from model.serving.client import WorkerError
     from training.evaluation.prompts import EvalInputError
 
     args = build_parser().parse_args(argv)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = COMMANDS[args.command](args)
-    except (EvalInputError, BackendError, ModelSpecError, ValueError, SandboxUnavailable) as exc:
+    except (EvalInputError, BackendError, ModelSpecError, WorkerError, ValueError, SandboxUnavailable) as exc:
         print(f"starchat eval {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -203,6 +203,20 @@ class WorkerClient(_WorkerAddress):
             if frame.get("id") == req_id:
                 return frame
 
+    def ready_info(self, limit_s: float = 1800.0) -> dict:
+        """``info`` once the model is loaded (its engine, FIM format, ...); WorkerError with the
+        worker's sentence when it could not load it, or after ``limit_s``."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            info = self.info()
+            if info.get("load_error"):
+                raise WorkerError(info["load_error"])
+            if info.get("ready"):
+                return info
+            if time.monotonic() > deadline:
+                raise WorkerError(f"The model worker did not load its model in {limit_s:.0f} s.")
+            time.sleep(0.1)
+
     def generate(self, request: dict, request_id: Any = None) -> Iterator[dict]:
         """Send one request and yield its events until ``done``/``error``.
 

@@ -5,8 +5,8 @@ examples take the same shapes, so what is learnt is what the editor asks for:
 
 - **next-span** (every model; the only shape for models without FIM tokens, such as the
   embedded SmolLM2): a file is tokenized whole and cut into spans of ``span`` tokens; each
-  example is up to ``context`` tokens of the file before the span (the prompt), then the
-  span. Every token of a file is a target exactly once, with the text before it as context.
+  example is up to ``context`` tokens of the file before the span (the prompt; a quarter of
+  the row by default), then the span. Every token of a file is a target exactly once, with the text before it as context.
 - **fill-in-the-middle** (models with FIM tokens, ``fim_rate`` of the examples): one to
   three whole lines of a window are the middle; the prompt is built by
   ``model.prompt.fim.build_fim_prompt`` from the text before and after them, exactly as the
@@ -32,14 +32,15 @@ from ..tokenize import IGNORE_INDEX
 from .walk import RepoFile
 
 MAX_LENGTH = 512
-CONTEXT = 128  # prompt tokens before a next-span target (the rest of the row is target)
+CONTEXT_SHARE = 4  # a quarter of a next-span row is the prompt (128 of 512 tokens), the rest target
 FIM_RATE = 0.5
 FIM_MAX_LINES = 3
 
 
-def next_span_examples(ids: Sequence[int], max_length: int = MAX_LENGTH, context: int = CONTEXT) -> list[dict]:
+def next_span_examples(ids: Sequence[int], max_length: int = MAX_LENGTH, context: int | None = None) -> list[dict]:
     """Examples covering every token of ``ids`` once as a target, each after up to
     ``context`` tokens of what precedes it."""
+    context = max_length // CONTEXT_SHARE if context is None else context
     if not 0 <= context < max_length:
         raise ValueError("context must be smaller than max_length.")
     span = max_length - context
@@ -94,7 +95,7 @@ def fim_end_id(tokenizer: Any, template: str) -> int:
 
 
 def code_examples(tokenizer: Any, files: Iterable[RepoFile], *, max_length: int = MAX_LENGTH,
-                  context: int = CONTEXT, fim_rate: float = FIM_RATE, seed: int = 0,
+                  context: int | None = None, fim_rate: float = FIM_RATE, seed: int = 0,
                   template: str = "auto") -> list[dict]:
     """Next-span examples of every file, plus fill-in-the-middle ones where the model has
     FIM tokens (``fim_rate`` of the total), in a seeded shuffled order."""
