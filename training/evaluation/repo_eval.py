@@ -7,9 +7,8 @@ sorted by file and line: the same positions for every model, whatever it is.
 
 Each position is asked of the model the way the editor asks (a ``fim`` request to the
 model worker with the file's path, the text before the line and, for fill-in-the-middle,
-the text after it; ``context_tokens`` as the editor's default; greedy, stopped at the first
-line break since only the first line is scored), and the answer goes through the editor's
-own post-processing (``model.prompt.completion_text.postprocess``). Scores:
+the text after it; ``context_tokens`` as the editor's default), and the answer goes through
+the editor's own post-processing (``model.prompt.completion_text.postprocess``). Scores:
 
 - ``exact_match``: the first line shown equals the real line (trailing spaces aside);
 - ``edit_similarity``: 1 - Levenshtein distance / the longer length, averaged;
@@ -100,9 +99,7 @@ def fim_request(pos: Position, with_suffix: bool, context_tokens: int = DEFAULT_
     return {"fim": {"prefix": pos.prefix[-context_tokens * 8 :],
                     "suffix": pos.suffix[: context_tokens * 8] if with_suffix else "",
                     "path": pos.path, "context_tokens": context_tokens},
-            # Only the first line is scored, so the answer stops at the first line break:
-            # greedy decoding gives the same first line as the editor's longer request.
-            "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n"]}}
+            "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n\n"]}}
 
 
 def complete(client: Any, request: dict) -> str:
