@@ -41,6 +41,7 @@ def _say(text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.prompt.fim import DEFAULT_CONTEXT_TOKENS
     from training.evaluation.repo_eval import POSITIONS
     from training.repo.walk import DEFAULT_SEED, MAX_FILE_BYTES
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback", action="store_true", help="also train on the editor's feedback log (docs/adapt.md)")
     p.add_argument("--conversations", help="also train on exported conversations (ChatML JSONL)")
     p.add_argument("--positions", type=int, default=POSITIONS, help="held-out positions to score")
+    p.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
+                   help="prompt tokens per scored position, as the editor's starchat.completion.contextTokens "
+                        f"(default {DEFAULT_CONTEXT_TOKENS})")
     p.add_argument("--no-humaneval", action="store_true", help="skip HumanEval (no forgetting check)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run HumanEval's model-written code without OS isolation where none is available")
@@ -118,7 +122,7 @@ def _base_files(spec: Any) -> tuple[str, Path | None]:
     return local_folder(spec), Path(spec.location) if spec.kind == "gguf" else None
 
 
-def _score_repo(spec: Any, points: list, fim: bool) -> dict:
+def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int) -> dict:
     from model.serving.client import WorkerClient
     from training.evaluation.repo_eval import score
 
@@ -127,7 +131,7 @@ def _score_repo(spec: Any, points: list, fim: bool) -> dict:
             _say(f"    {k}/{n} positions")
 
     with WorkerClient(spec) as client:
-        return score(client, points, fim=fim, progress=progress)
+        return score(client, points, fim=fim, context_tokens=context_tokens, progress=progress)
 
 
 def _humaneval(spec: Any, out: Path, unsafe: bool) -> float:
@@ -154,6 +158,10 @@ def run(args: argparse.Namespace) -> dict:
     spec = ModelSpec.parse(args.model)
     if spec.adapter:
         raise ValueError("--model must be a base model, not one with an adapter already.")
+    from model.prompt.fim import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
+
+    if not MIN_CONTEXT_TOKENS <= args.context_tokens <= MAX_CONTEXT_TOKENS:
+        raise ValueError(f"--context-tokens must be between {MIN_CONTEXT_TOKENS} and {MAX_CONTEXT_TOKENS}.")
     repo, out = Path(args.repo).expanduser(), Path(args.out).expanduser()
     state = rundir.check_out_dir(out, repo)
     if not args.no_humaneval:  # before hours of training, not after
@@ -234,8 +242,8 @@ def run(args: argparse.Namespace) -> dict:
 
     with WorkerClient(spec) as client:
         fim = client.ready_info().get("fim", "none") != "none"
-    record["base"] = _score_repo(spec, points, fim)
-    record["adapted"] = _score_repo(adapted, points, fim)
+    record["base"] = _score_repo(spec, points, fim, args.context_tokens)
+    record["adapted"] = _score_repo(adapted, points, fim, args.context_tokens)
     record["humaneval"] = None
     if not args.no_humaneval:
         _say("[6/6] HumanEval (164 problems, greedy): base, then adapted")

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--include-path", action="append", default=[], help="another folder of task YAMLs")
     lm.add_argument("--out-dir", default="eval_out/lm_eval", help="results.json and per-sample rows go here")
 
+    from model.prompt.fim import DEFAULT_CONTEXT_TOKENS
     from training.evaluation.repo_eval import POSITIONS
     from training.repo.walk import DEFAULT_SEED, MAX_FILE_BYTES
 
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("--model", default="default", help="model spec, e.g. default or default+runs/myrepo")
     repo.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the split's seed (as given to adapt)")
     repo.add_argument("--positions", type=_positive, default=POSITIONS, help="held-out positions to score")
+    repo.add_argument("--context-tokens", type=_positive, default=DEFAULT_CONTEXT_TOKENS,
+                      help="prompt tokens per position, as the editor's starchat.completion.contextTokens "
+                           f"(default {DEFAULT_CONTEXT_TOKENS})")
     repo.add_argument("--max-file-kb", type=_positive, default=MAX_FILE_BYTES // 1024,
                       help="skip files larger than this (as given to adapt)")
     repo.add_argument("--json", action="store_true", help="(the JSON line is always printed; kept for scripts)")
@@ -136,7 +140,8 @@ def cmd_repo(args) -> dict:
     with WorkerClient(spec) as client:
         info = client.ready_info()
         fim = info.get("fim", "none") != "none"
-        result = score(client, points, fim=fim, progress=None if args.no_progress else _positions_progress)
+        result = score(client, points, fim=fim, context_tokens=args.context_tokens,
+                       progress=None if args.no_progress else _positions_progress)
     result.update(model=str(spec), engine=info.get("engine"), repo=str(found.root), heldout_files=len(held),
                   seed=args.seed)
     return result

@@ -20,7 +20,7 @@ from tests.cleanup import stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 # A few steps of the CPU recipe on short rows: the pipeline, not the gain (benchmarks/bench_adapt.py).
-QUICK = ["--positions", "20", "--no-humaneval", "--train-arg=--max_steps=3", "--train-arg=--save_steps=1",
+QUICK = ["--positions", "20", "--context-tokens", "128", "--no-humaneval", "--train-arg=--max_steps=3", "--train-arg=--save_steps=1",
          "--train-arg=--max_seq_length=128", "--train-arg=--per_device_train_batch_size=1",
          "--train-arg=--logging_steps=1"]
 
@@ -63,7 +63,7 @@ def test_adapt_trains_serves_and_scores_like_eval_repo(repo, tmp_path, env):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["adapter"] == str(out) and result["heldout_files"] >= 1 and result["humaneval"] is None
     for side in ("base", "adapted"):
-        assert result[side]["positions"] == 20
+        assert result[side]["positions"] == 20 and result[side]["context_tokens"] == 128
         assert 0 <= result[side]["exact_match"] <= 1 and 0 <= result[side]["edit_similarity"] <= 1
     assert result["steps"] == 3 and result["train_s"] > 0
     assert (out / "adapter.gguf").is_file() and (out / "adapter" / "adapter_config.json").is_file()
@@ -74,7 +74,7 @@ def test_adapt_trains_serves_and_scores_like_eval_repo(repo, tmp_path, env):
     # eval repo: the same split and positions, so the same score for the same model
     for spec, side in (("default", "base"), (f"default+{out}", "adapted")):
         ev = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", str(repo), "--model", spec,
-                             "--positions", "20", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
+                             "--positions", "20", "--context-tokens", "128", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
                             timeout=900)
         assert ev.returncode == 0, ev.stderr[-2000:]
         scored = json.loads(ev.stdout.strip().splitlines()[-1])
@@ -94,7 +94,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(repo, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "adapter.gguf").write_text("an earlier adapter")  # stays until the new one is complete
-    args = [str(repo), "--out", str(out), "--json", "--positions", "20", "--no-humaneval",
+    args = [str(repo), "--out", str(out), "--json", "--positions", "20", "--context-tokens", "128", "--no-humaneval",
             "--train-arg=--max_steps=12", "--train-arg=--save_steps=100", "--train-arg=--max_seq_length=128",
             "--train-arg=--per_device_train_batch_size=1", "--train-arg=--logging_steps=1"]
     proc = subprocess.Popen([sys.executable, "-m", "lsp_server", "adapt", *args], stderr=subprocess.PIPE,
@@ -132,6 +132,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(repo, tmp_path, 
     (lambda repo, tmp: [str(repo), "--out", str(repo / "runs")], "inside the repository"),
     (lambda repo, tmp: [str(tmp / "empty"), "--out", str(tmp / "o")], "holds no source or text file"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--model", "default+/nowhere"], "does not exist"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--context-tokens", "5"], "--context-tokens must be"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
     (tmp_path / "empty").mkdir()
@@ -143,7 +144,7 @@ def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, me
 
 def test_full_fine_tuning_writes_a_whole_gguf_model(repo, tmp_path, env):
     out = tmp_path / "full"
-    proc = adapt(str(repo), "--out", str(out), "--full", "--json", *QUICK[:2], "--no-humaneval",
+    proc = adapt(str(repo), "--out", str(out), "--full", "--json", *QUICK[:4], "--no-humaneval",
                  "--train-arg=--max_steps=1", "--train-arg=--max_seq_length=64",
                  "--train-arg=--per_device_train_batch_size=1", env=env)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
