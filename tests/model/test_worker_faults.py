@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from model.prompt.chat_format import chat_format_for
+from model.runtime.spec import ModelSpec
 from model.serving.scheduler import Job, LlamaCppScheduler, TorchScheduler
 
 REQUEST = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
@@ -32,10 +33,10 @@ _ids = iter(range(10**6))
 @pytest.fixture(scope="module", params=["llama.cpp", "torch"])
 def scheduler(request):
     if request.param == "llama.cpp":
-        sched: Any = LlamaCppScheduler("default")
+        sched: Any = LlamaCppScheduler(ModelSpec.default())
     else:
         loaded = request.getfixturevalue("loaded")
-        sched = TorchScheduler("default", load=lambda _spec: loaded)
+        sched = TorchScheduler(ModelSpec.default(), load=lambda _spec: loaded)
     sched.start()
     assert sched.ready.wait(300) and sched.load_error is None
     return sched
@@ -137,7 +138,7 @@ def test_a_failure_mid_stream_ends_that_request_only(scheduler, monkeypatch):
 def test_a_scheduling_round_that_raises_does_not_stop_the_scheduler(loaded, monkeypatch):
     """The torch scheduler steps every request in rounds (llama.cpp runs each on a thread of its
     own, so it has no round to fail)."""
-    scheduler = TorchScheduler("default", load=lambda _spec: loaded)
+    scheduler = TorchScheduler(ModelSpec.default(), load=lambda _spec: loaded)
     scheduler.start()
     assert scheduler.ready.wait(300)
     real = TorchScheduler._round
