@@ -71,3 +71,14 @@ def test_tensor_types_follow_llama_cpp(arch, tiny_models):
         assert types[head] == ("Q8_0" if qtype == "Q4_0" else main)
         if arch == "gpt_bigcode":
             assert types["position_embd.weight"] == "F32"
+
+
+def test_a_name_llama_cpp_would_take_for_phi_3_is_written_without_it():
+    """llama.cpp looks up Phi-3's tokens by text in any file named *phi-3*/*phi3* and fails
+    to load one without them (the tiny Phi-3-template model of the template tests did)."""
+    from training.export.vocab import PHI3_TOKENS, model_name
+
+    assert model_name("my-phi3-run", ["a", "b"]) == "my-phi 3-run"
+    assert model_name("llama-Phi-3", ["<s>"]) == "llama-Phi 3"
+    assert model_name("Phi-3-mini", list(PHI3_TOKENS)) == "Phi-3-mini"  # a real Phi-3 vocabulary
+    assert model_name("smollm2", []) == "smollm2"

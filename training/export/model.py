@@ -12,7 +12,7 @@ import numpy as np
 from .archs import Arch, arch_for
 from .common import ExportError
 from .source import TensorRef, index_weights, loader, read_json
-from .vocab import write_vocab
+from .vocab import model_name, write_vocab
 from .writer import FILE_TYPES, Planned, check_qtype, tensor_type, write_gguf
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,11 @@ def convert_folder(folder: Path, out: Path, qtype: str = "f16") -> Path:
 
     def metadata(w: gguf.GGUFWriter) -> None:
         w.add_type(gguf.GGUFType.MODEL)
-        w.add_name(folder.resolve().name)
         arch.write_metadata(w)
         w.add_file_type(FILE_TYPES[qtype])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        write_vocab(w, folder, arch.sizes.vocab_size)
+        tokens = write_vocab(w, folder, arch.sizes.vocab_size)
+        w.add_name(model_name(folder.resolve().name, tokens))
 
     log.info("Writing %s (%s, %s, %d tensors)", out, arch.name, qtype, len(planned))
     return write_gguf(out, arch.name, metadata, planned)

@@ -20,6 +20,7 @@ refused rather than guessed: a wrong rule tokenizes differently without any erro
 from __future__ import annotations
 
 import json
+import re
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,24 @@ def load_tokenizer(folder: Path) -> Any:
         raise ExportError(f"The tokenizer of {folder} cannot be loaded ({type(exc).__name__}).") from None
 
 
-def write_vocab(w: gguf.GGUFWriter, folder: Path, vocab_size: int) -> None:
-    """Write the ``tokenizer.*`` fields for the folder's tokenizer and a model of ``vocab_size``."""
+# llama.cpp's Phi-3 workaround: when a file's general.name contains "phi-3" or "phi3" it sets
+# attributes on these tokens, looked up by text, and the load fails ("error loading model
+# vocabulary: _Map_base::at") when one of them is missing from the vocabulary.
+PHI3_NAME = re.compile(r"phi-?3", re.IGNORECASE)
+PHI3_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+
+
+def model_name(name: str, tokens: list[str]) -> str:
+    """The ``general.name`` to write: ``name``, unless llama.cpp would take it for a Phi-3 file
+    whose vocabulary lacks the Phi-3 tokens (then "phi-3" is written as "phi 3")."""
+    if PHI3_NAME.search(name) and not set(PHI3_TOKENS) <= set(tokens):
+        return PHI3_NAME.sub(lambda m: m.group(0)[:3] + " 3", name)
+    return name
+
+
+def write_vocab(w: gguf.GGUFWriter, folder: Path, vocab_size: int) -> list[str]:
+    """Write the ``tokenizer.*`` fields for the folder's tokenizer and a model of ``vocab_size``;
+    returns the token list."""
     tokenizer = load_tokenizer(folder)
     vocab: dict[str, int] = tokenizer.get_vocab()
     if not vocab or max(vocab.values()) >= vocab_size:
@@ -159,3 +176,4 @@ def write_vocab(w: gguf.GGUFWriter, folder: Path, vocab_size: int) -> None:
     special.add_special_token["bos"] = len(full) > len(plain) and full[0] == tokenizer.bos_token_id
     special.add_special_token["eos"] = len(full) > len(plain) and full[-1] == tokenizer.eos_token_id
     special.add_to_gguf(w, quiet=True)
+    return tokens
