@@ -168,7 +168,7 @@ class Scheduler(threading.Thread):
         except Exception as exc:
             log.error("Could not load model %s", self.spec, exc_info=True)
             with self._cond:
-                self.load_error = f"The model worker could not load {self.spec.display_name!r}: {exc}"
+                self.load_error = f"The model worker could not load {str(self.spec)!r}: {exc}"
                 waiting, self._pending = self._pending, []
             for job in waiting:
                 job.fail(self.load_error)
