@@ -99,6 +99,9 @@ def bwrap_command(box: str) -> list[str]:
     """The bubblewrap prefix for a program whose writable box is ``box``."""
     cmd = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    # The private /tmp first: a Python (a virtual environment) that lives under /tmp is bound
+    # on top of it, not hidden by it.
+    cmd += ["--tmpfs", "/tmp"]
     for root in _readonly_roots():
         cmd += ["--ro-bind", root, root]
     for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
@@ -108,7 +111,7 @@ def bwrap_command(box: str) -> list[str]:
             cmd += ["--ro-bind", top, top]
     for file in ("/etc/ld.so.cache", "/etc/localtime"):
         cmd += ["--ro-bind-try", file, file]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", box, box, "--chdir", box]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--bind", box, box, "--chdir", box]
     return cmd
 
 
