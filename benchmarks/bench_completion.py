@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.prompt.completion_text import Cursor, postprocess  # noqa: E402
 from model.serving.client import WorkerClient, ensure_worker  # noqa: E402
+from training.evaluation.repo_eval import complete as complete_request  # noqa: E402
 from training.evaluation.repo_eval import similarity  # noqa: E402
 
 
@@ -77,13 +78,7 @@ def complete(client: WorkerClient, prefix: str, suffix: str, path: str, context_
     request = {"fim": {"prefix": prefix[-context_tokens * 8 :], "suffix": suffix[: context_tokens * 8],
                        "path": path, "context_tokens": context_tokens},
                "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n\n"]}}
-    text = []
-    for event in client.generate(request):
-        if event["type"] == "delta":
-            text.append(event["text"])
-        elif event["type"] == "error":
-            raise RuntimeError(event["message"])
-    return "".join(text)
+    return complete_request(client, request)
 
 
 def bench_quality(socket: Path, n: int, seed: int, context_tokens: int) -> dict:
