@@ -195,7 +195,8 @@ def test_the_extension_starts_starchat_lsp_and_says_the_model_is_ready(vscode):
 def test_explain_from_the_context_menu_streams_into_the_panel(vscode):
     r = scenario(vscode, "explain")
     assert "Explain area.py lines 4-6" in r["panel"]
-    # Seen growing while it streamed, not only at the end.
+    # Seen growing while it streamed, not only at the end (every length the panel rendered).
+    assert r["recorded"], "the panel's own record of the reply's lengths is missing"
     assert len(r["lengths"]) >= 3 and r["lengths"] == sorted(r["lengths"]), r["lengths"]
     convo = conversations(vscode)[0]  # the run's first request
     assert "circle_area" in convo[0][1] and "lines 4-6" in convo[0][1]

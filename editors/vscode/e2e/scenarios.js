@@ -32,6 +32,10 @@ const scenarios = [
   {
     name: 'explain',
     async run({ wb, ctx, page }) {
+      // The panel open and watched first: a first answer that finishes while a new panel
+      // is still loading reaches it in one burst, too fast to see growing from outside.
+      await wb.showPanel();
+      await wb.watchPanel();
       await wb.openFile('area.py');
       await wb.selectLines(4, 6);
       const menuBefore = await wb.panelReplies();

@@ -220,18 +220,47 @@ class Workbench {
     return (await this.panel().locator(S.panelReply).all().catch(() => [])).length;
   }
 
+  /** Opens the StarChat panel (if it is not open) the way a user does: the Chat command
+   * with no message. */
+  async showPanel() {
+    if (!(await this.page.locator(S.panelFrame).first().isVisible().catch(() => false))) {
+      await this.runCommand('StarChat: Chat', { asks: true }); // without a message it shows the panel
+      await this.page.keyboard.press('Escape');
+      await this.page.locator(S.panelFrame).first().waitFor({ timeout: STEP_MS });
+    }
+    await this.panel().locator(S.panelLog).waitFor({ state: 'attached', timeout: STEP_MS });
+  }
+
+  /** Records, inside the open panel, every length each reply is rendered at (a
+   * MutationObserver sees each update the page applies, however fast they come, where
+   * polling from here sees only some). */
+  async watchPanel() {
+    await this.panel().locator(S.panelLog).evaluate((log) => {
+      const seen = (window.__starchatLengths = {});
+      new MutationObserver(() => {
+        for (const r of log.querySelectorAll('.reply')) {
+          const list = (seen[r.id] = seen[r.id] || []);
+          const n = r.innerText.length;
+          if (n && list[list.length - 1] !== n) list.push(n);
+        }
+      }).observe(log, { childList: true, subtree: true, characterData: true });
+    });
+  }
+
   /** Waits for reply number `index` (0-based) to finish; returns its text and every
-   * length it was seen at while streaming. */
+   * length it was seen at while streaming (the panel's own record after watchPanel(),
+   * else what polling saw). */
   async waitForPanelReply(index, timeoutMs = 180000) {
     const reply = this.panel().locator(S.panelReply).nth(index);
     await reply.waitFor({ timeout: 30000 });
-    const lengths = [];
+    const polled = [];
     await until(async () => {
       const text = await reply.innerText();
-      if (text.length && lengths[lengths.length - 1] !== text.length) lengths.push(text.length);
+      if (text.length && polled[polled.length - 1] !== text.length) polled.push(text.length);
       return !(await reply.getAttribute('class')).includes('pending');
     }, `reply ${index + 1} in the StarChat panel to finish`, timeoutMs, 100);
-    return { text: plain(await reply.innerText()), lengths };
+    const recorded = await reply.evaluate((el) => (window.__starchatLengths || {})[el.id] || null);
+    return { text: plain(await reply.innerText()), lengths: recorded || polled, recorded: !!recorded };
   }
 
   async panelText() {
@@ -239,11 +268,7 @@ class Workbench {
   }
 
   async panelSend(message) {
-    if (!(await this.page.locator(S.panelFrame).first().isVisible().catch(() => false))) {
-      await this.runCommand('StarChat: Chat', { asks: true }); // without a message it shows the panel
-      await this.page.keyboard.press('Escape');
-      await this.page.locator(S.panelFrame).first().waitFor({ timeout: STEP_MS });
-    }
+    await this.showPanel();
     const input = this.panel().locator(S.panelInput);
     await input.fill(message);
     await input.press('Control+Enter');
