@@ -17,7 +17,9 @@ the editor's own post-processing (``model.prompt.completion_text.postprocess``).
   prefix-only models, for which it would repeat the first score.
 
 The worker runs the spec on its engine (llama.cpp for GGUF files and ``BASE+ADAPTER``
-specs), so the score is what the editor gets.
+specs), so the score is what the editor gets. Scores repeat exactly from a fresh worker; a
+warm one reuses cached prompt chunks (shifted), which can move a near tie, so two scores of
+one model may differ in the last decimal.
 """
 
 from __future__ import annotations
@@ -95,11 +97,15 @@ def first_line_shown(raw: str, suffix: str) -> str:
 
 def fim_request(pos: Position, with_suffix: bool, context_tokens: int = DEFAULT_CONTEXT_TOKENS,
                 max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
-    """The worker request the editor would send at ``pos`` (the text cut as the server cuts it)."""
+    """The worker request the editor would send at ``pos`` (the text cut as the server cuts
+    it), stopped at the first newline: only the first line is scored, and the first line
+    shown depends on nothing after it (at a line start, post-processing keeps the first
+    line as it is and only cuts later ones), so the score is the same as for the whole
+    answer at a fraction of the tokens."""
     return {"fim": {"prefix": pos.prefix[-context_tokens * 8 :],
                     "suffix": pos.suffix[: context_tokens * 8] if with_suffix else "",
                     "path": pos.path, "context_tokens": context_tokens},
-            "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n\n"]}}
+            "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n"]}}
 
 
 def complete(client: Any, request: dict) -> str:
