@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from training.evaluation import repo_eval
-from training.evaluation.repo_eval import TooFewPositions, first_line_shown, fim_request, positions, similarity
+from training.evaluation.repo_eval import (
+    TooFewPositions,
+    fim_request,
+    first_line_shown,
+    positions,
+    similarity,
+)
 from training.repo.walk import RepoFile
 
 FILES = [RepoFile("b.py", "import os\n\ndef f(x):\n    return x + 1\n\nclass A:\n    pass\n" * 4),
