@@ -7,7 +7,10 @@
    similarity; the positions ``starchat eval repo`` scores), HumanEval pass@1 for both.
 2. Decode speed of the adapted model (``default+DIR``: the base GGUF with the LoRA adapter,
    on llama.cpp) against the base (``default``) through ``starchat ask --stats``: 128 tokens,
-   alternating rounds on warm workers, the median of each and their ratio.
+   alternating rounds on warm workers, the median of each and their ratio. With
+   ``--adapt-arg=--merge`` the adapted model is ``DIR/model.gguf`` (the adapter merged and
+   quantized as the base is) and the run-time adapter is measured beside it, speed and
+   ``starchat eval repo`` score both.
 
 The default repository is the source of ``rich`` as pip installed it into this environment
 (code nobody on this project wrote; ~0.8 MB of Python once its generated tables are left
@@ -42,6 +45,16 @@ def default_repo() -> tuple[str, str]:
 
 def log(text: str) -> None:
     print(f"[bench_adapt] {text}", file=sys.stderr, flush=True)
+
+
+def eval_repo(repo: str, spec: str, positions: int, env: dict) -> dict:
+    """``starchat eval repo`` of ``spec`` on the same held-out positions as adapt scored."""
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", repo, "--model", spec,
+                           "--positions", str(positions), "--json"], stdout=subprocess.PIPE, stderr=sys.stderr,
+                          text=True, env=env, cwd=common.ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"starchat eval repo failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def ask_tok_per_s(spec: str, env: dict, tokens: int) -> float:
@@ -81,7 +94,10 @@ def main() -> None:
             he = result["humaneval"]
             out["humaneval_problems_delta"] = round((he["adapted"] - he["base"]) * 164)
         try:
-            specs = {"base": "default", "adapted": f"default+{adapter}"}
+            specs = {"base": "default", "adapted": result["spec"]}
+            if result.get("merged"):  # the adapted model is the merged file; the run-time adapter beside it
+                specs["adapter_at_run_time"] = f"default+{adapter}"
+                out["adapter_at_run_time"] = eval_repo(repo, specs["adapter_at_run_time"], args.positions, env)
             for spec in specs.values():  # warm: workers started, prompts seen once
                 ask_tok_per_s(spec, env, 8)
             rates: dict[str, list[float]] = {k: [] for k in specs}
@@ -89,8 +105,10 @@ def main() -> None:
                 for name in (list(specs) if r % 2 == 0 else list(reversed(specs))):
                     rates[name].append(ask_tok_per_s(specs[name], env, args.tokens))
             out["decode_tok_per_s"] = {k: common.summary(v, 2) for k, v in rates.items()}
-            out["decode_ratio_adapted_over_base"] = round(
-                common.median(rates["adapted"]) / common.median(rates["base"]), 3)
+            for name in specs:
+                if name != "base":
+                    out[f"decode_ratio_{name}_over_base"] = round(
+                        common.median(rates[name]) / common.median(rates["base"]), 3)
         finally:
             common.stop_workers(runtime)
     out["load_avg_end"] = common.load_avg()

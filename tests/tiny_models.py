@@ -29,7 +29,7 @@ import numpy as np
 
 ARCHS = ("llama", "gpt_bigcode", "starcoder2", "qwen2")
 QTYPES = ("Q8_0", "Q4_0")  # the quantized types tests run everywhere
-GGUF_TYPES = ("F32", "F16", *QTYPES)
+GGUF_TYPES = ("F32", "F16", *QTYPES, "Q4_1")  # Q4_1: the embedded model's kind
 TEMPLATE_DIR = Path(__file__).parent / "data" / "templates"
 
 

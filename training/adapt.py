@@ -9,7 +9,11 @@
    a GPU). Ctrl-C saves a checkpoint; the same command again resumes.
 4. **Convert** for llama.cpp (``training.export``): ``DIR/adapter.gguf``, served on top of
    the base GGUF as the spec ``BASE+DIR`` (``default+DIR`` for the embedded model); after
-   ``--full`` a whole ``DIR/model.gguf``. Outputs replace an earlier run's only once complete
+   ``--full`` a whole ``DIR/model.gguf``. ``--merge`` also folds the adapter into the base
+   and writes ``DIR/model.gguf`` quantized as the base file is (Q4_1 for the embedded
+   model): no adapter is applied at run time, so it decodes at the base's speed (a LoRA
+   adapter on llama.cpp costs 15-25%, docs/adapt.md); that file is then the adapted model
+   scored and reported. Outputs replace an earlier run's only once complete
    (``training.repo.rundir``).
 5. **Score** base and adapted on the held-out files (``training.evaluation.repo_eval``,
    through the model worker, as the editor asks) and on HumanEval (164 problems, pass@1,
@@ -52,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the adapter (new, or one an earlier run wrote)")
     p.add_argument("--model", default="default", help="the base model spec (default: the embedded model)")
     p.add_argument("--full", action="store_true", help="fine-tune every weight instead of a LoRA adapter")
+    p.add_argument("--merge", action="store_true",
+                   help="also write DIR/model.gguf, the adapter merged into the base and quantized as the base is "
+                        "(decodes at the base's speed); it is the adapted model scored")
     p.add_argument("--recipe", help="training recipe YAML (default: adapt_cpu.yaml, adapt_gpu.yaml on a GPU)")
     p.add_argument("--train-arg", action="append", default=[], metavar="--KEY=VALUE",
                    help="override one recipe setting, e.g. --train-arg=--max_steps=20 (repeatable)")
@@ -158,6 +165,8 @@ def run(args: argparse.Namespace) -> dict:
     spec = ModelSpec.parse(args.model)
     if spec.adapter:
         raise ValueError("--model must be a base model, not one with an adapter already.")
+    if args.merge and args.full:
+        raise ValueError("--merge folds a LoRA adapter into the base; --full writes a whole model already.")
     from model.prompt.fim import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 
     if not MIN_CONTEXT_TOKENS <= args.context_tokens <= MAX_CONTEXT_TOKENS:
@@ -226,14 +235,22 @@ def run(args: argparse.Namespace) -> dict:
             base_gguf = out / "base.gguf"
             spec = ModelSpec.parse(str(base_gguf))
         export_lora(result.output, base_gguf, work / "adapter.gguf")
-        rundir.publish(work, out, ["adapter", "adapter.gguf"])
-        adapted = ModelSpec.parse(f"{spec}+{out}")
+        kept = ["adapter", "adapter.gguf"]
+        if args.merge:
+            from training.export import qtype_like
+            from training.repo.fit import merge
+
+            merge(folder, result.output, work / "merged")
+            export_folder(work / "merged", work / "model.gguf", qtype_like(base_gguf))
+            kept.append("model.gguf")
+        rundir.publish(work, out, kept)
+        adapted = ModelSpec.parse(str(out / "model.gguf") if args.merge else f"{spec}+{out}")
     record: dict[str, Any] = {
         "adapter": str(out), "spec": str(adapted), "base_spec": str(spec), "repo": str(found.root),
         "files": len(found.files), "train_files": len(train_files), "heldout_files": len(held),
         "bytes": found.total_bytes, "examples": len(examples), "steps": result.steps,
         "train_s": result.train_s, "final_loss": result.final_loss, "resumed_from": result.resumed_from,
-        "full": args.full, "seed": args.seed, "recipe": recipe_args,
+        "full": args.full, "merged": args.merge, "seed": args.seed, "recipe": recipe_args,
     }
     rundir.write_json(out / rundir.RECORD, record)
 
@@ -261,7 +278,11 @@ def _summary(r: dict) -> str:
 
     base, new = r["base"], r["adapted"]
     ratio = f" ({new['exact_match'] / base['exact_match']:.2f}x)" if base["exact_match"] else ""
-    lines = [f"Adapter: {r['adapter']}  (use it as --model / starchat.model: {r['spec']})",
+    use = f"Adapter: {r['adapter']}  (use it as --model / starchat.model: {r['spec']})"
+    if r.get("merged"):
+        use = (f"Merged model: {r['spec']}  (use it as --model / starchat.model; the adapter alone: "
+               f"{r['base_spec']}+{r['adapter']})")
+    lines = [use,
              f"Held-out files: {r['heldout_files']}, {base['positions']} positions",
              f"  next-line exact match   base {pct(base['exact_match'])}  adapted {pct(new['exact_match'])}{ratio}",
              f"  edit similarity         base {base['edit_similarity']:.3f}  adapted {new['edit_similarity']:.3f}"]

@@ -60,15 +60,15 @@ def test_exported_model_answers_as_the_folder_does(arch, qtype, tiny_models, tor
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tensor_types_follow_llama_cpp(arch, tiny_models):
     """Norms, biases and learned positions stay F32; matrices take the type asked for; in
-    Q4_0 files the output layer (or the embedding doubling as it) is Q8_0."""
+    Q4_0 and Q4_1 files the output layer (or the embedding doubling as it) is Q8_0."""
     tied = arch != "llama"
-    for qtype, main in (("F16", "F16"), ("Q8_0", "Q8_0"), ("Q4_0", "Q4_0")):
+    for qtype, main in (("F16", "F16"), ("Q8_0", "Q8_0"), ("Q4_0", "Q4_0"), ("Q4_1", "Q4_1")):
         types = gguf_fields(tiny_models.gguf(arch, qtype))["tensor_types"]
         assert {t for n, t in types.items() if n.endswith(("_norm.weight", ".bias"))} == {"F32"}
         assert types["blk.1.ffn_down.weight"] == main
         assert ("output.weight" in types) == (not tied)
         head = "token_embd.weight" if tied else "output.weight"
-        assert types[head] == ("Q8_0" if qtype == "Q4_0" else main)
+        assert types[head] == ("Q8_0" if qtype in ("Q4_0", "Q4_1") else main)
         if arch == "gpt_bigcode":
             assert types["position_embd.weight"] == "F32"
 

@@ -63,6 +63,18 @@ def test_embedded_model_exports_to_what_it_was(embedded):
     assert "[::-1]" in tokenizer.decode(answers[0])  # the real model, answering sensibly
 
 
+def test_q4_1_export_is_quantized_as_the_embedded_file_is(embedded, tmp_path):
+    """What ``starchat adapt --merge`` writes for the embedded model: the same tensor types
+    as the file it came from (Q4_1 matrices, the tied embedding Q8_0, norms F32)."""
+    from model.runtime.spec import default_gguf_path
+    from training.export import export_folder, qtype_like
+
+    assert qtype_like(default_gguf_path()) == "q4_1"
+    path = export_folder(embedded[0], tmp_path / "default-q4_1.gguf", "q4_1")
+    assert gguf_fields(path)["tensor_types"] == gguf_fields(default_gguf_path())["tensor_types"]
+    assert abs(path.stat().st_size - default_gguf_path().stat().st_size) < 0.01 * default_gguf_path().stat().st_size
+
+
 def test_trained_folder_exports_with_its_added_tokens(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from model.runtime.spec import default_gguf_path
 from tests.cleanup import stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,12 @@ def adapt(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
+def gguf_tensor_types(path: Path) -> dict:
+    from model.runtime.gguf_meta import read_header
+
+    return {name: kind for name, (_shape, kind) in read_header(path, tensors=True)[1].items()}
+
+
 def tree(root: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
@@ -78,12 +85,13 @@ def interrupt_after_first_step(args: list[str], env: dict) -> tuple[int, str]:
 def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tmp_path, env):
     """One run of the whole pipeline (each run costs a minute): Ctrl-C saves a checkpoint and
     keeps the earlier adapter; the same command resumes, finishes, writes the adapter for
-    llama.cpp and scores it as ``starchat eval repo`` does; the adapted model answers."""
+    llama.cpp and (``--merge``) the merged model quantized as the base is, and scores it as
+    ``starchat eval repo`` does; the adapted model answers."""
     before = tree(repo)
     out = tmp_path / "runs" / "json"
     out.mkdir(parents=True)
     (out / "adapter.gguf").write_text("an earlier adapter")  # stays until the new one is complete
-    args = [str(repo), "--out", str(out), "--json", "--positions", "20", "--context-tokens", "128", "--no-humaneval",
+    args = [str(repo), "--out", str(out), "--json", "--merge", *QUICK,
             "--train-arg=--max_steps=6", "--train-arg=--save_steps=100", "--train-arg=--max_seq_length=128",
             "--train-arg=--per_device_train_batch_size=1", "--train-arg=--logging_steps=1"]
     code, text = interrupt_after_first_step(args, env)
@@ -104,6 +112,9 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
         assert 0 <= result[side]["exact_match"] <= 1 and 0 <= result[side]["edit_similarity"] <= 1
     assert (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
     assert (out / "adapter" / "adapter_config.json").is_file()
+    # merged: the adapted model is a whole file of the base's kind, no adapter at run time
+    assert result["merged"] is True and result["spec"] == str(out / "model.gguf")
+    assert gguf_tensor_types(out / "model.gguf") == gguf_tensor_types(default_gguf_path())
     assert not (out / ".work").exists()  # checkpoints go once the run is complete
     assert "Held-out files" in proc.stderr and "exact match" in proc.stderr
     assert tree(repo) == before  # the repository was not written to
@@ -112,15 +123,16 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     # workers started afresh as adapt's were (a warm worker reuses cached prompt chunks,
     # shifted, which can move a near tie in the last decimal)
     stop_workers(Path(env["STARCHAT_RUNTIME_DIR"]))
-    for spec, side in (("default", "base"), (f"default+{out}", "adapted")):
+    for spec, side in (("default", "base"), (result["spec"], "adapted"), (f"default+{out}", None)):
         ev = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", str(repo), "--model", spec,
                              "--positions", "20", "--context-tokens", "128", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
                             timeout=900)
         assert ev.returncode == 0, ev.stderr[-2000:]
         scored = json.loads(ev.stdout.strip().splitlines()[-1])
         assert scored["positions"] == 20 and scored["engine"] == "llama.cpp"
-        assert (scored["exact_match"], scored["edit_similarity"]) == \
-            (result[side]["exact_match"], result[side]["edit_similarity"])
+        if side is not None:  # (the run-time adapter: scored, on llama.cpp; not the merged file's score)
+            assert (scored["exact_match"], scored["edit_similarity"]) == \
+                (result[side]["exact_match"], result[side]["edit_similarity"])
 
     # the adapted model answers through llama.cpp, as the editor would ask it
     ask = subprocess.run([sys.executable, "-m", "lsp_server", "ask", "Say hi.", "--model", f"default+{out}",
@@ -137,6 +149,7 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     (lambda repo, tmp: [str(tmp / "empty"), "--out", str(tmp / "o")], "holds no source or text file"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--model", "default+/nowhere"], "does not exist"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--context-tokens", "5"], "--context-tokens must be"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--merge"], "--full writes a whole model"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
     (tmp_path / "empty").mkdir()

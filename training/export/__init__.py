@@ -6,10 +6,10 @@ Two calls (``starchat export-gguf`` on the command line, ``training.export.cli``
   (``config.json`` + safetensors weights + a byte-level BPE ``tokenizer.json``, as
   ``starchat train`` writes it) becomes one GGUF model file at ``out_path``. Architectures:
   ``llama`` (SmolLM2, the embedded model, among them), ``qwen2``, ``starcoder2`` and
-  ``gpt_bigcode`` (llama.cpp's ``starcoder``). ``qtype`` is ``f32``, ``f16``, ``q8_0`` or
-  ``q4_0``; norms, biases, 1-D tensors, learned positions and rows that are not whole
+  ``gpt_bigcode`` (llama.cpp's ``starcoder``). ``qtype`` is ``f32``, ``f16``, ``q8_0``,
+  ``q4_0`` or ``q4_1``; norms, biases, 1-D tensors, learned positions and rows that are not whole
   quantization blocks stay F32 (F16 for the last), as llama.cpp's own converter keeps them;
-  in ``q4_0`` files the output layer is Q8_0. ``out_path`` may not lie inside ``folder``.
+  in ``q4_0``/``q4_1`` files the output layer is Q8_0. ``out_path`` may not lie inside ``folder``.
 - ``export_lora(adapter_dir, base_gguf, out_path, qtype="f16") -> Path``: a peft LoRA
   adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) becomes a
   llama.cpp adapter GGUF for the base model file ``base_gguf`` (``"default"``: the embedded
@@ -54,6 +54,18 @@ def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | 
     from .lora import convert_adapter
 
     return convert_adapter(Path(adapter_dir), base_path(base_gguf), Path(out_path), qtype)
+
+
+# general.file_type (llama.cpp's LlamaFileType) -> the output type that keeps it.
+_FILE_TYPES = {0: "f32", 1: "f16", 7: "q8_0", 2: "q4_0", 3: "q4_1"}
+
+
+def qtype_like(gguf_path: str | Path) -> str:
+    """The output type of ours closest to the GGUF file's own (``q4_1`` for the embedded
+    model); ``q8_0`` for a kind we do not write (k-quants, i-quants)."""
+    from model.runtime.gguf_meta import read_metadata
+
+    return _FILE_TYPES.get(read_metadata(gguf_path).get("general.file_type", -1), "q8_0")
 
 
 def base_path(base: str | Path) -> Path:

@@ -1,6 +1,6 @@
 """``starchat export-gguf`` (forwarded by lsp_server.cli):
 
-- ``starchat export-gguf FOLDER OUT.gguf [--type f32|f16|q8_0|q4_0]``: a model folder;
+- ``starchat export-gguf FOLDER OUT.gguf [--type f32|f16|q8_0|q4_0|q4_1]``: a model folder;
 - ``starchat export-gguf ADAPTER_DIR OUT.gguf --base BASE.gguf [--type f32|f16|q8_0]``: a peft
   LoRA adapter folder (it holds ``adapter_config.json``) as a llama.cpp adapter for the base
   model file BASE.gguf (``--base default``: the embedded model's file).

@@ -4,7 +4,7 @@ their imports of these names make no cycle."""
 
 from __future__ import annotations
 
-QTYPES = ("f32", "f16", "q8_0", "q4_0")
+QTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 LORA_QTYPES = ("f32", "f16", "q8_0")  # the adapter tensor types llama.cpp applies
 
 

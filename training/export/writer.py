@@ -23,8 +23,9 @@ from .common import QTYPES, ExportError
 
 Q = gguf.GGMLQuantizationType
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
-_MAIN = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+              "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1}
+_MAIN = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
 _ALWAYS_F32 = (gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD] + ".",)
 _OUTPUT = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.OUTPUT] + ".weight"
 _TOKEN_EMBD = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
@@ -54,8 +55,8 @@ def check_qtype(qtype: str) -> str:
 def tensor_type(name: str, shape: tuple[int, ...], qtype: str, tied: bool) -> Q:
     """The type llama.cpp's converter would give this tensor in a ``qtype`` file.
 
-    Norms, biases and other 1-D tensors and learned positions stay F32; in ``q4_0`` files
-    the output layer (the embedding, when it doubles as one) is Q8_0, since llama.cpp's own
+    Norms, biases and other 1-D tensors and learned positions stay F32; in ``q4_0`` and
+    ``q4_1`` files (the embedded model's kind) the output layer (the embedding, when it doubles as one) is Q8_0, since llama.cpp's own
     quantizer keeps it at a higher precision too; rows that are not whole blocks fall back
     to F16, as llama.cpp's converter does.
     """
@@ -63,7 +64,7 @@ def tensor_type(name: str, shape: tuple[int, ...], qtype: str, tied: bool) -> Q:
             or name.endswith("_norm.weight"):
         return Q.F32
     kind = _MAIN[qtype]
-    if kind == Q.Q4_0 and (name == _OUTPUT or (tied and name == _TOKEN_EMBD)):
+    if kind in (Q.Q4_0, Q.Q4_1) and (name == _OUTPUT or (tied and name == _TOKEN_EMBD)):
         kind = Q.Q8_0
     if shape[-1] % gguf.GGML_QUANT_SIZES[kind][0]:
         kind = Q.F16

@@ -156,3 +156,18 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
         tokenizer.save_pretrained(str(output))
     return FitResult(output, step, round(train_s, 1), losses[-1] if losses else None,
                      int(resume.name.rsplit("-", 1)[1]) if resume else None)
+
+
+def merge(folder: str, adapter: Path, output: Path) -> Path:
+    """The base model in ``folder`` with the LoRA ``adapter`` folded into its weights (fp32,
+    peft's ``merge_and_unload``), saved as a model folder at ``output`` with the tokenizer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(str(output), safe_serialization=True)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(str(output))
+    return output
