@@ -56,16 +56,15 @@ def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | 
     return convert_adapter(Path(adapter_dir), base_path(base_gguf), Path(out_path), qtype)
 
 
-# general.file_type (llama.cpp's LlamaFileType) -> the output type that keeps it.
-_FILE_TYPES = {0: "f32", 1: "f16", 7: "q8_0", 2: "q4_0", 3: "q4_1"}
-
-
 def qtype_like(gguf_path: str | Path) -> str:
     """The output type of ours closest to the GGUF file's own (``q4_1`` for the embedded
     model); ``q8_0`` for a kind we do not write (k-quants, i-quants)."""
     from model.runtime.gguf_meta import read_metadata
 
-    return _FILE_TYPES.get(read_metadata(gguf_path).get("general.file_type", -1), "q8_0")
+    from .writer import FILE_TYPES
+
+    ours = {int(file_type): qtype for qtype, file_type in FILE_TYPES.items()}
+    return ours.get(read_metadata(gguf_path).get("general.file_type", -1), "q8_0")
 
 
 def base_path(base: str | Path) -> Path:
