@@ -1,5 +1,7 @@
 # One command surface: CI calls these same targets.
 PY ?= python3
+# Test processes for `make test` (pytest-xdist): the suite waits on editors and workers a lot.
+TEST_JOBS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP_DEMO := $(VENV)/.stamp-demo
@@ -71,7 +73,7 @@ sandbox-deps:
 test: $(STAMP_DEV) editors-deps sandbox-deps
 	$(BIN)/ruff check .
 	$(MAKE) -C editors/vscode test-and-package
-	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=30 tests
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=30 -n $(TEST_JOBS) --dist loadfile tests
 
 # The VS Code scenarios alone (a real workbench: code-server + Chromium); also in `make test`.
 test-vscode: $(STAMP_DEV) editors-deps

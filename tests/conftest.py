@@ -8,6 +8,10 @@
   then the run FAILS if any other process it started is still alive, or if anything but
   pytest's tmp_path folders (and torch's cache) is left in its temp dir. The temp dir is
   removed when the run passed, and kept (its path printed) when it did not.
+- Under pytest-xdist (``make test`` runs two processes) each worker process is a run of its
+  own as above, in a folder named after it inside the controller's temp dir; a worker that
+  finds leftovers writes them to ``leftovers.txt`` there, and the controller fails the run
+  and prints them (a worker's exit status does not reach the controller).
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ SESSION_MARK = "STARCHAT_TEST_SESSION"
 SESSION_ID = uuid.uuid4().hex
 os.environ[SESSION_MARK] = SESSION_ID
 
-SUITE_TMP = Path(tempfile.mkdtemp(prefix="starchat-suite-"))
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER:  # inside the controller's temp dir (TMPDIR is inherited): short paths
+    SUITE_TMP = Path(tempfile.gettempdir()) / XDIST_WORKER
+    SUITE_TMP.mkdir()
+else:
+    SUITE_TMP = Path(tempfile.mkdtemp(prefix="starchat-suite-"))
+LEFTOVERS = "leftovers.txt"
 os.environ["TMPDIR"] = str(SUITE_TMP)
 tempfile.tempdir = None  # re-read TMPDIR: pytest's tmp_path and every mkdtemp land here
 OWN_ENTRIES = {"run", "data", "tmp", "cache"}  # made here, removed here
@@ -64,7 +74,7 @@ os.environ["MPLCONFIGDIR"] = str(SUITE_TMP / "cache" / "matplotlib")
 def pytest_configure(config: pytest.Config) -> None:
     # tmp_path folders directly under the run's temp dir: a socket path in one must stay
     # under the 107 bytes AF_UNIX allows, so no pytest-of-USER/pytest-N levels in between.
-    if config.option.basetemp is None:
+    if config.option.basetemp is None or XDIST_WORKER:
         config.option.basetemp = str(SUITE_TMP / "tmp")
 
 
@@ -81,7 +91,21 @@ def leftover_files() -> list[str]:
     if not SUITE_TMP.is_dir():
         return []
     return sorted(p.name for p in SUITE_TMP.iterdir()
-                  if p.name not in OWN_ENTRIES and not p.name.startswith(TOOL_PREFIXES))
+                  if p.name not in OWN_ENTRIES and not p.name.startswith(TOOL_PREFIXES)
+                  and not is_xdist_folder(p))
+
+
+def is_xdist_folder(path: Path) -> bool:
+    """A worker's own run folder (``gw0``...): left only when that worker failed."""
+    return not XDIST_WORKER and path.name.startswith("gw") and path.name[2:].isdigit()
+
+
+def worker_leftovers() -> list[str]:
+    """What the xdist workers of this run reported as left behind (none without xdist)."""
+    if XDIST_WORKER or not SUITE_TMP.is_dir():
+        return []
+    return [f"[{path.parent.name}] {line}" for path in sorted(SUITE_TMP.glob(f"gw*/{LEFTOVERS}"))
+            for line in path.read_text().splitlines()]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -89,6 +113,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     files = leftover_files()
     lines = [f"process {pid} still running: {cmd[:200]}" for pid, cmd in sorted(processes.items())]
     lines += [f"temp entry left behind: {SUITE_TMP / name}" for name in files]
+    lines += worker_leftovers()
+    if XDIST_WORKER and lines:
+        (SUITE_TMP / LEFTOVERS).write_text("".join(line + "\n" for line in lines))
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if lines:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
