@@ -72,6 +72,7 @@ sandbox-deps:
 # The extension is built first: tests/editors/test_vscode.py installs that .vsix.
 test: $(STAMP_DEV) editors-deps sandbox-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy model lsp_server training
 	$(MAKE) -C editors/vscode test-and-package
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider --durations=30 -n $(TEST_JOBS) --dist loadfile tests
 

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -208,7 +208,7 @@ class AsyncOpenAIClient:
             response.close()
 
     async def _stream_events(self, response: Any, req_id: Any, started: float,
-                             truncated: list[str]) -> AsyncIterator[dict]:
+                             truncated: list[str]) -> AsyncGenerator[dict, None]:
         usage: dict[str, Any] = {}
         finish_reason = None
         first = None

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -82,7 +82,7 @@ class Response:
                 return b""
             raise HTTPFailure(f"The connection to {self.where} broke: {exc.strerror or exc}.") from None
 
-    async def chunks(self, timeout: float) -> AsyncIterator[bytes]:
+    async def chunks(self, timeout: float) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, de-chunked; ``timeout`` applies to each read."""
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
@@ -112,7 +112,7 @@ class Response:
             while data := await self._read(self.reader.read(65536), timeout):
                 yield data
 
-    async def lines(self, timeout: float) -> AsyncIterator[str]:
+    async def lines(self, timeout: float) -> AsyncGenerator[str, None]:
         """The body split into text lines (without line endings)."""
         buffer = b""
         async with contextlib.aclosing(self.chunks(timeout)) as chunks:  # closed even if we stop early
@@ -190,7 +190,7 @@ async def request(endpoint: Endpoint, method: str, path: str, *, body: dict | No
     return response
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """The ``data`` of each Server-Sent Event (multi-line data joined with newlines)."""
     data: list[str] = []
     async for line in lines:

@@ -33,7 +33,7 @@ OUR_TASKS = ("starchat_python_mc",)
 class EngineLM:  # lm-eval's LM base class is mixed in by make_engine_lm (imported lazily)
     """loglikelihood, loglikelihood_rolling and generate_until on our torch runner."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: ModelSpec | str):
         from model.runtime.engine import Engine
         from model.runtime.loading import load_model
 
@@ -129,12 +129,12 @@ class EngineLM:  # lm-eval's LM base class is mixed in by make_engine_lm (import
         return out
 
 
-def make_engine_lm(spec: str) -> Any:
+def make_engine_lm(spec: ModelSpec | str) -> Any:
     """An ``lm_eval.api.model.LM`` instance running ``spec`` on our engine."""
     from lm_eval.api.model import LM
 
     class StarChatEngineLM(EngineLM, LM):
-        def __init__(self, spec: str):
+        def __init__(self, spec: ModelSpec | str):
             LM.__init__(self)
             EngineLM.__init__(self, spec)
 

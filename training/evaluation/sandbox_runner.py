@@ -130,7 +130,7 @@ def close_fork_exec() -> None:
         raise PermissionError("sandbox: starting a process is not allowed")
 
     _posixsubprocess.fork_exec = refused
-    subprocess._fork_exec = refused
+    subprocess._fork_exec = refused  # type: ignore[attr-defined]  # private; what Popen calls
 
 
 def save_open_figures(box: str) -> None:

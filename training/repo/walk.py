@@ -201,8 +201,9 @@ def scan(root: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> RepoScan:
     root = root.resolve()
     listed = _git_files(root)
     git = listed is not None
-    names = listed if git else _folder_files(root)
-    files, skipped = [], Counter()
+    names = listed if listed is not None else _folder_files(root)
+    files: list[RepoFile] = []
+    skipped: Counter[str] = Counter()
     for rel in names:
         try:
             reason, text = _reason_to_skip(root, rel, max_file_bytes)
