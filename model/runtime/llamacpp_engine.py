@@ -26,6 +26,10 @@ guarantees, and how it holds here:
   renders other special tokens as empty text, so a stop string never sees them. A request
   with ``stop_ids`` (code completions: ``model.prompt.fim.stop_token_ids``) asks for each token's
   id (``logprobs``) and ends at the first of them, its text not emitted;
+- memory: llama.cpp's server also keeps the states of prompts that left a slot in RAM to
+  bring them back (its "prompt cache", 8,192 MiB by default: a worker answering completions
+  at new positions grew to 8.6 GB here); we cap it at ``PROMPT_CACHE_MIB`` (256 MiB, about
+  ten 1,024-token states of the embedded model; ``STARCHAT_PROMPT_CACHE_MIB``, 0 turns it off);
 - prefill in steps (``prefill``): a one-token request on the start of a prompt leaves
   that start in a slot's cache, so the request for the whole prompt that follows has only
   the rest to process. The worker uses it to keep a code completion's prompt from stalling
@@ -64,6 +68,7 @@ ENGINE_NAME = "llama.cpp"
 # front and shared by the slots: 4,096 tokens cost ~94 MB for the embedded model.
 MAX_CONTEXT = int(os.environ.get("STARCHAT_MAX_CONTEXT", 4096))
 SLOTS = int(os.environ.get("STARCHAT_LLAMACPP_SLOTS", 4))
+PROMPT_CACHE_MIB = 256  # llama.cpp's RAM cache of prompt states that left a slot (its default: 8,192)
 BATCH = 256  # prompt tokens per llama.cpp step (see load)
 CACHE_REUSE = 64  # smallest cached chunk reused by shifting (see load)
 # Repetition control (model.runtime.repetition): llama.cpp's DRY sampler with its recommended
@@ -86,6 +91,17 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def prompt_cache_mib() -> int:
+    """The cap on llama.cpp's RAM cache of prompt states: ``STARCHAT_PROMPT_CACHE_MIB`` or
+    ``PROMPT_CACHE_MIB``; ValueError with a sentence for a value that is not a whole number >= 0."""
+    value = os.environ.get("STARCHAT_PROMPT_CACHE_MIB", "").strip()
+    if not value:
+        return PROMPT_CACHE_MIB
+    if not value.isdigit():
+        raise ValueError(f"STARCHAT_PROMPT_CACHE_MIB={value!r} is not a whole number of MiB (0 turns the cache off).")
+    return int(value)
 
 
 def default_threads() -> int:
@@ -391,6 +407,7 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.cache_prompt = True
+    params.cache_ram_mib = prompt_cache_mib()
     params.ctx_shift = False
     if adapter is not None:
         params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(adapter), 1.0)]

@@ -390,3 +390,48 @@ def test_a_prompt_whose_start_was_dropped_reuses_the_cached_rest(engine):
     slid = engine.run(ids[CACHE_REUSE:window + CACHE_REUSE], GenerationParams(max_new_tokens=1),
                       threading.Event(), lambda _t: None, slot=1)
     assert slid.usage["cached_prompt_tokens"] >= window - 2 * CACHE_REUSE, slid.usage
+
+
+def anon_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+
+@pytest.mark.parametrize("cap_mib", [4])
+def test_prompt_states_that_leave_a_slot_stay_within_the_cap(monkeypatch, cap_mib):
+    """llama.cpp keeps the state of each prompt that leaves a slot in RAM, up to 8 GiB by
+    default: a worker asked for completions at ever new positions grew to 8.6 GB. Capped, six
+    new 400-token prompts (~9 MB of state each on the embedded model) add next to nothing."""
+    from model.runtime import llamacpp_engine
+
+    monkeypatch.setenv("STARCHAT_PROMPT_CACHE_MIB", str(cap_mib))
+    eng = llamacpp_engine.load(default_gguf_path(), "SmolLM2-135M-Instruct", slots=1, threads=1)
+    try:
+        words = eng.tokenizer("alpha beta gamma delta")["input_ids"]
+
+        def prompt(k: int) -> list[int]:
+            return [words[(k + i) % len(words)] for i in range(k)] + words * 100  # a new start each time
+
+        def ask(ids: list[int]) -> None:
+            eng.run(ids, GenerationParams(max_new_tokens=1, temperature=0.0), threading.Event(), lambda _t: None)
+
+        ask(prompt(1)), ask(prompt(2))  # buffers allocated, one state already moved aside
+        before = anon_rss_mib()
+        for k in range(3, 9):
+            ask(prompt(k))
+        grown = anon_rss_mib() - before
+    finally:
+        eng.server = None
+    assert grown < 24, f"the worker grew by {grown:.0f} MiB over six prompts"
+
+
+def test_prompt_cache_setting_is_checked(monkeypatch):
+    from model.runtime.llamacpp_engine import PROMPT_CACHE_MIB, prompt_cache_mib
+
+    monkeypatch.delenv("STARCHAT_PROMPT_CACHE_MIB", raising=False)
+    assert prompt_cache_mib() == PROMPT_CACHE_MIB < 8192
+    monkeypatch.setenv("STARCHAT_PROMPT_CACHE_MIB", "0")
+    assert prompt_cache_mib() == 0
+    monkeypatch.setenv("STARCHAT_PROMPT_CACHE_MIB", "lots")
+    with pytest.raises(ValueError, match="not a whole number of MiB"):
+        prompt_cache_mib()
