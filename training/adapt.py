@@ -2,18 +2,20 @@
 
 1. **Read** the repository (``training.repo.walk``): its text files minus vendored,
    generated, binary, huge and secret-looking ones; split by file into train and held-out.
-2. **Examples** in the model's own completion formats (``training.repo.examples``), plus,
-   on request, the editor's feedback log (``--feedback``) and exported conversations.
+2. **Examples** in the model's own completion formats (``training.repo.examples``), a share
+   of the chat recipe's dialogues (``--replay``, against forgetting how to chat), and, on
+   request, the editor's feedback log (``--feedback``) and exported conversations.
 3. **Train** (``training.repo.fit``): LoRA on every linear layer by default, the whole model
    with ``--full``; the CPU recipe ``training/configs/adapt_cpu.yaml`` (``adapt_gpu.yaml`` on
    a GPU). Ctrl-C saves a checkpoint; the same command again resumes.
 4. **Convert** for llama.cpp (``training.export``): ``DIR/adapter.gguf``, served on top of
    the base GGUF as the spec ``BASE+DIR`` (``default+DIR`` for the embedded model); after
    ``--full`` a whole ``DIR/model.gguf``. ``--merge`` also folds the adapter into the base
-   and writes ``DIR/model.gguf`` quantized as the base file is (Q4_1 for the embedded
-   model): no adapter is applied at run time, so it decodes at the base's speed (a LoRA
-   adapter on llama.cpp costs 15-25%, docs/adapt.md); that file is then the adapted model
-   scored and reported. Outputs replace an earlier run's only once complete
+   and writes ``DIR/model.gguf`` quantized as the base file is but never below 8 bits (Q8_0
+   for the embedded Q4_1 model: re-quantized to 4 bits the adapter's change is mostly
+   rounded away, ``training.export.merged_qtype``): no adapter is applied at run time (a
+   LoRA adapter on llama.cpp costs 15-25%, docs/adapt.md); that file is then the adapted
+   model scored and reported. Outputs replace an earlier run's only once complete
    (``training.repo.rundir``).
 5. **Score** base and adapted on the held-out files (``training.evaluation.repo_eval``,
    through the model worker, as the editor asks) and on HumanEval (164 problems, pass@1,
@@ -37,6 +39,10 @@ from typing import Any
 
 log = logging.getLogger("training.adapt")
 CONFIGS = Path(__file__).resolve().parent / "configs"
+#: The chat recipe's dialogues; ``REPLAY`` of them are mixed into every run (``--replay``):
+#: trained on code alone, the model answered fewer HumanEval chat requests (docs/adapt.md).
+REPLAY_DIALOGUES = Path(__file__).resolve().parent / "data" / "code_assistant.jsonl"
+REPLAY = 100
 
 
 def _say(text: str) -> None:
@@ -57,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="the base model spec (default: the embedded model)")
     p.add_argument("--full", action="store_true", help="fine-tune every weight instead of a LoRA adapter")
     p.add_argument("--merge", action="store_true",
-                   help="also write DIR/model.gguf, the adapter merged into the base and quantized as the base is "
-                        "(decodes at the base's speed); it is the adapted model scored")
+                   help="also write DIR/model.gguf, the adapter merged into the base (quantized as the base is, "
+                        "but at least 8-bit: 4 bits round the adapter away); it is the adapted model scored")
     p.add_argument("--recipe", help="training recipe YAML (default: adapt_cpu.yaml, adapt_gpu.yaml on a GPU)")
     p.add_argument("--train-arg", action="append", default=[], metavar="--KEY=VALUE",
                    help="override one recipe setting, e.g. --train-arg=--max_steps=20 (repeatable)")
@@ -67,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-kb", type=int, default=MAX_FILE_BYTES // 1024, help="skip files larger than this")
     p.add_argument("--feedback", action="store_true", help="also train on the editor's feedback log (docs/adapt.md)")
     p.add_argument("--conversations", help="also train on exported conversations (ChatML JSONL)")
+    p.add_argument("--replay", type=int, default=REPLAY, metavar="N",
+                   help=f"mix in N of the chat recipe's dialogues (default {REPLAY}; 0: none) so the model "
+                        "keeps answering chat requests as before (docs/adapt.md)")
     p.add_argument("--positions", type=int, default=POSITIONS, help="held-out positions to score")
     p.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
                    help="prompt tokens per scored position, as the editor's starchat.completion.contextTokens "
@@ -97,7 +106,8 @@ def _fingerprint(args: argparse.Namespace, spec: Any, repo: Path, recipe: str) -
     return {"repo": str(repo), "model": str(spec), "full": args.full, "seed": args.seed,
             "recipe": recipe, "recipe_text": Path(recipe).read_text(encoding="utf-8"),
             "train_args": args.train_arg, "max_file_kb": args.max_file_kb, "feedback": args.feedback,
-            "conversations": str(Path(args.conversations).resolve()) if args.conversations else None}
+            "conversations": str(Path(args.conversations).resolve()) if args.conversations else None,
+            "replay": args.replay}
 
 
 def _examples(args: argparse.Namespace, tokenizer: Any, found: Any, train_files: list, max_length: int) -> list[dict]:
@@ -109,12 +119,24 @@ def _examples(args: argparse.Namespace, tokenizer: Any, found: Any, train_files:
         examples += feedback_examples(tokenizer, max_length, found.root)
     if args.conversations:
         from training.data import load_dialogues
-        from training.tokenize import has_labels, tokenize_dialogue
 
-        rows = load_dialogues(args.conversations)
-        examples += [e for e in (tokenize_dialogue(tokenizer, r["messages"], max_length) for r in rows)
-                     if has_labels(e)]
+        examples += _dialogue_examples(tokenizer, load_dialogues(args.conversations), max_length)
+    if args.replay > 0:
+        import random
+
+        from training.data import load_dialogues
+
+        rows = load_dialogues(REPLAY_DIALOGUES)
+        rows = random.Random(args.seed).sample(rows, min(args.replay, len(rows)))
+        examples += _dialogue_examples(tokenizer, rows, max_length)
     return examples
+
+
+def _dialogue_examples(tokenizer: Any, rows: list[dict], max_length: int) -> list[dict]:
+    """Dialogues as the chat recipe trains them (loss on the assistant's turns only)."""
+    from training.tokenize import has_labels, tokenize_dialogue
+
+    return [e for e in (tokenize_dialogue(tokenizer, r["messages"], max_length) for r in rows) if has_labels(e)]
 
 
 def _base_files(spec: Any) -> tuple[str, Path | None]:
@@ -237,11 +259,11 @@ def run(args: argparse.Namespace) -> dict:
         export_lora(result.output, base_gguf, work / "adapter.gguf")
         kept = ["adapter", "adapter.gguf"]
         if args.merge:
-            from training.export import qtype_like
+            from training.export import merged_qtype
             from training.repo.fit import merge
 
             merge(folder, result.output, work / "merged")
-            export_folder(work / "merged", work / "model.gguf", qtype_like(base_gguf))
+            export_folder(work / "merged", work / "model.gguf", merged_qtype(base_gguf))
             kept.append("model.gguf")
         rundir.publish(work, out, kept)
         adapted = ModelSpec.parse(str(out / "model.gguf") if args.merge else f"{spec}+{out}")

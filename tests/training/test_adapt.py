@@ -85,7 +85,7 @@ def interrupt_after_first_step(args: list[str], env: dict) -> tuple[int, str]:
 def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tmp_path, env):
     """One run of the whole pipeline (each run costs a minute): Ctrl-C saves a checkpoint and
     keeps the earlier adapter; the same command resumes, finishes, writes the adapter for
-    llama.cpp and (``--merge``) the merged model quantized as the base is, and scores it as
+    llama.cpp and (``--merge``) the merged model (8-bit where the base is 4-bit), and scores it as
     ``starchat eval repo`` does; the adapted model answers."""
     before = tree(repo)
     out = tmp_path / "runs" / "json"
@@ -112,9 +112,15 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
         assert 0 <= result[side]["exact_match"] <= 1 and 0 <= result[side]["edit_similarity"] <= 1
     assert (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
     assert (out / "adapter" / "adapter_config.json").is_file()
-    # merged: the adapted model is a whole file of the base's kind, no adapter at run time
+    # merged: the adapted model is a whole file, no adapter at run time; the base's 4-bit
+    # tensors are 8-bit in it (4 bits round the adapter's change away), the rest as they are
     assert result["merged"] is True and result["spec"] == str(out / "model.gguf")
-    assert gguf_tensor_types(out / "model.gguf") == gguf_tensor_types(default_gguf_path())
+    from gguf import GGMLQuantizationType as Q
+
+    base_types = gguf_tensor_types(default_gguf_path())
+    assert Q.Q4_1 in base_types.values()
+    assert gguf_tensor_types(out / "model.gguf") == {
+        name: Q.Q8_0 if kind in (Q.Q4_0, Q.Q4_1) else kind for name, kind in base_types.items()}
     assert not (out / ".work").exists()  # checkpoints go once the run is complete
     assert "Held-out files" in proc.stderr and "exact match" in proc.stderr
     assert tree(repo) == before  # the repository was not written to

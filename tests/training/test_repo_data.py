@@ -168,3 +168,27 @@ def test_out_dir_rules(tmp_path):
     assert rundir.check_out_dir(out, repo) == "earlier run"
     _, resumed = rundir.prepare_work(out, {"run": 2})  # another command: starts afresh
     assert not resumed and json.loads((out / ".work" / "run.json").read_text()) == {"run": 2}
+
+
+def test_adapt_mixes_in_the_chat_recipes_dialogues(tokenizer):
+    """``--replay N``: N of the shipped chat dialogues (seeded), trained as the chat recipe
+    trains them (loss on the assistant's turns only), next to the code; 0 adds none."""
+    from training.adapt import REPLAY, REPLAY_DIALOGUES, _examples, build_parser
+
+    def examples(*flags: str) -> list[dict]:
+        args = build_parser().parse_args(["repo", "--out", "o", *flags])
+        return _examples(args, tokenizer, None, [RepoFile("a.py", CODE * 20)], 256)
+
+    code_only = examples("--replay", "0")
+    assert build_parser().parse_args(["repo", "--out", "o"]).replay == REPLAY > 0
+    mixed = examples("--replay", "7")
+    dialogues = mixed[len(code_only):]
+    assert mixed[: len(code_only)] == code_only and len(dialogues) == 7
+    assistant = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    for e in dialogues:
+        assert e["input_ids"][0] == assistant  # the chat format, not file text
+        learnt = [t for t in e["labels"] if t != IGNORE_INDEX]
+        assert 0 < len(learnt) < len(e["input_ids"])  # the system and user turns are not learnt
+    other = examples("--replay", "7", "--seed", "3")[len(code_only):]
+    assert {tuple(e["input_ids"]) for e in other} != {tuple(e["input_ids"]) for e in dialogues}  # seeded
+    assert sum(1 for _ in open(REPLAY_DIALOGUES, encoding="utf-8")) >= REPLAY
