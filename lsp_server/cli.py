@@ -214,8 +214,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         _err("[cut to fit the context window: " + "; ".join(done["truncated"]) + "]")
     if args.stats:
         u = done["usage"]
-        _err(json.dumps({"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
-                         "prompt_tokens": u["prompt_tokens"], "engine": engine}))
+        stats = {"ttft_s": u["ttft_s"], "tokens": u["tokens"], "tok_per_s": u["tok_per_s"],
+                 "prompt_tokens": u["prompt_tokens"], "engine": engine}
+        # the whole answer's seconds, and llama.cpp's threads (fewer while the machine is busy)
+        stats.update({k: u[k] for k in ("total_s", "threads") if k in u})
+        _err(json.dumps(stats))
     return 0
 
 

@@ -51,15 +51,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..prompt.chat_format import ChatFormat, chat_format_for, encode_text
 from ..prompt.fim import Healing
+from .cpu_watch import CpuWatch
 from .gguf_meta import GGUFError, read_metadata
+from .llamacpp_threads import ServerSet
 from .paths import unix_address
 from .repetition import DRY_ALLOWED_LENGTH, DRY_BASE, DRY_BREAKERS, DRY_MULTIPLIER, RepeatWatch
+from .speculation import Speculation
+from .speculation import default as default_speculation
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +130,10 @@ class LlamaCppEngine:
 
     def __init__(self, server: Any, tokenizer: Any, context_window: int, model_name: str,
                  api_key: str, chat_format: ChatFormat | None = None, dry: dict | None = None,
-                 adapter: str | None = None):
-        self.server = server
+                 adapter: str | None = None, servers: ServerSet | None = None):
+        """``servers``: the quiet and busy servers (``model.runtime.llamacpp_threads``); by
+        default ``server`` alone."""
+        self.servers = servers or ServerSet(server, quiet_threads=0)
         self.adapter = adapter  # a LoRA adapter GGUF loaded on top of the model (id 0)
         self.tokenizer = tokenizer
         self.context_window = context_window
@@ -136,6 +142,17 @@ class LlamaCppEngine:
         self.dry = DEFAULT_DRY if dry is None else dry
         self._api_key = api_key
         self.slots = SLOTS
+
+    @property
+    def server(self) -> Any:
+        """The llama.cpp server on all cores (setting None stops every server of the engine)."""
+        return self.servers.quiet
+
+    @server.setter
+    def server(self, server: Any) -> None:
+        if server is None:
+            self.servers.close()
+        self.servers.quiet = server
 
     @property
     def dry(self) -> dict:
@@ -218,12 +235,32 @@ class LlamaCppEngine:
             raise ValueError("The prompt is empty: give at least one message or token.")
         t_start = time.perf_counter()
         watch = RepeatWatch() if dry and self.dry_after_repeat and not (heal or stop_ids) else None
-        part = self._stream(self.request_body(prompt_ids, params, stop_ids, slot, heal, dry and watch is None),
-                            params, cancel, on_delta, stop_ids, heal, watch)
+        server, threads = self.servers.pick()
+        # A chat answer that starts on all cores moves to the busy server once the machine is busy
+        # (model.runtime.llamacpp_threads); a code completion is short and stays.
+        movable = self.servers.adaptive and not (heal or stop_ids)
+        body = self.request_body(prompt_ids, params, stop_ids, slot, heal, dry and watch is None)
+        if movable:
+            body["logprobs"] = 1  # the answer's token ids, to go on from exactly them
+        part = self._stream(body, params, cancel, on_delta, stop_ids, heal, watch, server, movable)
+        while part.moved and not cancel.is_set():
+            server, threads = self.servers.pick()
+            answer_ids = part.ids if len(part.ids) == part.usage["tokens"] else encode_text(self.tokenizer, part.text)
+            step = min(params.max_new_tokens - part.usage["tokens"],
+                       self.context_window - len(prompt_ids) - len(answer_ids))
+            if step <= 0:
+                part.moved, part.finish_reason = False, "length"
+                break
+            log.debug("the machine is busy: the answer goes on with %d thread(s) after %d tokens",
+                      threads, part.usage["tokens"])
+            body = self.request_body(list(prompt_ids) + answer_ids, replace(params, max_new_tokens=step),
+                                     slot=slot, dry=dry and watch is None)
+            part = part.then(self._stream(body, params, cancel, on_delta, (), "", watch, server, False))
         usage, reason = part.usage, part.finish_reason
         if watch is not None and part.repeated:
             usage, reason = self._go_on_with_dry(prompt_ids, params, cancel, on_delta, slot, part)
         usage["total_s"] = round(time.perf_counter() - t_start, 4)
+        usage["threads"] = threads
         return Outcome(usage=usage, finish_reason=reason)
 
     def _go_on_with_dry(self, prompt_ids: Sequence[int], params: Any, cancel: threading.Event,
@@ -234,6 +271,7 @@ class LlamaCppEngine:
         next (a loop longer than the window when it began is still caught). The usage and
         finish reason of the whole answer."""
         text, tokens, prefill_s = part.text, part.usage["tokens"], part.usage["prefill_s"]
+        drafted, kept = part.usage["draft_tokens"], part.usage["draft_accepted"]
         left, reason, rest = params.max_new_tokens - tokens, "length", part
         log.debug("answer repeats itself after %d tokens: DRY from here", tokens)
         while left > 0 and not cancel.is_set():
@@ -245,26 +283,31 @@ class LlamaCppEngine:
             body = self.request_body(list(prompt_ids) + answer_ids, replace(params, max_new_tokens=step),
                                      slot=slot, dry=True)
             body["dry_penalty_last_n"] = max(1, len(answer_ids))
-            rest = self._stream(body, params, cancel, on_delta, (), "", None)
+            rest = self._stream(body, params, cancel, on_delta, (), "", None, self.servers.pick()[0], False)
             text, tokens, left = text + rest.text, tokens + rest.usage["tokens"], left - rest.usage["tokens"]
             prefill_s += rest.usage["prefill_s"]
+            drafted, kept = drafted + rest.usage["draft_tokens"], kept + rest.usage["draft_accepted"]
             reason = rest.finish_reason
             if reason != "length" or rest.usage["tokens"] <= 0:
                 break
         if cancel.is_set():
             reason = "cancelled"
-        usage = {**rest.usage, "tokens": tokens, "prefill_s": round(prefill_s, 4)}
+        usage = {**rest.usage, "tokens": tokens, "prefill_s": round(prefill_s, 4), "draft_tokens": drafted,
+                 "draft_accepted": kept}
         for key in ("prompt_tokens", "cached_prompt_tokens", "ttft_s"):
             usage[key] = part.usage[key]
         return usage, reason
 
     def _stream(self, body: dict, params: Any, cancel: threading.Event, on_delta: Callable[[str], None],
-                stop_ids: Sequence[int], heal: str, watch: RepeatWatch | None) -> _Part:
-        """One llama.cpp request, its text streamed to ``on_delta``; ends early (``repeated``)
-        once ``watch`` sees the answer repeat itself."""
+                stop_ids: Sequence[int], heal: str, watch: RepeatWatch | None, server: Any,
+                movable: bool = False) -> _Part:
+        """One llama.cpp request on ``server``, its text streamed to ``on_delta``; ends early
+        (``repeated``) once ``watch`` sees the answer repeat itself, and (``moved``, when
+        ``movable``) once a better server is ready for the rest (``ServerSet.better_than``)."""
         t0 = time.perf_counter()
         state: dict[str, Any] = {"first": None, "final": None, "error": None, "stopped": False,
-                                 "repeated": False, "text": [], "tokens": 0, "timings": {}}
+                                 "repeated": False, "moved": False, "text": [], "tokens": 0, "timings": {},
+                                 "ids": []}
         stop_set = frozenset(int(i) for i in stop_ids)
         healing = Healing(heal, params.stop if heal else ())
 
@@ -287,6 +330,8 @@ class LlamaCppEngine:
                         state["stopped"] = True
                 if not (finished or stopped):  # (the stop token is no answer token)
                     state["tokens"] += 1
+                    if movable:
+                        state["ids"] += [e.get("id") for e in (choice.get("logprobs") or {}).get("content") or ()]
                 text = healing.take(text)
                 if healing.stopped:
                     state["stopped"] = True
@@ -299,14 +344,16 @@ class LlamaCppEngine:
                         state["repeated"] = True
                 if finished:
                     state["final"] = chunk
+                elif movable and not state["repeated"] and self.servers.better_than(server):
+                    state["moved"] = True
             if chunk.get("timings"):
                 state["timings"] = chunk["timings"]
             if chunk.get("usage") is not None:
                 state["final"] = chunk
-            return cancel.is_set() or state["stopped"] or state["repeated"]
+            return cancel.is_set() or state["stopped"] or state["repeated"] or state["moved"]
 
         if not cancel.is_set():
-            self.server.handle_completions(body, on_chunk)
+            server.handle_completions(body, on_chunk)
             if (rest := healing.rest()) and not cancel.is_set():
                 on_delta(rest)
         t_end = time.perf_counter()
@@ -314,7 +361,7 @@ class LlamaCppEngine:
             raise RuntimeError(state["error"])
         final = state["final"] or {}
         reason = "cancelled" if cancel.is_set() else None
-        if state["stopped"] or state["repeated"]:
+        if state["stopped"] or state["repeated"] or state["moved"]:
             reason = "stop"
         if reason is None:
             choices = final.get("choices") or [{}]
@@ -332,18 +379,35 @@ class LlamaCppEngine:
                 "tok_per_s": round(float(timings.get("predicted_per_second", 0.0)), 2),
                 "prefill_s": round(float(timings.get("prompt_ms", 0.0)) / 1000, 4),
                 "total_s": round(t_end - t0, 4),
+                # draft-free speculation (model.runtime.speculation): tokens drafted, kept
+                "draft_tokens": int(timings.get("draft_n", 0)),
+                "draft_accepted": int(timings.get("draft_n_accepted", 0)),
             },
             finish_reason=reason, text="".join(state["text"]),
-            repeated=state["repeated"] and not cancel.is_set())
+            repeated=state["repeated"] and not cancel.is_set(), moved=state["moved"] and not cancel.is_set(),
+            ids=[int(i) for i in state["ids"] if isinstance(i, int)])
 
 
 @dataclass
 class _Part:
-    """One llama.cpp request of an answer (an answer that repeats itself has two)."""
+    """One llama.cpp request of an answer (an answer that repeats itself has two or more, and
+    so has one that moved to another server), or the requests so far joined (``then``)."""
     usage: dict
     finish_reason: str
     text: str
     repeated: bool
+    moved: bool = False
+    ids: list[int] = field(default_factory=list)  # the answer's token ids, where asked for (``run``)
+
+    def then(self, rest: _Part) -> _Part:
+        """This part followed by ``rest``: the first one's prompt figures, the sums, the last
+        one's rates and ending."""
+        usage = {**rest.usage}
+        for key in ("tokens", "prefill_s", "draft_tokens", "draft_accepted"):
+            usage[key] = round(self.usage[key] + rest.usage[key], 4)
+        for key in ("prompt_tokens", "cached_prompt_tokens", "ttft_s"):
+            usage[key] = self.usage[key]
+        return _Part(usage, rest.finish_reason, self.text + rest.text, rest.repeated, rest.moved, self.ids + rest.ids)
 
 
 def heal_grammar(text: str) -> str:
@@ -368,10 +432,12 @@ def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tup
 
 def load(path: str | Path, name: str | None = None, *, threads: int | None = None,
          slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None,
-         adapter: str | Path | None = None) -> LlamaCppEngine:
+         adapter: str | Path | None = None,
+         speculation: Speculation | None | str = "default") -> LlamaCppEngine:
     """Start llama.cpp on a GGUF file, with a LoRA ``adapter`` GGUF on top when given (each
     request sets its scale: ``GenerationParams.adapter_scale``); raises ValueError with a
-    sentence when it cannot."""
+    sentence when it cannot. ``speculation``: draft-free speculative decoding for every
+    request (``model.runtime.speculation``; None: off; by default ``speculation.default()``)."""
     import xllamacpp
 
     from ..prompt.tokenizer import load_lite_tokenizer
@@ -387,7 +453,8 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     trained = int(meta.get(f"{arch}.context_length") or max_context)
     window = max(64, min(trained, max_context))
 
-    threads = threads or default_threads()
+    fixed_threads = threads or (default_threads() if os.environ.get("STARCHAT_THREADS") else None)
+    threads = fixed_threads or default_threads()
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.n_ctx = window
@@ -412,28 +479,44 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     if adapter is not None:
         params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(adapter), 1.0)]
     params.endpoint_metrics = True
+    if speculation == "default":
+        speculation = default_speculation()
+    if speculation is not None:
+        speculation.apply(params, xllamacpp)
     # llama.cpp's own log (per request and slot) only on request: the worker's DEBUG level is
     # for our timings, which llama.cpp's lines would slow and bury.
     params.verbosity = 1 if os.environ.get("STARCHAT_LLAMACPP_VERBOSE") else -1
-    # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus a key.
-    private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
-    os.chmod(private, 0o700)
     api_key = secrets.token_urlsafe(32)
     params.api_keys = [api_key]
+
+    def start(n_threads: int) -> Any:
+        """One llama.cpp server of the file on ``n_threads`` threads."""
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
+        # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus the key.
+        private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
+        os.chmod(private, 0o700)
+        try:
+            with unix_address(private / "http.sock") as address:
+                params.hostnames = [address]
+                return xllamacpp.Server(params)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+
     try:
-        with unix_address(private / "http.sock") as address:
-            params.hostnames = [address]
-            server = xllamacpp.Server(params)
+        server = start(threads)
     except RuntimeError:  # one message for every failure: ask llama.cpp's log why
         from .llamacpp_errors import explain
 
         raise ValueError(explain(path, arch, window, slots)) from None
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    # All cores while the machine is quiet, half of them while other processes use the cores
+    # (model.runtime.llamacpp_threads); a count that was asked for holds throughout.
+    adaptive = fixed_threads is None and threads >= 2
+    servers = ServerSet(server, threads, start=start, busy_threads=max(1, threads // 2),
+                        watch=CpuWatch().start() if adaptive else None)
     # After llama.cpp: a file it refuses fails in a second, before any tokenizer conversion.
     tokenizer = load_lite_tokenizer(tokenizer_folder_for(path))
     engine = LlamaCppEngine(server, tokenizer, window, name or path.stem, api_key, dry=dry,
-                            adapter=str(adapter) if adapter is not None else None)
+                            adapter=str(adapter) if adapter is not None else None, servers=servers)
     engine.slots = slots
     return engine
 
