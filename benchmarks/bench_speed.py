@@ -124,6 +124,7 @@ def speculation_figures(repeats: int, max_new_tokens: int, variants: dict | None
 
 QUESTION = "Write a Python function that reverses a string, then explain how it works."
 ASK_TOKENS = 128
+QUIET_SETTLE_S = 5.0
 
 # Raw llama.cpp with its defaults (threads, polling) on the same file, in a process of its own:
 # each stdin line is one request; each stdout line its client-side rates.
@@ -213,6 +214,11 @@ def busy_figures(runtime: Path, repeats: int, limit_s: float) -> dict:
                 time.sleep(3)  # as a build that has started: the worker's CPU watch sees it
             ours, peer = [], []
             for _ in range(repeats):
+                if phase == "quiet":
+                    # raw's answer just used both cores, and the worker's CPU watch counts that as
+                    # another process's load for 4 s (model.runtime.cpu_watch): on a quiet machine
+                    # nothing else runs, so let it see the quiet first
+                    time.sleep(QUIET_SETTLE_S)
                 ours.append(our_ask(env))
                 peer.append(raw.ask(QUESTION, ASK_TOKENS, limit_s))
             row = {"ours_tok_s": median([r["tok_per_s"] for r in ours], 2),

@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +240,13 @@ class LlamaCppEngine:
         # (model.runtime.llamacpp_threads); a code completion is short and stays.
         movable = self.servers.adaptive and not (heal or stop_ids)
         body = self.request_body(prompt_ids, params, stop_ids, slot, heal, dry and watch is None)
-        if movable:
-            body["logprobs"] = 1  # the answer's token ids, to go on from exactly them
+        # (no ``logprobs`` to learn the answer's token ids for a move: llama.cpp then computes
+        # every token's probabilities, ~10% of quiet decode measured; a moved answer goes on
+        # from its text, encoded again)
         part = self._stream(body, params, cancel, on_delta, stop_ids, heal, watch, server, movable)
         while part.moved and not cancel.is_set():
             server, threads = self.servers.pick()
-            answer_ids = part.ids if len(part.ids) == part.usage["tokens"] else encode_text(self.tokenizer, part.text)
+            answer_ids = encode_text(self.tokenizer, part.text)
             step = min(params.max_new_tokens - part.usage["tokens"],
                        self.context_window - len(prompt_ids) - len(answer_ids))
             if step <= 0:
@@ -306,8 +307,7 @@ class LlamaCppEngine:
         ``movable``) once a better server is ready for the rest (``ServerSet.better_than``)."""
         t0 = time.perf_counter()
         state: dict[str, Any] = {"first": None, "final": None, "error": None, "stopped": False,
-                                 "repeated": False, "moved": False, "text": [], "tokens": 0, "timings": {},
-                                 "ids": []}
+                                 "repeated": False, "moved": False, "text": [], "tokens": 0, "timings": {}}
         stop_set = frozenset(int(i) for i in stop_ids)
         healing = Healing(heal, params.stop if heal else ())
 
@@ -330,8 +330,6 @@ class LlamaCppEngine:
                         state["stopped"] = True
                 if not (finished or stopped):  # (the stop token is no answer token)
                     state["tokens"] += 1
-                    if movable:
-                        state["ids"] += [e.get("id") for e in (choice.get("logprobs") or {}).get("content") or ()]
                 text = healing.take(text)
                 if healing.stopped:
                     state["stopped"] = True
@@ -384,8 +382,7 @@ class LlamaCppEngine:
                 "draft_accepted": int(timings.get("draft_n_accepted", 0)),
             },
             finish_reason=reason, text="".join(state["text"]),
-            repeated=state["repeated"] and not cancel.is_set(), moved=state["moved"] and not cancel.is_set(),
-            ids=[int(i) for i in state["ids"] if isinstance(i, int)])
+            repeated=state["repeated"] and not cancel.is_set(), moved=state["moved"] and not cancel.is_set())
 
 
 @dataclass
@@ -397,7 +394,6 @@ class _Part:
     text: str
     repeated: bool
     moved: bool = False
-    ids: list[int] = field(default_factory=list)  # the answer's token ids, where asked for (``run``)
 
     def then(self, rest: _Part) -> _Part:
         """This part followed by ``rest``: the first one's prompt figures, the sums, the last
@@ -407,7 +403,7 @@ class _Part:
             usage[key] = round(self.usage[key] + rest.usage[key], 4)
         for key in ("prompt_tokens", "cached_prompt_tokens", "ttft_s"):
             usage[key] = self.usage[key]
-        return _Part(usage, rest.finish_reason, self.text + rest.text, rest.repeated, rest.moved, self.ids + rest.ids)
+        return _Part(usage, rest.finish_reason, self.text + rest.text, rest.repeated, rest.moved)
 
 
 def heal_grammar(text: str) -> str:
@@ -479,10 +475,9 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     if adapter is not None:
         params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(adapter), 1.0)]
     params.endpoint_metrics = True
-    if speculation == "default":
-        speculation = default_speculation()
-    if speculation is not None:
-        speculation.apply(params, xllamacpp)
+    chosen = default_speculation() if isinstance(speculation, str) else speculation
+    if chosen is not None:
+        chosen.apply(params, xllamacpp)
     # llama.cpp's own log (per request and slot) only on request: the worker's DEBUG level is
     # for our timings, which llama.cpp's lines would slow and bury.
     params.verbosity = 1 if os.environ.get("STARCHAT_LLAMACPP_VERBOSE") else -1

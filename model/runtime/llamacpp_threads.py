@@ -53,7 +53,7 @@ class ServerSet:
 
     def pick(self) -> tuple[Any, int]:
         """(server, its threads) for a request that starts now."""
-        if self.adaptive and self.watch.busy():
+        if self.adaptive and self.watch is not None and self.watch.busy():
             server = self.busy_server
             if server is not None:
                 return server, self.busy_threads
@@ -75,6 +75,7 @@ class ServerSet:
 
     def _load_busy(self) -> None:
         try:
+            assert self.start is not None  # (only an adaptive set starts one)
             server = self.start(self.busy_threads)
         except Exception:  # noqa: BLE001 - the quiet server goes on serving everything
             log.warning("could not start llama.cpp with %d thread(s) for a busy machine", self.busy_threads,
