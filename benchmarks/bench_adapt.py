@@ -8,8 +8,8 @@
 2. Decode speed of the adapted model (``default+DIR``: the base GGUF with the LoRA adapter,
    on llama.cpp) against the base (``default``) through ``starchat ask --stats``: 128 tokens,
    alternating rounds on warm workers, the median of each and their ratio. With
-   ``--adapt-arg=--merge`` the adapted model is ``DIR/model.gguf`` (the adapter merged and
-   quantized as the base is) and the run-time adapter is measured beside it, speed and
+   ``--adapt-arg=--merge`` the adapted model is ``DIR/model.gguf`` (the adapter merged,
+   written at 8 bits where the base is 4-bit) and the run-time adapter is measured beside it, speed and
    ``starchat eval repo`` score both.
 
 The default repository is the source of ``rich`` as pip installed it into this environment

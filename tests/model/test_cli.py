@@ -41,9 +41,10 @@ def test_ask_streams_a_def_and_prints_stats(cli_env):
     assert r.returncode == 0, r.stderr
     assert "def is_even" in r.stdout
     stats = json.loads(r.stderr.strip().splitlines()[-1])
-    assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens", "engine"}
+    assert set(stats) == {"ttft_s", "tokens", "tok_per_s", "prompt_tokens", "engine", "total_s", "threads"}
     assert stats["tokens"] > 0 and stats["prompt_tokens"] > 10
     assert stats["engine"] == "llama.cpp"  # the default GGUF runs on llama.cpp
+    assert stats["total_s"] >= stats["ttft_s"] > 0 and stats["threads"] >= 1  # (threads: llama.cpp's, this answer)
 
 
 def test_ask_with_a_file_selection(cli_env, tmp_path):
