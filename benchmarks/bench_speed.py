@@ -129,12 +129,11 @@ QUIET_SETTLE_S = 5.0
 # Raw llama.cpp with its defaults (threads, polling) on the same file, in a process of its own:
 # each stdin line is one request; each stdout line its client-side rates.
 RAW_PEER = r"""
-import json, os, sys, tempfile, time, xllamacpp
+import json, os, sys, time, xllamacpp
 p = xllamacpp.CommonParams()
 p.model.path = sys.argv[1]
 p.verbosity = -1
-d = tempfile.mkdtemp(prefix="starchat-raw-")
-p.hostnames = [os.path.join(d, "s.sock")]
+p.hostnames = [os.path.join(sys.argv[2], "s.sock")]  # a private folder of the parent's, removed by it
 server = xllamacpp.Server(p)
 print(json.dumps({"ready": True, "threads": p.cpuparams.n_threads}), flush=True)
 for line in sys.stdin:
@@ -153,7 +152,6 @@ for line in sys.stdin:
                       "tok_per_s": round(float(timings.get("predicted_per_second", 0.0)), 2),
                       "client_tok_per_s": round((n - 1) / (stamps[-1] - stamps[0]), 2) if n > 1 else 0.0}),
           flush=True)
-os.rmdir(d) if not os.listdir(d) else None
 """
 
 
@@ -163,7 +161,8 @@ class RawPeer:
     def __init__(self, model_path: Path):
         import subprocess
 
-        self.proc = subprocess.Popen([sys.executable, "-c", RAW_PEER, str(model_path)], stdin=subprocess.PIPE,
+        self.folder = tempfile.mkdtemp(prefix="starchat-raw-")
+        self.proc = subprocess.Popen([sys.executable, "-c", RAW_PEER, str(model_path), self.folder], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.info = json.loads(self.proc.stdout.readline())
 
@@ -176,6 +175,7 @@ class RawPeer:
 
     def close(self) -> None:
         common.stop_pids([self.proc.pid])
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def our_ask(env: dict) -> dict:
