@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -407,12 +405,8 @@ def main() -> None:
     threads = llamacpp_engine.default_threads()
     result: dict = {"load_avg_start": common.load_avg(), "cpu_count": os.cpu_count(), "llamacpp_threads": threads,
                     "args": vars(args)}
-    tmp = Path(tempfile.mkdtemp(prefix="starchat-bench-model-"))
-    runtime = tmp / "run"
-    runtime.mkdir(mode=0o700)
-    saved_runtime = os.environ.get("STARCHAT_RUNTIME_DIR")
-    os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
-    try:
+    # nothing of the benchmark's may outlive it: workers, sockets, files
+    with common.private_runtime("starchat-bench-model-") as (tmp, runtime):
         tokenizer = load_tokenizer("default")
         if not args.skip_quality:  # first: its figures do not depend on the load, the speeds after it do
             log("quality (slow)")
@@ -440,13 +434,6 @@ def main() -> None:
         if args.big:
             log("big")
             result["big"] = big_figures(threads, args.decode_tokens, tmp, runtime)
-    finally:  # nothing of the benchmark's may outlive it: workers, sockets, files
-        common.stop_workers(runtime)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if saved_runtime is None:
-            os.environ.pop("STARCHAT_RUNTIME_DIR", None)
-        else:
-            os.environ["STARCHAT_RUNTIME_DIR"] = saved_runtime
     result["load_avg_end"] = common.load_avg()
     print(json.dumps(result, indent=1))
 

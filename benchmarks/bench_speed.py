@@ -261,12 +261,8 @@ def main() -> None:
         args.repeats, args.max_new_tokens = 1, 64
 
     result: dict = {"load_avg_start": common.load_avg(), "cpu_count": os.cpu_count(), "args": vars(args)}
-    tmp = Path(tempfile.mkdtemp(prefix="starchat-bench-speed-"))
-    runtime = tmp / "run"
-    runtime.mkdir(mode=0o700)
-    saved_runtime = os.environ.get("STARCHAT_RUNTIME_DIR")
-    os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
-    try:
+    # nothing of the benchmark's may outlive it: workers, sockets, files
+    with common.private_runtime("starchat-bench-speed-") as (_tmp, runtime):
         if "speculation" not in skip:
             variants = None
             if args.spec_variants:
@@ -279,13 +275,6 @@ def main() -> None:
         if "busy" not in skip:
             log("busy machine")
             result["busy"] = busy_figures(runtime, args.repeats, args.raw_limit_s)
-    finally:
-        common.stop_workers(runtime)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if saved_runtime is None:
-            os.environ.pop("STARCHAT_RUNTIME_DIR", None)
-        else:
-            os.environ["STARCHAT_RUNTIME_DIR"] = saved_runtime
     result["load_avg_end"] = common.load_avg()
     print(json.dumps(result, indent=1))
 

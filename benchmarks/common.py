@@ -206,6 +206,29 @@ def concurrent(path: Path, requests: list[dict]) -> dict:
             "aggregate_tok_per_s": round(sum(counts) / wall, 1) if wall else None}
 
 
+# --- a benchmark's private runtime folder ------------------------------------------------
+
+@contextlib.contextmanager
+def private_runtime(prefix: str) -> Iterator[tuple[Path, Path]]:
+    """(a temp folder, a 0700 runtime folder in it) with STARCHAT_RUNTIME_DIR pointing there;
+    afterwards every worker started in it is stopped, the folder removed and the variable
+    restored: nothing of the benchmark's outlives it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    runtime = tmp / "run"
+    runtime.mkdir(mode=0o700)
+    saved = os.environ.get("STARCHAT_RUNTIME_DIR")
+    os.environ["STARCHAT_RUNTIME_DIR"] = str(runtime)
+    try:
+        yield tmp, runtime
+    finally:
+        stop_workers(runtime)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("STARCHAT_RUNTIME_DIR", None)
+        else:
+            os.environ["STARCHAT_RUNTIME_DIR"] = saved
+
+
 # --- llama.cpp alone ----------------------------------------------------------------------
 
 @contextlib.contextmanager
