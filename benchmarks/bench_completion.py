@@ -209,6 +209,8 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
             pause = WORD_PAUSE_S
         await asyncio.sleep(keystroke_s + pause)
     await asyncio.gather(*tasks)
+    stats = await client.request("starchat/completionStats", {})
+    served = [r for r in stats["result"]["served"] if r["version"] > 1]  # not the warm-up
     await client.request("shutdown", {})
     client.notify("exit", {})
     try:
@@ -225,7 +227,16 @@ async def bench_replay(env: dict, spec: str, context_tokens: int, keystroke_s: f
     def pct(values: list[float], q: float) -> float | None:
         return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else None
 
+    # How the server answered (starchat/completionStats): its own time per request, model
+    # calls apart from answers served from the cache or from a prefetch.
+    calls = [r for r in served if r["source"] == "model" and r["outcome"] in ("answered", "empty")]
+    call_ms = sorted(r["ms"] / 1000 for r in calls)
+    by_source = {k: sum(r["source"] == k for r in served) for k in ("cache", "prefetch", "model")}
     return {
+        "model_calls": len(calls), "model_call_ms_p50": pct(call_ms, 0.5), "model_call_ms_p95": pct(call_ms, 0.95),
+        "model_calls_cancelled_or_stale": sum(r["source"] == "model" and r["outcome"] in ("cancelled", "stale")
+                                              for r in served),
+        "served_by": by_source,
         "keystrokes": len(text), "keystroke_ms": keystroke_s * 1000, "line_end_pause_ms": pause_s * 1000,
         "context_tokens": context_tokens, "requests": len(results),
         "answered_share": round(len(answered) / len(results), 3),

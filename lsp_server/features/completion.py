@@ -13,7 +13,11 @@ What a typist expects:
   too; Neovim's client does not cancel for us), and so does an edit of the document;
 - an answer for a document version that changed meanwhile is ``null``;
 - ``$/cancelRequest`` cancels the request (answered ``RequestCancelled``);
-- typing the first characters of the last suggestion serves the rest from a cache;
+- typing the first characters of a recent suggestion, or coming back to where it was made,
+  serves it from a cache (``CompletionCache``); once the user has typed a suggestion to its
+  end or accepted it, the next completion is fetched before it is asked for (a prefetch: at
+  that position, or on the next line when the suggestion ended its line), and the request
+  that comes there waits for it instead of starting another;
 - the worker runs chat first (``model.serving.scheduler``: ``plan_round`` on torch,
   ``LlamaCppScheduler._prefill_aside`` on llama.cpp).
 Failures (no model, a refused request) are logged and answered ``null``: an editor asks
@@ -28,6 +32,8 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import deque
+from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -46,6 +52,8 @@ ALTERNATIVE_TOP_P = 0.95
 
 
 PREFIX_STEP_CHARS = 1024  # the sent prefix's start moves in steps of this many characters
+STATS_METHOD = "starchat/completionStats"  # how recent requests were answered (docs/lsp.md)
+STATS_KEPT = 2000
 
 
 class InlineCompletion:
@@ -58,6 +66,10 @@ class InlineCompletion:
         self.cache = CompletionCache()
         self._link: ModelLink | None = None
         self.served_from_cache = 0
+        self.prefetch: dict[str, tuple[str, str, asyncio.Task]] = {}  # uri -> (prefix, suffix, task)
+        #: How each recent request was answered ("cache", "prefetch", "model", "none"), for
+        #: ``starchat/completionStats`` (benchmarks/bench_completion.py reports them apart).
+        self.served: deque[dict] = deque(maxlen=STATS_KEPT)
 
     def link(self) -> ModelLink:
         """The chat model's link, or one of its own for ``completion.model``."""
@@ -70,12 +82,74 @@ class InlineCompletion:
         self._link.start(dataclasses.replace(settings, model=spec, backend=()))
         return self._link
 
-    def changed(self, uri: str) -> None:
-        """An edit: remember when, and stop a completion that can only be stale now."""
+    def changed(self, uri: str, changes: Sequence[Any] = ()) -> None:
+        """An edit: remember when, stop a completion that can only be stale now, and prefetch
+        the next one when the edit completed a suggestion (typed to its end or accepted)."""
         self.edited[uri] = time.monotonic()
         task = self.inflight.get(uri)
         if task is not None and not task.done():
             task.cancel()
+        document = self.server.workspace.text_documents.get(uri)
+        last = changes[-1] if changes else None
+        where = getattr(last, "range", None)  # (a whole-document change has none)
+        if document is None or where is None or not self.server.settings.completion.enabled:
+            return
+        at = document.offset_at_position(where.start) + len(getattr(last, "text", ""))  # the cursor, after it
+        prefix, suffix = document.source[:at], document.source[at:]
+        if self.cache.typed_through(uri, prefix, suffix):
+            if not suffix.split("\n", 1)[0].strip():  # it ended its line: the next one comes after Enter
+                prefix += "\n"
+            self._start_prefetch(uri, prefix, suffix)
+
+    def _start_prefetch(self, uri: str, prefix: str, suffix: str) -> None:
+        old = self.prefetch.pop(uri, None)
+        if old is not None:
+            old[2].cancel()
+        cursor = Cursor(prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0], tuple(suffix.split("\n")[1:6]))
+
+        async def fetch() -> str | None:
+            try:
+                raw = await self._generate(self._request(uri, prefix, suffix, cursor))
+            except Exception as exc:  # noqa: BLE001 - as a request: logged, no suggestion there
+                log.warning("a prefetched inline completion failed: %s", exc)
+                return None
+            text = postprocess(raw, cursor)
+            if text is not None:
+                self.cache.put(uri, prefix, suffix, text)
+            return text
+
+        self.prefetch[uri] = (prefix, suffix, asyncio.ensure_future(fetch()))
+
+    async def _prefetched(self, uri: str, prefix: str, suffix: str) -> tuple[bool, str | None]:
+        """Wait for the prefetch made for this position, or for one the user is typing past;
+        cancel one made for another. ``(True, suggestion)`` when it answers this request
+        (``None``: the model had nothing to suggest there), ``(False, None)`` when not."""
+        entry = self.prefetch.get(uri)
+        if entry is None:
+            return False, None
+        at_prefix, at_suffix, task = entry
+        if at_suffix != suffix or not prefix.startswith(at_prefix):
+            task.cancel()
+            del self.prefetch[uri]
+            return False, None
+        if not task.done():
+            await asyncio.wait({task})  # (a cancelled request leaves the prefetch running)
+        if self.prefetch.get(uri) is entry:
+            del self.prefetch[uri]
+        if task.cancelled() or task.exception() is not None:
+            return False, None
+        if prefix == at_prefix:
+            return True, task.result()
+        rest = self.cache.get(uri, prefix, suffix)  # typed on: its rest, or nothing to go by
+        return rest is not None, rest
+
+    def note(self, uri: str, version: int, position: types.Position, source: str, outcome: str,
+             started: float) -> None:
+        """One request's record for ``starchat/completionStats``: ``source`` cache, prefetch
+        or model; ``outcome`` answered, empty (nothing to suggest), stale or cancelled."""
+        self.served.append({"uri": uri, "version": version, "line": position.line, "character": position.character,
+                            "source": source, "outcome": outcome,
+                            "ms": round(1000 * (time.monotonic() - started), 1)})
 
     def other_files(self, uri: str, budget_chars: int) -> list[dict]:
         """The other open documents, most recently edited (or opened) first."""
@@ -120,10 +194,23 @@ class InlineCompletion:
 
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         count = settings.invoked_items if invoked else 1
-        cached = self.cache.get(uri, prefix, suffix)
-        if cached is not None and count == 1:
+        started = time.monotonic()
+        cached = self.cache.get(uri, prefix, suffix) if count == 1 else None
+        if cached is not None:
             self.served_from_cache += 1
+            self.note(uri, version, params.position, "cache", "answered", started)
             return [self._item(uri, prefix, suffix, chosen, cached, item_range)]
+        if count == 1:
+            found, cached = await self._prefetched(uri, prefix, suffix)
+            if found:
+                current = self.server.workspace.text_documents.get(uri)
+                stale = current is None or current.version != version
+                outcome = "stale" if stale else "answered" if cached is not None else "empty"
+                self.note(uri, version, params.position, "prefetch", outcome, started)
+                if stale or cached is None:
+                    return None
+                self.served_from_cache += 1
+                return [self._item(uri, prefix, suffix, chosen, cached, item_range)]
 
         old = self.inflight.get(uri)
         if old is not None and not old.done():
@@ -135,23 +222,27 @@ class InlineCompletion:
             await asyncio.wait({task})
         except asyncio.CancelledError:  # $/cancelRequest: stop the generation, then go
             task.cancel()
+            self.note(uri, version, params.position, "model", "cancelled", started)
             raise
         finally:
             if self.inflight.get(uri) is task:
                 del self.inflight[uri]
         if task.cancelled():
+            self.note(uri, version, params.position, "model", "cancelled", started)
             return None
         if task.exception() is not None:
             log.warning("inline completion failed: %s", task.exception())
             return None
         current = self.server.workspace.text_documents.get(uri)
         if current is None or current.version != version:
+            self.note(uri, version, params.position, "model", "stale", started)
             return None  # the document changed while the model was answering
         texts: list[str] = []
         for raw in task.result():  # the greedy answer first
             text = postprocess(raw, cursor)
             if text is not None and text not in texts:
                 texts.append(text)
+        self.note(uri, version, params.position, "model", "answered" if texts else "empty", started)
         if not texts:
             return None
         self.cache.put(uri, prefix, suffix, texts[0])
@@ -223,8 +314,12 @@ class InlineCompletion:
                 raise RuntimeError(str(event.get("message")))
         return "".join(text)
 
+    def stats(self) -> dict:
+        """``starchat/completionStats``: how the recent requests were answered."""
+        return {"served": list(self.served), "served_from_cache": self.served_from_cache}
+
     async def close(self) -> None:
-        for task in list(self.inflight.values()):
+        for task in [*self.inflight.values(), *(entry[2] for entry in self.prefetch.values())]:
             task.cancel()
         if self._link is not None:
             await self._link.close()
@@ -240,7 +335,11 @@ def setup(server: Any) -> InlineCompletion:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_did_change(ls: Any, params: types.DidChangeTextDocumentParams) -> None:
-        feature.changed(params.text_document.uri)
+        feature.changed(params.text_document.uri, params.content_changes)
+
+    @server.feature(STATS_METHOD)
+    def on_stats(ls: Any, params: Any) -> dict:
+        return feature.stats()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def on_did_open(ls: Any, params: types.DidOpenTextDocumentParams) -> None:
@@ -250,5 +349,7 @@ def setup(server: Any) -> InlineCompletion:
     def on_did_close(ls: Any, params: types.DidCloseTextDocumentParams) -> None:
         feature.edited.pop(params.text_document.uri, None)
         feature.cache.forget(params.text_document.uri)
+        if (entry := feature.prefetch.pop(params.text_document.uri, None)) is not None:
+            entry[2].cancel()
 
     return feature

@@ -9,8 +9,9 @@ Tabby's agent does it), so each can be tested alone. :func:`postprocess` runs th
 - text that repeats what is right of the cursor, or the next lines of the suffix, is cut;
 - trailing whitespace goes; nothing left means no suggestion.
 
-:class:`CompletionCache` remembers the last suggestion per document: when the user types its
-first characters, the rest is served without a model call.
+:class:`CompletionCache` remembers recent suggestions per document: when the user types a
+suggestion's first characters, or comes back to where it was made, it is served without a
+model call.
 """
 
 from __future__ import annotations
@@ -104,27 +105,39 @@ class _Entry:
 
 
 class CompletionCache:
-    """The last suggestion per document, keyed by the text before and after the cursor."""
+    """Recent suggestions per document, keyed by the text before and after the cursor.
 
-    def __init__(self, max_documents: int = 64) -> None:
-        self._entries: dict[str, _Entry] = {}
+    ``get`` serves a suggestion again at its own position (the cursor came back: an undo, a
+    backspace) and the rest of one whose first characters the user typed. ``typed_through``
+    finds the one the user has just typed or accepted to its end: what comes next is the
+    completion worth fetching before it is asked for (``features/completion.py``).
+    """
+
+    def __init__(self, max_documents: int = 64, per_document: int = 8) -> None:
+        self._entries: dict[str, list[_Entry]] = {}
         self._max = max_documents
+        self._per_document = per_document
 
     def put(self, uri: str, prefix: str, suffix: str, text: str) -> None:
-        self._entries.pop(uri, None)
-        self._entries[uri] = _Entry(prefix, suffix, text)
+        entries = [e for e in self._entries.pop(uri, []) if (e.prefix, e.suffix) != (prefix, suffix)]
+        self._entries[uri] = [_Entry(prefix, suffix, text), *entries][: self._per_document]
         while len(self._entries) > self._max:
             self._entries.pop(next(iter(self._entries)))
 
     def get(self, uri: str, prefix: str, suffix: str) -> str | None:
-        """The rest of the last suggestion when the user has typed its first characters."""
-        entry = self._entries.get(uri)
-        if entry is None or suffix != entry.suffix or not prefix.startswith(entry.prefix):
-            return None
-        typed = prefix[len(entry.prefix) :]
-        if len(typed) < len(entry.text) and entry.text.startswith(typed):
-            return entry.text[len(typed) :]
+        """The rest of a suggestion whose position the cursor is at or past by the
+        suggestion's own first characters (the newest such suggestion)."""
+        for entry in self._entries.get(uri, ()):
+            if suffix != entry.suffix or not prefix.startswith(entry.prefix):
+                continue
+            typed = prefix[len(entry.prefix) :]
+            if len(typed) < len(entry.text) and entry.text.startswith(typed):
+                return entry.text[len(typed) :]
         return None
+
+    def typed_through(self, uri: str, prefix: str, suffix: str) -> bool:
+        """Whether the text before and after the cursor is a suggestion put in whole."""
+        return any(suffix == e.suffix and prefix == e.prefix + e.text for e in self._entries.get(uri, ()))
 
     def forget(self, uri: str) -> None:
         self._entries.pop(uri, None)

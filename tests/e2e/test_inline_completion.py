@@ -17,7 +17,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient
 
-from .conftest import CONFIG, capabilities, install_editor, open_document
+from .conftest import CONFIG, capabilities, install_editor, open_document, raw_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -192,3 +192,36 @@ async def test_disabled_gives_null_and_bad_settings_warn(lsp: LanguageClient):
     lsp.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=SETTINGS))
     _, back = send(lsp, uri)
     assert item_of(await back)
+
+
+async def served(client: LanguageClient, uri: str) -> list[tuple[str, str]]:
+    """``starchat/completionStats``: (source, outcome) of each request for ``uri``, in order."""
+    stats = await raw_request(client, "starchat/completionStats", None)
+    return [(r.source, r.outcome) for r in stats.served if r.uri == uri]  # (pygls: attributes)
+
+
+async def test_a_suggestion_typed_through_has_the_next_one_fetched_before_it_is_asked(lsp: LanguageClient):
+    uri = new_document(lsp)
+    _, answer = send(lsp, uri)
+    text = item_of(await answer)["insertText"]
+    change(lsp, uri, 2, CURSOR, text[:1])  # typing its first character: the rest, no model call
+    _, rest = send(lsp, uri, {"line": LINE, "character": CURSOR["character"] + 1})
+    assert item_of(await rest)["insertText"] == text[1:]
+    assert await served(lsp, uri) == [("model", "answered"), ("cache", "answered")]
+
+    # The rest put in (as an accept does): the suggestion ended its line, so the next line's
+    # completion is fetched now, and the request that comes after Enter waits for it.
+    change(lsp, uri, 3, {"line": LINE, "character": CURSOR["character"] + 1}, text[1:])
+    change(lsp, uri, 4, {"line": LINE, "character": CURSOR["character"] + len(text)}, "\n")
+    _, following = send(lsp, uri, {"line": LINE + 1, "character": 0})
+    result = await following
+    source, outcome = (await served(lsp, uri))[-1]
+    assert (source, outcome) in {("prefetch", "answered"), ("prefetch", "empty")}
+    assert (result is None) == (outcome == "empty")
+    assert [s for s, _ in await served(lsp, uri)].count("model") == 1  # no second model call
+
+    # A prefetch for a place the user did not go is dropped: a model call answers there.
+    change(lsp, uri, 5, {"line": LINE + 1, "character": 0}, "x")
+    _, elsewhere = send(lsp, uri, {"line": LINE + 1, "character": 1})
+    await elsewhere
+    assert (await served(lsp, uri))[-1][0] == "model"

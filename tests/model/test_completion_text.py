@@ -66,6 +66,25 @@ def test_cache_serves_the_rest_when_the_user_types_the_suggestion():
     assert cache.get("a", "x = com", "\n") is None
 
 
+def test_cache_keeps_recent_suggestions_and_knows_one_typed_through():
+    cache = CompletionCache(per_document=2)
+    cache.put("a", "x = ", "\n", "compute(1)")
+    cache.put("a", "x = compute(1)\n", "", "y = x + 1")
+    # The cursor came back to the first place (an undo): its suggestion again.
+    assert cache.get("a", "x = ", "\n") == "compute(1)"
+    assert cache.get("a", "x = compute(1)\ny", "") == " = x + 1"
+    # Typed or accepted to its end: the place after it is where the next one is wanted.
+    assert cache.typed_through("a", "x = compute(1)", "\n")
+    assert not cache.typed_through("a", "x = compute", "\n")
+    assert not cache.typed_through("a", "x = compute(1)", "\nmore")
+    # The same place again replaces its entry; the oldest goes beyond per_document.
+    cache.put("a", "x = ", "\n", "other()")
+    assert cache.get("a", "x = ", "\n") == "other()"
+    cache.put("a", "z", "", "ero")
+    assert cache.get("a", "x = compute(1)\n", "") is None
+    assert cache.get("a", "x = ", "\n") == "other()"
+
+
 def test_completion_settings_defaults_and_bad_values():
     settings, problems = parse_settings({})
     assert settings.completion == CompletionSettings() and problems == []
