@@ -67,8 +67,8 @@ class InlineCompletion:
         self._link: ModelLink | None = None
         self.served_from_cache = 0
         self.prefetch: dict[str, tuple[str, str, asyncio.Task]] = {}  # uri -> (prefix, suffix, task)
-        #: How each recent request was answered ("cache", "prefetch", "model", "none"), for
-        #: ``starchat/completionStats`` (benchmarks/bench_completion.py reports them apart).
+        #: How each recent request was answered (``note``), for ``starchat/completionStats``
+        #: (benchmarks/bench_completion.py reports model calls apart from the rest).
         self.served: deque[dict] = deque(maxlen=STATS_KEPT)
 
     def link(self) -> ModelLink:
