@@ -92,6 +92,36 @@ def test_rslora_with_per_module_rank_and_alpha(tiny_models, tmp_path):
     assert set(types.values()) == {"F32"}
 
 
+def test_strength_scales_the_change_merged_and_converted(tiny_models, tmp_path):
+    """``set_strength`` (``starchat adapt --strength``): the merged model's weights are
+    base + s x (trained - base) for every adapted weight, per-module alphas and rsLoRA
+    included, and the adapter converted for llama.cpp carries the scaled alpha."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.repo.fit import merge, set_strength
+
+    folder = tiny_models.folder("llama")
+    make_adapter(_load(folder), tmp_path / "adapter", use_rslora=True, alpha_pattern={"down_proj": 48})
+    full = load_file(merge(str(folder), tmp_path / "adapter", tmp_path / "full") / "model.safetensors")
+    set_strength(tmp_path / "adapter", 0.25)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["lora_alpha"] == 4.0 and config["alpha_pattern"] == {"down_proj": 12.0}
+    part = load_file(merge(str(folder), tmp_path / "adapter", tmp_path / "part") / "model.safetensors")
+    base = _load(folder).state_dict()
+    changed = 0
+    for name, weight in part.items():
+        if not name.endswith("proj.weight"):
+            assert torch.equal(weight, full[name]), name
+            continue
+        delta = full[name] - base[name]
+        changed += bool(delta.abs().max() > 0)
+        assert (weight - base[name] - 0.25 * delta).abs().max() <= 1e-5 * (1 + delta.abs().max()), name
+    assert changed >= 14  # every linear layer of both layers (the llama has 7 per layer)
+    out = export_lora(tmp_path / "adapter", tiny_models.gguf("llama", "F32"), tmp_path / "adapter.gguf")
+    assert gguf_fields(out)["adapter.lora.alpha"] == 4.0
+
+
 def test_q8_0_adapter_types_and_command_line(tiny_models, tmp_path, capsys):
     """``--type q8_0``: A's rows (the layer's input width, whole blocks) are Q8_0, B's (the
     rank, 8) are not whole blocks and stay F16."""

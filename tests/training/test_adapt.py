@@ -91,7 +91,7 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     out = tmp_path / "runs" / "json"
     out.mkdir(parents=True)
     (out / "adapter.gguf").write_text("an earlier adapter")  # stays until the new one is complete
-    args = [str(repo), "--out", str(out), "--json", "--merge", *QUICK,
+    args = [str(repo), "--out", str(out), "--json", "--merge", "--strength", "0.5", *QUICK,
             "--train-arg=--max_steps=6", "--train-arg=--save_steps=100", "--train-arg=--max_seq_length=128",
             "--train-arg=--per_device_train_batch_size=1", "--train-arg=--logging_steps=1"]
     code, text = interrupt_after_first_step(args, env)
@@ -111,7 +111,9 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
         assert result[side]["positions"] == 20 and result[side]["context_tokens"] == 128
         assert 0 <= result[side]["exact_match"] <= 1 and 0 <= result[side]["edit_similarity"] <= 1
     assert (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
-    assert (out / "adapter" / "adapter_config.json").is_file()
+    # --strength 0.5: the adapter applies half its trained change (adapt_cpu.yaml: alpha 128)
+    assert result["strength"] == 0.5
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["lora_alpha"] == 64
     # merged: the adapted model is a whole file, no adapter at run time; the base's 4-bit
     # tensors are 8-bit in it (4 bits round the adapter's change away), the rest as they are
     assert result["merged"] is True and result["spec"] == str(out / "model.gguf")
@@ -156,6 +158,9 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--model", "default+/nowhere"], "does not exist"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--context-tokens", "5"], "--context-tokens must be"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--merge"], "--full writes a whole model"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "0"], "--strength must be above 0"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "nan"], "--strength must be above 0"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--strength", "1"], "--strength scales a LoRA"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
     (tmp_path / "empty").mkdir()

@@ -15,7 +15,8 @@ settings (``training/configs/adapt_cpu.yaml``, ``adapt_gpu.yaml``; the same keys
 - the progress bar (steps, loss, ETA) goes to stderr.
 
 The result is saved to ``work/adapter`` (peft's adapter folder) for LoRA, or ``work/model``
-(a full model folder) for full fine-tuning.
+(a full model folder) for full fine-tuning. ``set_strength`` then sets how much of the
+trained change the adapter applies (what ``merge`` and ``training.export.export_lora`` read).
 """
 
 from __future__ import annotations
@@ -156,6 +157,24 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
         tokenizer.save_pretrained(str(output))
     return FitResult(output, step, round(train_s, 1), losses[-1] if losses else None,
                      int(resume.name.rsplit("-", 1)[1]) if resume else None)
+
+
+def set_strength(adapter: Path, strength: float) -> None:
+    """Make the peft adapter in ``adapter`` apply ``strength`` times its trained change.
+
+    A LoRA adds ``alpha / r * B A`` (``alpha / sqrt(r)`` with rsLoRA) to each adapted weight,
+    so ``lora_alpha`` and every ``alpha_pattern`` value are multiplied by ``strength``: the
+    merged model's weights are then base + strength x (trained - base) -- the interpolation
+    WiSE-FT uses against forgetting -- and the adapter converted for llama.cpp applies the
+    same. Call it once on an adapter just saved by ``fit`` (it scales what it finds).
+    """
+    import json
+
+    path = adapter / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["lora_alpha"] = config["lora_alpha"] * strength
+    config["alpha_pattern"] = {k: v * strength for k, v in (config.get("alpha_pattern") or {}).items()}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def merge(folder: str, adapter: Path, output: Path) -> Path:
