@@ -44,10 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.prompt.completion_text import Cursor, postprocess  # noqa: E402
 from model.serving.client import WorkerClient, ensure_worker  # noqa: E402
 from training.evaluation.repo_eval import complete as complete_request  # noqa: E402
-from training.evaluation.repo_eval import similarity  # noqa: E402
+from training.evaluation.repo_eval import first_line_shown, similarity  # noqa: E402
 
 
 def stdlib_positions(n: int, seed: int) -> list[tuple[str, str, str, str]]:
@@ -88,8 +87,7 @@ def bench_quality(socket: Path, n: int, seed: int, context_tokens: int) -> dict:
             if k and k % 25 == 0:
                 progress(f"quality: {k}/{n} positions, exact {exact}")
             raw = complete(client, prefix, suffix, path, context_tokens)
-            shown = postprocess(raw, Cursor("", "", tuple(suffix.split("\n")[:5]))) or ""
-            guess = shown.split("\n", 1)[0]
+            guess = first_line_shown(raw, suffix)
             exact += guess.rstrip() == real.rstrip()
             sims.append(similarity(guess.rstrip(), real.rstrip()))
     return {"positions": n, "seed": seed, "context_tokens": context_tokens,

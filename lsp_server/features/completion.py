@@ -105,7 +105,7 @@ class InlineCompletion:
         old = self.prefetch.pop(uri, None)
         if old is not None:
             old[2].cancel()
-        cursor = Cursor(prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0], tuple(suffix.split("\n")[1:6]))
+        cursor = Cursor.at(prefix, suffix)
 
         async def fetch() -> str | None:
             try:
@@ -185,11 +185,7 @@ class InlineCompletion:
             start, end, chosen = info.range.start, info.range.end, info.text
         prefix = source[: document.offset_at_position(start)] + chosen
         suffix = source[document.offset_at_position(end) :]
-        cursor = Cursor(
-            line_prefix=prefix.rsplit("\n", 1)[-1],
-            line_suffix=suffix.split("\n", 1)[0],
-            next_lines=tuple(suffix.split("\n")[1:6]),
-        )
+        cursor = Cursor.at(prefix, suffix)
         item_range = types.Range(start=start, end=end)
 
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked

@@ -27,6 +27,11 @@ class Cursor:
     line_suffix: str
     next_lines: tuple[str, ...] = ()
 
+    @classmethod
+    def at(cls, prefix: str, suffix: str) -> Cursor:
+        """The cursor between ``prefix`` and ``suffix``, with the suffix's next five lines."""
+        return cls(prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0], tuple(suffix.split("\n")[1:6]))
+
     @property
     def block_mode(self) -> bool:
         """At the start of an empty (or whitespace-only) line: complete a block."""
@@ -137,7 +142,13 @@ class CompletionCache:
 
     def typed_through(self, uri: str, prefix: str, suffix: str) -> bool:
         """Whether the text before and after the cursor is a suggestion put in whole."""
-        return any(suffix == e.suffix and prefix == e.prefix + e.text for e in self._entries.get(uri, ()))
+        return any(
+            len(prefix) == len(e.prefix) + len(e.text)  # checked first: this runs on every keystroke
+            and suffix == e.suffix
+            and prefix.startswith(e.prefix)
+            and prefix.endswith(e.text)
+            for e in self._entries.get(uri, ())
+        )
 
     def forget(self, uri: str) -> None:
         self._entries.pop(uri, None)

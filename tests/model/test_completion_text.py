@@ -47,6 +47,13 @@ def test_lines_repeating_the_suffix_are_dropped():
     assert postprocess("x = 1\n    y = 2\n    z = 3", cursor) == "x = 1"
 
 
+def test_cursor_at_splits_the_text_around_it():
+    cursor = Cursor.at("import os\n    total = ", "sum(xs)\n" + "".join(f"line{i}\n" for i in range(8)))
+    assert cursor == Cursor("    total = ", "sum(xs)", ("line0", "line1", "line2", "line3", "line4"))
+    assert Cursor.at("", "") == Cursor("", "", ())
+    assert Cursor.at("x\n", "").block_mode
+
+
 def test_nothing_useful_is_no_suggestion():
     assert postprocess("   \n", Cursor("x = ", "")) is None
     assert postprocess("\n\n", Cursor("", "")) is None
@@ -77,6 +84,8 @@ def test_cache_keeps_recent_suggestions_and_knows_one_typed_through():
     assert cache.typed_through("a", "x = compute(1)", "\n")
     assert not cache.typed_through("a", "x = compute", "\n")
     assert not cache.typed_through("a", "x = compute(1)", "\nmore")
+    assert not cache.typed_through("a", "x = compute(2)", "\n")  # same length, other text
+    assert not cache.typed_through("a", "y = compute(1)", "\n")
     # The same place again replaces its entry; the oldest goes beyond per_document.
     cache.put("a", "x = ", "\n", "other()")
     assert cache.get("a", "x = ", "\n") == "other()"
