@@ -170,11 +170,13 @@ def set_strength(adapter: Path, strength: float) -> None:
     """
     import json
 
+    from training.repo.rundir import write_json
+
     path = adapter / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["lora_alpha"] = config["lora_alpha"] * strength
     config["alpha_pattern"] = {k: v * strength for k, v in (config.get("alpha_pattern") or {}).items()}
-    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(path, config)
 
 
 def merge(folder: str, adapter: Path, output: Path) -> Path:
