@@ -16,10 +16,17 @@
    rounded away, ``training.export.merged_qtype``): no adapter is applied at run time (a
    LoRA adapter on llama.cpp costs 15-25%, docs/adapt.md); that file is then the adapted
    model scored and reported. Outputs replace an earlier run's only once complete
-   (``training.repo.rundir``).
+   (``training.repo.rundir``). Two strengths (``fit.set_strength``): chat and commands
+   apply ``--strength`` of the trained change, inline completions ``--completion-strength``
+   -- completing the repository's code is what the adapter learnt, answering chat requests
+   is what it costs (docs/adapt.md). The run-time adapter is written at ``--strength``, and
+   completions apply ``completion / strength`` of it (the editor's
+   ``starchat.completion.adapterScale``); with ``--merge`` completions get a file of their
+   own, ``DIR/completion.gguf`` (the editor's ``starchat.completion.model``).
 5. **Score** base and adapted on the held-out files (``training.evaluation.repo_eval``,
-   through the model worker, as the editor asks) and on HumanEval (164 problems, pass@1,
-   greedy) so a gain and any forgetting show side by side.
+   through the model worker, as the editor asks: the adapted model as completions get it)
+   and on HumanEval (164 problems, pass@1, greedy; the adapted model as chat gets it) so a
+   gain and any forgetting show side by side.
 
 Exit codes: 0 done, 2 bad input (one sentence), 1 a failure of the machine (a full disk),
 130 stopped by Ctrl-C (a checkpoint was saved). ``--json`` prints one JSON object last.
@@ -32,6 +39,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +57,10 @@ REPLAY = 100
 #: 1.29x and 13; at 0.5 1.25x and 11 (docs/adapt.md). HumanEval's count moves by a few
 #: problems between neighbouring strengths; 0.65 is the largest measured without a loss.
 STRENGTH = 0.65
+#: How much of it inline completions apply (``--completion-strength``): completing the
+#: repository's code is the task the adapter was trained on, and the forgetting measured at
+#: full strength is in answers to chat requests (docs/adapt.md), which keep ``STRENGTH``.
+COMPLETION_STRENGTH = 1.0
 
 
 def _say(text: str) -> None:
@@ -74,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float,
                    help=f"how much of the trained LoRA change the adapted model applies (default {STRENGTH}; "
                         "1: as trained; lower keeps more of the base's general ability, docs/adapt.md)")
+    p.add_argument("--completion-strength", type=float,
+                   help=f"how much of it inline completions apply (default {COMPLETION_STRENGTH}: as trained); "
+                        "with --merge they get DIR/completion.gguf, without it the adapter at a scale of "
+                        "completion-strength / strength (the setting starchat.completion.adapterScale)")
     p.add_argument("--recipe", help="training recipe YAML (default: adapt_cpu.yaml, adapt_gpu.yaml on a GPU)")
     p.add_argument("--train-arg", action="append", default=[], metavar="--KEY=VALUE",
                    help="override one recipe setting, e.g. --train-arg=--max_steps=20 (repeatable)")
@@ -160,7 +176,7 @@ def _base_files(spec: Any) -> tuple[str, Path | None]:
     return local_folder(spec), Path(spec.location) if spec.kind == "gguf" else None
 
 
-def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int) -> dict:
+def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int, adapter_scale: float | None = None) -> dict:
     from model.serving.client import WorkerClient
     from training.evaluation.repo_eval import score
 
@@ -169,7 +185,8 @@ def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int) -> dict
             _say(f"    {k}/{n} positions")
 
     with WorkerClient(spec) as client:
-        return score(client, points, fim=fim, context_tokens=context_tokens, progress=progress)
+        return score(client, points, fim=fim, context_tokens=context_tokens, adapter_scale=adapter_scale,
+                     progress=progress)
 
 
 def _humaneval(spec: Any, out: Path, unsafe: bool) -> float:
@@ -198,11 +215,19 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--model must be a base model, not one with an adapter already.")
     if args.merge and args.full:
         raise ValueError("--merge folds a LoRA adapter into the base; --full writes a whole model already.")
-    if args.full and args.strength is not None:
-        raise ValueError("--strength scales a LoRA adapter; --full trains every weight.")
+    if args.full and (args.strength is not None or args.completion_strength is not None):
+        raise ValueError("--strength and --completion-strength scale a LoRA adapter; --full trains every weight.")
     strength = STRENGTH if args.strength is None else args.strength
     if not 0 < strength <= 2:  # (NaN fails too)
         raise ValueError(f"--strength must be above 0 and at most 2, not {args.strength}.")
+    completion = COMPLETION_STRENGTH if args.completion_strength is None else args.completion_strength
+    if not 0 < completion <= 2:
+        raise ValueError(f"--completion-strength must be above 0 and at most 2, not {args.completion_strength}.")
+    from model.prompt.params import MAX_ADAPTER_SCALE
+
+    completion_scale = round(completion / strength, 4)  # of the adapter written at `strength`
+    if completion_scale > MAX_ADAPTER_SCALE:
+        raise ValueError(f"--completion-strength may be at most {MAX_ADAPTER_SCALE:g} times --strength.")
     from model.prompt.fim import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 
     if not MIN_CONTEXT_TOKENS <= args.context_tokens <= MAX_CONTEXT_TOKENS:
@@ -263,32 +288,52 @@ def run(args: argparse.Namespace) -> dict:
     if args.full:
         export_folder(result.output, work / "model.gguf", "q8_0")
         rundir.publish(work, out, ["model", "model.gguf"])
-        adapted = ModelSpec.parse(str(out / "model.gguf"))
+        rundir.drop_stale(out, ["model", "model.gguf"])
+        adapted = completing = ModelSpec.parse(str(out / "model.gguf"))
+        completion_scale = 1.0
     else:
+        kept = ["adapter", "adapter.gguf"]
         if base_gguf is None:  # a folder base: llama.cpp needs it as GGUF too
             export_folder(folder, work / "base.gguf", "f16")
             rundir.publish(work, out, ["base.gguf"])
+            kept.append("base.gguf")
             base_gguf = out / "base.gguf"
             spec = ModelSpec.parse(str(base_gguf))
         from training.repo.fit import merge, set_strength
 
         set_strength(result.output, strength)
         export_lora(result.output, base_gguf, work / "adapter.gguf")
-        kept = ["adapter", "adapter.gguf"]
         if args.merge:
             from training.export import merged_qtype
 
             merge(folder, result.output, work / "merged")
             export_folder(work / "merged", work / "model.gguf", merged_qtype(base_gguf))
             kept.append("model.gguf")
-        rundir.publish(work, out, kept)
+            if completion != strength:
+                shutil.copytree(result.output, work / "adapter-completion", dirs_exist_ok=True)
+                set_strength(work / "adapter-completion", completion / strength)
+                merge(folder, work / "adapter-completion", work / "merged-completion")
+                export_folder(work / "merged-completion", work / "completion.gguf", merged_qtype(base_gguf))
+                kept.append("completion.gguf")
+        rundir.publish(work, out, [name for name in kept if name != "base.gguf"])
+        rundir.drop_stale(out, kept)
         adapted = ModelSpec.parse(str(out / "model.gguf") if args.merge else f"{spec}+{out}")
+        if not args.merge:
+            completing = adapted
+        elif completion != strength:
+            completing = ModelSpec.parse(str(out / "completion.gguf"))
+        else:
+            completing, completion_scale = adapted, 1.0
     record: dict[str, Any] = {
         "adapter": str(out), "spec": str(adapted), "base_spec": str(spec), "repo": str(found.root),
         "files": len(found.files), "train_files": len(train_files), "heldout_files": len(held),
         "bytes": found.total_bytes, "examples": len(examples), "steps": result.steps,
         "train_s": result.train_s, "final_loss": result.final_loss, "resumed_from": result.resumed_from,
         "full": args.full, "merged": args.merge, "strength": None if args.full else strength,
+        "completion_strength": None if args.full else completion,
+        # what completions use: the editor's starchat.completion.model and .adapterScale
+        "completion_spec": str(completing), "completion_adapter_scale": None if completing.adapter is None
+        else completion_scale,
         "seed": args.seed, "recipe": recipe_args,
     }
     rundir.write_json(out / rundir.RECORD, record)
@@ -299,7 +344,7 @@ def run(args: argparse.Namespace) -> dict:
     with WorkerClient(spec) as client:
         fim = client.ready_info().get("fim", "none") != "none"
     record["base"] = _score_repo(spec, points, fim, args.context_tokens)
-    record["adapted"] = _score_repo(adapted, points, fim, args.context_tokens)
+    record["adapted"] = _score_repo(completing, points, fim, args.context_tokens, record["completion_adapter_scale"])
     record["humaneval"] = None
     if not args.no_humaneval:
         _say("[6/6] HumanEval (164 problems, greedy): base, then adapted")
@@ -321,14 +366,20 @@ def _summary(r: dict) -> str:
     if r.get("merged"):
         use = (f"Merged model: {r['spec']}  (use it as --model / starchat.model; the adapter alone: "
                f"{r['base_spec']}+{r['adapter']})")
-    lines = [use,
-             f"Held-out files: {r['heldout_files']}, {base['positions']} positions",
+    lines = [use]
+    scale = r.get("completion_adapter_scale")
+    if r.get("completion_spec") and (r["completion_spec"] != r["spec"] or scale not in (None, 1.0)):
+        lines.append(f"Completions (strength {r['completion_strength']:g}; chat {r['strength']:g}): "
+                     f"starchat.completion.model {r['completion_spec']}"
+                     + (f", starchat.completion.adapterScale {scale:g}" if scale not in (None, 1.0) else ""))
+    lines += [f"Held-out files: {r['heldout_files']}, {base['positions']} positions (adapted: as completions get it)",
              f"  next-line exact match   base {pct(base['exact_match'])}  adapted {pct(new['exact_match'])}{ratio}",
              f"  edit similarity         base {base['edit_similarity']:.3f}  adapted {new['edit_similarity']:.3f}"]
     if base.get("fim_exact_match") is not None:
         lines.append(f"  single-line FIM         base {pct(base['fim_exact_match'])}  adapted {pct(new['fim_exact_match'])}")
     if r.get("humaneval"):
-        lines.append(f"  HumanEval pass@1        base {pct(r['humaneval']['base'])}  adapted {pct(r['humaneval']['adapted'])}")
+        lines.append(f"  HumanEval pass@1        base {pct(r['humaneval']['base'])}  adapted {pct(r['humaneval']['adapted'])}"
+                     " (as chat gets it)")
     lines.append(f"Training: {r['steps']} steps in {r['train_s'] / 60:.1f} min")
     return "\n".join(lines)
 

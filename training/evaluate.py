@@ -39,6 +39,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _adapter_scale(text: str) -> float:
+    from model.prompt.params import MAX_ADAPTER_SCALE
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= MAX_ADAPTER_SCALE:  # (NaN fails too)
+        raise argparse.ArgumentTypeError(f"{text} must be from 0 (the base alone) to {MAX_ADAPTER_SCALE:g}")
+    return value
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="model spec: default, a folder, a .gguf file or a HF id")
     parser.add_argument("--chat-format", choices=CHAT_FORMATS, default="auto",
@@ -121,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default {DEFAULT_CONTEXT_TOKENS})")
     repo.add_argument("--max-file-kb", type=_positive, default=MAX_FILE_BYTES // 1024,
                       help="skip files larger than this (as given to adapt)")
+    repo.add_argument("--adapter-scale", type=_adapter_scale, metavar="X",
+                      help="how much of a run-time adapter (BASE+DIR) each completion applies, as the editor's "
+                           "starchat.completion.adapterScale (0: the base alone; default: as the adapter is)")
     repo.add_argument("--json", action="store_true", help="(the JSON line is always printed; kept for scripts)")
     repo.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return parser
@@ -133,6 +148,8 @@ def cmd_repo(args) -> dict:
     from training.repo.walk import scan, split
 
     spec = ModelSpec.parse(args.model)
+    if args.adapter_scale is not None and not spec.adapter:
+        raise ValueError(f"--adapter-scale needs a model with an adapter (BASE+DIR), not {spec}.")
     found = scan(args.repo, max_file_bytes=args.max_file_kb * 1024)
     _, held = split(found.files, seed=args.seed)
     points = positions(held, args.positions, seed=args.seed)
@@ -140,10 +157,10 @@ def cmd_repo(args) -> dict:
     with WorkerClient(spec) as client:
         info = client.ready_info()
         fim = info.get("fim", "none") != "none"
-        result = score(client, points, fim=fim, context_tokens=args.context_tokens,
+        result = score(client, points, fim=fim, context_tokens=args.context_tokens, adapter_scale=args.adapter_scale,
                        progress=None if args.no_progress else _positions_progress)
     result.update(model=str(spec), engine=info.get("engine"), repo=str(found.root), heldout_files=len(held),
-                  seed=args.seed)
+                  seed=args.seed, adapter_scale=args.adapter_scale)
     return result
 
 

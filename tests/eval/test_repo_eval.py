@@ -57,3 +57,27 @@ def test_a_scored_request_stops_at_the_first_newline():
     assert request["params"]["max_new_tokens"] == repo_eval.MAX_NEW_TOKENS
     assert request["fim"]["prefix"] == pos.prefix[-64 * 8 :] and request["fim"]["suffix"] == pos.suffix[: 64 * 8]
     assert fim_request(pos, with_suffix=False)["fim"]["suffix"] == ""
+
+
+def test_a_scored_request_carries_the_adapter_scale_only_when_given():
+    pos = positions(FILES, n=20)[3]
+    assert "adapter_scale" not in fim_request(pos, with_suffix=False)["params"]
+    assert fim_request(pos, with_suffix=False, adapter_scale=1.5)["params"]["adapter_scale"] == 1.5
+    from model.prompt.params import GenerationParams
+
+    params, problems = GenerationParams.parse(fim_request(pos, with_suffix=False, adapter_scale=1.5)["params"])
+    assert params.adapter_scale == 1.5 and not problems  # the worker takes it as given
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["repo", ".", "--adapter-scale", "5"], "must be from 0 (the base alone) to 4"),
+    (["repo", ".", "--adapter-scale", "x"], "is not a number"),
+    (["repo", ".", "--adapter-scale", "1"], "--adapter-scale needs a model with an adapter (BASE+DIR)"),
+])
+def test_eval_repo_adapter_scale_is_checked(argv, message, capsys):
+    from training.evaluate import main
+
+    with pytest.raises(SystemExit) as stop:  # argparse's exit, or main's return code
+        raise SystemExit(main(argv))
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

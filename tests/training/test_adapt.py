@@ -58,6 +58,15 @@ def gguf_tensor_types(path: Path) -> dict:
     return {name: kind for name, (_shape, kind) in read_header(path, tensors=True)[1].items()}
 
 
+def gguf_tensor_bytes(path: Path) -> dict:
+    """Each tensor's digest: which tensors two files hold the same."""
+    import hashlib
+
+    from gguf import GGUFReader
+
+    return {t.name: hashlib.sha256(t.data.tobytes()).digest() for t in GGUFReader(path).tensors}
+
+
 def tree(root: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
@@ -123,6 +132,15 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     assert Q.Q4_1 in base_types.values()
     assert gguf_tensor_types(out / "model.gguf") == {
         name: Q.Q8_0 if kind in (Q.Q4_0, Q.Q4_1) else kind for name, kind in base_types.items()}
+    # completions apply the whole trained change (--completion-strength, default 1): a file of
+    # their own, which differs from the chat file exactly where the adapter changes weights
+    assert result["completion_strength"] == 1.0 and result["completion_adapter_scale"] is None
+    assert result["completion_spec"] == str(out / "completion.gguf")
+    assert gguf_tensor_types(out / "completion.gguf") == gguf_tensor_types(out / "model.gguf")
+    chat, completing = gguf_tensor_bytes(out / "model.gguf"), gguf_tensor_bytes(out / "completion.gguf")
+    changed = {name for name in chat if chat[name] != completing[name]}
+    assert any(".attn_q." in n for n in changed) and any(".ffn_down." in n for n in changed)
+    assert not any(n.startswith("token_embd") or "norm" in n for n in changed)
     assert not (out / ".work").exists()  # checkpoints go once the run is complete
     assert "Held-out files" in proc.stderr and "exact match" in proc.stderr
     assert tree(repo) == before  # the repository was not written to
@@ -131,13 +149,16 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     # workers started afresh as adapt's were (a warm worker reuses cached prompt chunks,
     # shifted, which can move a near tie in the last decimal)
     stop_workers(Path(env["STARCHAT_RUNTIME_DIR"]))
-    for spec, side in (("default", "base"), (result["spec"], "adapted"), (f"default+{out}", None)):
+    # (the run-time adapter is written at --strength 0.5; completions apply it at 1 / 0.5)
+    for spec, side, scale in (("default", "base", []), (result["completion_spec"], "adapted", []),
+                              (f"default+{out}", None, ["--adapter-scale", "2"])):
         ev = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", str(repo), "--model", spec,
-                             "--positions", "20", "--context-tokens", "128", "--json"], capture_output=True, text=True, env=env, cwd=ROOT,
-                            timeout=900)
+                             "--positions", "20", "--context-tokens", "128", "--json", *scale],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
         assert ev.returncode == 0, ev.stderr[-2000:]
         scored = json.loads(ev.stdout.strip().splitlines()[-1])
         assert scored["positions"] == 20 and scored["engine"] == "llama.cpp"
+        assert scored["adapter_scale"] == (2.0 if scale else None)
         if side is not None:  # (the run-time adapter: scored, on llama.cpp; not the merged file's score)
             assert (scored["exact_match"], scored["edit_similarity"]) == \
                 (result[side]["exact_match"], result[side]["edit_similarity"])
@@ -160,7 +181,13 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--merge"], "--full writes a whole model"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "0"], "--strength must be above 0"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "nan"], "--strength must be above 0"),
-    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--strength", "1"], "--strength scales a LoRA"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--strength", "1"], "scale a LoRA adapter"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--full", "--completion-strength", "1"],
+     "scale a LoRA adapter"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--completion-strength", "-1"],
+     "--completion-strength must be above 0"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "0.1", "--completion-strength", "2"],
+     "at most 4 times --strength"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
     (tmp_path / "empty").mkdir()

@@ -170,6 +170,24 @@ def test_out_dir_rules(tmp_path):
     assert not resumed and json.loads((out / ".work" / "run.json").read_text()) == {"run": 2}
 
 
+def test_outputs_an_earlier_run_wrote_and_this_one_did_not_go(tmp_path):
+    """A --merge run left model.gguf and completion.gguf; a run without --merge writes
+    only the adapter: the old merged files would be served as if they were the new run's."""
+    out = tmp_path / "out"
+    work, _ = rundir.prepare_work(out, {"run": 3})
+    for name in ("model.gguf", "completion.gguf", "adapter.gguf"):
+        (out / name).write_text("old")
+    (out / "model").mkdir()
+    (out / "model" / "w.bin").write_text("old")
+    (work / "adapter").mkdir()
+    (work / "adapter.gguf").write_text("new")
+    rundir.publish(work, out, ["adapter", "adapter.gguf"])
+    rundir.drop_stale(out, ["adapter", "adapter.gguf"])
+    assert sorted(p.name for p in out.iterdir()) == [".work", "adapter", "adapter.gguf"]
+    assert (out / "adapter.gguf").read_text() == "new"
+    assert rundir.OUTPUTS and set(rundir.OUTPUTS) < rundir.OURS  # (each may be in an --out folder)
+
+
 def test_adapt_mixes_in_the_chat_recipes_dialogues(tokenizer):
     """``--replay N``: N of the shipped chat dialogues (seeded), trained as the chat recipe
     trains them (loss on the assistant's turns only), next to the code; 0 adds none."""

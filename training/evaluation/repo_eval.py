@@ -96,16 +96,20 @@ def first_line_shown(raw: str, suffix: str) -> str:
 
 
 def fim_request(pos: Position, with_suffix: bool, context_tokens: int = DEFAULT_CONTEXT_TOKENS,
-                max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+                max_new_tokens: int = MAX_NEW_TOKENS, adapter_scale: float | None = None) -> dict:
     """The worker request the editor would send at ``pos`` (the text cut as the server cuts
     it), stopped at the first newline: only the first line is scored, and the first line
     shown depends on nothing after it (at a line start, post-processing keeps the first
     line as it is and only cuts later ones), so the score is the same as for the whole
-    answer at a fraction of the tokens."""
+    answer at a fraction of the tokens. ``adapter_scale``: how much of a run-time adapter
+    the request applies, as the editor's ``starchat.completion.adapterScale`` sets it."""
+    params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n"]}
+    if adapter_scale is not None:
+        params["adapter_scale"] = adapter_scale
     return {"fim": {"prefix": pos.prefix[-context_tokens * 8 :],
                     "suffix": pos.suffix[: context_tokens * 8] if with_suffix else "",
                     "path": pos.path, "context_tokens": context_tokens},
-            "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n"]}}
+            "params": params}
 
 
 def complete(client: Any, request: dict) -> str:
@@ -120,16 +124,18 @@ def complete(client: Any, request: dict) -> str:
 
 
 def score(client: Any, points: Sequence[Position], *, fim: bool = False,
-          context_tokens: int = DEFAULT_CONTEXT_TOKENS,
+          context_tokens: int = DEFAULT_CONTEXT_TOKENS, adapter_scale: float | None = None,
           progress: Callable[[int, int], None] | None = None) -> dict:
-    """Exact match and edit similarity over ``points`` (``fim``: also with the suffix)."""
+    """Exact match and edit similarity over ``points`` (``fim``: also with the suffix;
+    ``adapter_scale``: see ``fim_request``)."""
     started = time.perf_counter()
     modes = [("", False)] + ([("fim_", True)] if fim else [])
     hits = {m: 0 for m, _ in modes}
     sims: dict[str, list[float]] = {m: [] for m, _ in modes}
     for k, pos in enumerate(points):
         for mode, with_suffix in modes:
-            guess = first_line_shown(complete(client, fim_request(pos, with_suffix, context_tokens)), pos.suffix)
+            guess = first_line_shown(complete(client, fim_request(pos, with_suffix, context_tokens,
+                                                               adapter_scale=adapter_scale)), pos.suffix)
             hits[mode] += guess.rstrip() == pos.real.rstrip()
             sims[mode].append(similarity(guess.rstrip(), pos.real.rstrip()))
         if progress is not None:

@@ -2,6 +2,8 @@
 
     DIR/adapter.gguf     the LoRA adapter for llama.cpp (what ``BASE+DIR`` serves)
     DIR/adapter/         the same adapter as peft wrote it (for transformers / further training)
+    DIR/model.gguf       with ``--merge``: the adapter folded into the base, for chat
+    DIR/completion.gguf  with ``--merge``: the same at the completion strength, for completions
     DIR/model/, DIR/model.gguf   instead, after full fine-tuning (``--full``)
     DIR/adapt.json       the run's record: repository, base, split, training, scores
     DIR/.work/           a run in progress: run.json (what it is), checkpoints, new outputs
@@ -24,7 +26,12 @@ from pathlib import Path
 
 RECORD = "adapt.json"
 WORK = ".work"
-OURS = {RECORD, WORK, "adapter.gguf", "adapter", "model", "model.gguf", "base.gguf", "train_log.jsonl"}
+OURS = {RECORD, WORK, "adapter.gguf", "adapter", "model", "model.gguf", "completion.gguf", "base.gguf",
+        "train_log.jsonl"}
+#: A run's outputs; one an earlier run left that this run did not write (``--merge`` or
+#: ``--full`` then, not now) is removed once this run's are in place: it would be served as
+#: if it came from this run.
+OUTPUTS = ("adapter.gguf", "adapter", "model", "model.gguf", "completion.gguf", "base.gguf")
 
 
 class OutDirError(ValueError):
@@ -105,6 +112,18 @@ def publish(work: Path, out: Path, names: list[str]) -> None:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(new, old)
+
+
+def drop_stale(out: Path, written: list[str]) -> None:
+    """Remove the ``OUTPUTS`` of an earlier run that this run (``written``) did not write."""
+    for name in OUTPUTS:
+        if name in written:
+            continue
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def finish(work: Path) -> None:
