@@ -203,6 +203,22 @@ def _humaneval(spec: Any, out: Path, unsafe: bool) -> float:
     return float(score(rows)["pass@1"])
 
 
+def _merge_at(folder: str, adapter: Path, scale: float, out: Path, qtype: str) -> str:
+    """Fold ``adapter`` at ``scale`` times its strength into the base ``folder`` and write the
+    result as the GGUF file ``out`` (``qtype``); returns its name."""
+    from training.export import export_folder
+    from training.repo.fit import merge, set_strength
+
+    if scale != 1.0:
+        scaled = out.with_name(f"{out.stem}-adapter")
+        shutil.copytree(adapter, scaled, dirs_exist_ok=True)
+        set_strength(scaled, scale)
+        adapter = scaled
+    merged = merge(folder, adapter, out.with_name(f"{out.stem}-merged"))
+    export_folder(merged, out, qtype)
+    return out.name
+
+
 def run(args: argparse.Namespace) -> dict:
     from model.runtime.spec import ModelSpec
     from training.evaluation.repo_eval import positions
@@ -283,47 +299,34 @@ def run(args: argparse.Namespace) -> dict:
         return {}
 
     _say("[4/6] Converting for llama.cpp")
-    from training.export import export_folder, export_lora
+    from training.export import export_folder, export_lora, merged_qtype
 
     if args.full:
         export_folder(result.output, work / "model.gguf", "q8_0")
-        rundir.publish(work, out, ["model", "model.gguf"])
-        rundir.drop_stale(out, ["model", "model.gguf"])
-        adapted = completing = ModelSpec.parse(str(out / "model.gguf"))
-        completion_scale = 1.0
+        written = ["model", "model.gguf"]
     else:
-        kept = ["adapter", "adapter.gguf"]
-        if base_gguf is None:  # a folder base: llama.cpp needs it as GGUF too
-            export_folder(folder, work / "base.gguf", "f16")
-            rundir.publish(work, out, ["base.gguf"])
-            kept.append("base.gguf")
-            base_gguf = out / "base.gguf"
-            spec = ModelSpec.parse(str(base_gguf))
-        from training.repo.fit import merge, set_strength
+        from training.repo.fit import set_strength
 
+        written = ["adapter", "adapter.gguf"]
+        if base_gguf is None:  # a folder base: llama.cpp needs it as GGUF too
+            base_gguf = work / "base.gguf"
+            export_folder(folder, base_gguf, "f16")
+            written.append("base.gguf")
         set_strength(result.output, strength)
         export_lora(result.output, base_gguf, work / "adapter.gguf")
         if args.merge:
-            from training.export import merged_qtype
-
-            merge(folder, result.output, work / "merged")
-            export_folder(work / "merged", work / "model.gguf", merged_qtype(base_gguf))
-            kept.append("model.gguf")
+            qtype = merged_qtype(base_gguf)
+            written.append(_merge_at(folder, result.output, 1.0, work / "model.gguf", qtype))
             if completion != strength:
-                shutil.copytree(result.output, work / "adapter-completion", dirs_exist_ok=True)
-                set_strength(work / "adapter-completion", completion / strength)
-                merge(folder, work / "adapter-completion", work / "merged-completion")
-                export_folder(work / "merged-completion", work / "completion.gguf", merged_qtype(base_gguf))
-                kept.append("completion.gguf")
-        rundir.publish(work, out, [name for name in kept if name != "base.gguf"])
-        rundir.drop_stale(out, kept)
-        adapted = ModelSpec.parse(str(out / "model.gguf") if args.merge else f"{spec}+{out}")
-        if not args.merge:
-            completing = adapted
-        elif completion != strength:
-            completing = ModelSpec.parse(str(out / "completion.gguf"))
-        else:
-            completing, completion_scale = adapted, 1.0
+                written.append(_merge_at(folder, result.output, completion / strength, work / "completion.gguf", qtype))
+    rundir.publish(work, out, written)
+    if "base.gguf" in written:
+        spec = ModelSpec.parse(str(out / "base.gguf"))
+    if args.full or args.merge:
+        adapted = ModelSpec.parse(str(out / "model.gguf"))
+    else:
+        adapted = ModelSpec.parse(f"{spec}+{out}")
+    completing = ModelSpec.parse(str(out / "completion.gguf")) if "completion.gguf" in written else adapted
     record: dict[str, Any] = {
         "adapter": str(out), "spec": str(adapted), "base_spec": str(spec), "repo": str(found.root),
         "files": len(found.files), "train_files": len(train_files), "heldout_files": len(held),
@@ -332,8 +335,8 @@ def run(args: argparse.Namespace) -> dict:
         "full": args.full, "merged": args.merge, "strength": None if args.full else strength,
         "completion_strength": None if args.full else completion,
         # what completions use: the editor's starchat.completion.model and .adapterScale
-        "completion_spec": str(completing), "completion_adapter_scale": None if completing.adapter is None
-        else completion_scale,
+        "completion_spec": str(completing),
+        "completion_adapter_scale": completion_scale if completing.adapter is not None else None,
         "seed": args.seed, "recipe": recipe_args,
     }
     rundir.write_json(out / rundir.RECORD, record)

@@ -40,15 +40,17 @@ def _positive(text: str) -> int:
 
 
 def _adapter_scale(text: str) -> float:
-    from model.prompt.params import MAX_ADAPTER_SCALE
+    """``--adapter-scale X``, checked as a request's ``adapter_scale`` is (model.prompt.params)."""
+    from model.prompt.params import GenerationParams
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= MAX_ADAPTER_SCALE:  # (NaN fails too)
-        raise argparse.ArgumentTypeError(f"{text} must be from 0 (the base alone) to {MAX_ADAPTER_SCALE:g}")
-    return value
+    try:
+        return GenerationParams(adapter_scale=value).adapter_scale
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

@@ -70,8 +70,9 @@ def test_a_scored_request_carries_the_adapter_scale_only_when_given():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["repo", ".", "--adapter-scale", "5"], "must be from 0 (the base alone) to 4"),
+    (["repo", ".", "--adapter-scale", "5"], "must be a number from 0 (the base model alone) to 4"),
     (["repo", ".", "--adapter-scale", "x"], "is not a number"),
+    (["repo", ".", "--adapter-scale", "nan"], "must be a number from 0 (the base model alone) to 4"),
     (["repo", ".", "--adapter-scale", "1"], "--adapter-scale needs a model with an adapter (BASE+DIR)"),
 ])
 def test_eval_repo_adapter_scale_is_checked(argv, message, capsys):

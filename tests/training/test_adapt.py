@@ -222,3 +222,23 @@ def test_a_full_disk_is_one_sentence_and_exit_1(repo, tmp_path, monkeypatch, cap
     code = adapt_module.main([str(repo), "--out", str(tmp_path / "out"), "--no-humaneval"])
     err = capsys.readouterr().err
     assert code == 1 and "the disk is full" in err and "Traceback" not in err
+
+
+def test_a_folder_base_is_written_as_gguf_beside_its_adapter(repo, tmp_path, env, tiny_models):
+    """A transformers folder as the base (a tiny random Llama): llama.cpp needs the base as
+    GGUF too, so base.gguf is written beside the adapter and the adapted spec is
+    ``OUT/base.gguf+OUT/adapter.gguf``; a merged model an earlier run left there is removed, since this
+    run did not write it."""
+    out = tmp_path / "folder-base"
+    out.mkdir()
+    (out / "model.gguf").write_text("an earlier run's merged model")
+    proc = adapt(str(repo), "--out", str(out), "--model", str(tiny_models.folder("llama")), "--json", *QUICK,
+                 "--train-arg=--max_steps=1", "--train-arg=--max_seq_length=64",
+                 "--train-arg=--per_device_train_batch_size=1", env=env)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["base_spec"] == str(out / "base.gguf")
+    assert result["spec"] == result["completion_spec"] == f"{out / 'base.gguf'}+{out / 'adapter.gguf'}"
+    assert result["completion_adapter_scale"] == round(1.0 / 0.65, 4)  # the defaults' two strengths
+    assert sorted(p.name for p in out.iterdir()) == ["adapt.json", "adapter", "adapter.gguf", "base.gguf"]
+    assert (out / "base.gguf").read_bytes()[:4] == b"GGUF" and (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
+    assert result["base"]["positions"] == result["adapted"]["positions"] == 20

@@ -29,8 +29,8 @@ WORK = ".work"
 OURS = {RECORD, WORK, "adapter.gguf", "adapter", "model", "model.gguf", "completion.gguf", "base.gguf",
         "train_log.jsonl"}
 #: A run's outputs; one an earlier run left that this run did not write (``--merge`` or
-#: ``--full`` then, not now) is removed once this run's are in place: it would be served as
-#: if it came from this run.
+#: ``--full`` then, not now) is removed by ``publish`` once this run's are in place: it would
+#: be served as if it came from this run.
 OUTPUTS = ("adapter.gguf", "adapter", "model", "model.gguf", "completion.gguf", "base.gguf")
 
 
@@ -100,8 +100,9 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def publish(work: Path, out: Path, names: list[str]) -> None:
-    """Move the finished ``names`` from ``work`` into ``out``, each replacing its earlier
-    version by a rename (a folder: the old one is renamed aside first, then removed)."""
+    """Move this run's finished outputs ``names`` from ``work`` into ``out``, each replacing its
+    earlier version by a rename (a folder: the old one is renamed aside first, then removed);
+    then remove the ``OUTPUTS`` an earlier run left that this run did not write."""
     for name in names:
         new, old = work / name, out / name
         if new.is_dir():
@@ -112,13 +113,7 @@ def publish(work: Path, out: Path, names: list[str]) -> None:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(new, old)
-
-
-def drop_stale(out: Path, written: list[str]) -> None:
-    """Remove the ``OUTPUTS`` of an earlier run that this run (``written``) did not write."""
-    for name in OUTPUTS:
-        if name in written:
-            continue
+    for name in set(OUTPUTS) - set(names):
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
