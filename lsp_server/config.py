@@ -58,8 +58,9 @@ class CompletionSettings:
     template: str = "auto"  # a FIM family of model.prompt.fim.TEMPLATES, or auto-detect
     invoked_items: int = 3  # suggestions for an explicit request (triggerKind Invoked)
     # How much of the model spec's LoRA adapter (``BASE+DIR``) completions use: 1 as trained,
-    # 0 the base alone (chat has its own: ``generation.adapter_scale``). No adapter: ignored.
-    adapter_scale: float = 1.0
+    # 0 the base alone (chat has its own: ``generation.adapter_scale``); None: the completion
+    # scale the adapter carries (``starchat adapt`` writes it), else 1. No adapter: ignored.
+    adapter_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,8 @@ _COMPLETION_CHECKS: dict[str, tuple[str, Any, str]] = {
     "model": ("model", lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "must be a model spec (a non-empty string) or null"),
     "template": ("template", lambda v: v in FIM_TEMPLATES, "must be one of " + ", ".join(FIM_TEMPLATES)),
     "invokedItems": ("invoked_items", lambda v: _int_in(v, 1, 8), "must be an integer from 1 to 8"),
-    "adapterScale": ("adapter_scale", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                     and 0 <= v <= 4, "must be a number from 0 (the base model alone) to 4"),
+    "adapterScale": ("adapter_scale", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and 0 <= v <= 4), "must be a number from 0 (the base model alone) to 4, or null (as the adapter says)"),
 }
 
 

@@ -19,10 +19,12 @@
    (``training.repo.rundir``). Two strengths (``fit.set_strength``): chat and commands
    apply ``--strength`` of the trained change, inline completions ``--completion-strength``
    -- completing the repository's code is what the adapter learnt, answering chat requests
-   is what it costs (docs/adapt.md). The run-time adapter is written at ``--strength``, and
-   completions apply ``completion / strength`` of it (the editor's
-   ``starchat.completion.adapterScale``); with ``--merge`` completions get a file of their
-   own, ``DIR/completion.gguf`` (the editor's ``starchat.completion.model``).
+   is what it costs (docs/adapt.md). The run-time adapter is written at ``--strength`` and
+   carries ``completion / strength`` as its own completion scale
+   (``model.runtime.spec.COMPLETION_SCALE_KEY``), which the worker applies to every
+   completion that sets none: ``default+DIR`` in the editor needs no other setting. With
+   ``--merge`` completions get a file of their own, ``DIR/completion.gguf`` (the editor's
+   ``starchat.completion.model``).
 5. **Score** base and adapted on the held-out files (``training.evaluation.repo_eval``,
    through the model worker, as the editor asks: the adapted model as completions get it)
    and on HumanEval (164 problems, pass@1, greedy; the adapted model as chat gets it) so a
@@ -176,7 +178,7 @@ def _base_files(spec: Any) -> tuple[str, Path | None]:
     return local_folder(spec), Path(spec.location) if spec.kind == "gguf" else None
 
 
-def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int, adapter_scale: float | None = None) -> dict:
+def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int) -> dict:
     from model.serving.client import WorkerClient
     from training.evaluation.repo_eval import score
 
@@ -185,8 +187,7 @@ def _score_repo(spec: Any, points: list, fim: bool, context_tokens: int, adapter
             _say(f"    {k}/{n} positions")
 
     with WorkerClient(spec) as client:
-        return score(client, points, fim=fim, context_tokens=context_tokens, adapter_scale=adapter_scale,
-                     progress=progress)
+        return score(client, points, fim=fim, context_tokens=context_tokens, progress=progress)
 
 
 def _humaneval(spec: Any, out: Path, unsafe: bool) -> float:
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> dict:
             export_folder(folder, base_gguf, "f16")
             written.append("base.gguf")
         set_strength(result.output, strength)
-        export_lora(result.output, base_gguf, work / "adapter.gguf")
+        export_lora(result.output, base_gguf, work / "adapter.gguf", completion_scale=completion_scale)
         if args.merge:
             qtype = merged_qtype(base_gguf)
             written.append(_merge_at(folder, result.output, 1.0, work / "model.gguf", qtype))
@@ -334,7 +335,8 @@ def run(args: argparse.Namespace) -> dict:
         "train_s": result.train_s, "final_loss": result.final_loss, "resumed_from": result.resumed_from,
         "full": args.full, "merged": args.merge, "strength": None if args.full else strength,
         "completion_strength": None if args.full else completion,
-        # what completions use: the editor's starchat.completion.model and .adapterScale
+        # what completions use: DIR/completion.gguf (the editor's starchat.completion.model) after
+        # --merge, else the adapter at the completion scale it carries
         "completion_spec": str(completing),
         "completion_adapter_scale": completion_scale if completing.adapter is not None else None,
         "seed": args.seed, "recipe": recipe_args,
@@ -347,7 +349,8 @@ def run(args: argparse.Namespace) -> dict:
     with WorkerClient(spec) as client:
         fim = client.ready_info().get("fim", "none") != "none"
     record["base"] = _score_repo(spec, points, fim, args.context_tokens)
-    record["adapted"] = _score_repo(completing, points, fim, args.context_tokens, record["completion_adapter_scale"])
+    # (as the editor asks: no adapter_scale, so the worker applies the adapter's own)
+    record["adapted"] = _score_repo(completing, points, fim, args.context_tokens)
     record["humaneval"] = None
     if not args.no_humaneval:
         _say("[6/6] HumanEval (164 problems, greedy): base, then adapted")
@@ -371,10 +374,12 @@ def _summary(r: dict) -> str:
                f"{r['base_spec']}+{r['adapter']})")
     lines = [use]
     scale = r.get("completion_adapter_scale")
-    if r.get("completion_spec") and (r["completion_spec"] != r["spec"] or scale not in (None, 1.0)):
+    if r.get("completion_spec") and r["completion_spec"] != r["spec"]:
         lines.append(f"Completions (strength {r['completion_strength']:g}; chat {r['strength']:g}): "
-                     f"starchat.completion.model {r['completion_spec']}"
-                     + (f", starchat.completion.adapterScale {scale:g}" if scale not in (None, 1.0) else ""))
+                     f"starchat.completion.model {r['completion_spec']}")
+    elif scale not in (None, 1.0):
+        lines.append(f"Completions apply {scale:g} of the adapter (strength {r['completion_strength']:g}; "
+                     f"chat {r['strength']:g}): the adapter carries that scale, no setting needed")
     lines += [f"Held-out files: {r['heldout_files']}, {base['positions']} positions (adapted: as completions get it)",
              f"  next-line exact match   base {pct(base['exact_match'])}  adapted {pct(new['exact_match'])}{ratio}",
              f"  edit similarity         base {base['edit_similarity']:.3f}  adapted {new['edit_similarity']:.3f}"]

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip files larger than this (as given to adapt)")
     repo.add_argument("--adapter-scale", type=_adapter_scale, metavar="X",
                       help="how much of a run-time adapter (BASE+DIR) each completion applies, as the editor's "
-                           "starchat.completion.adapterScale (0: the base alone; default: as the adapter is)")
+                           "starchat.completion.adapterScale (0: the base alone; default: the completion scale "
+                           "the adapter carries, which starchat adapt writes, else 1)")
     repo.add_argument("--json", action="store_true", help="(the JSON line is always printed; kept for scripts)")
     repo.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return parser
@@ -161,8 +162,10 @@ def cmd_repo(args) -> dict:
         fim = info.get("fim", "none") != "none"
         result = score(client, points, fim=fim, context_tokens=args.context_tokens, adapter_scale=args.adapter_scale,
                        progress=None if args.no_progress else _positions_progress)
+    # the scale applied: as given, else the adapter's own (None: no adapter)
+    scale = args.adapter_scale if args.adapter_scale is not None else info.get("adapter_completion_scale")
     result.update(model=str(spec), engine=info.get("engine"), repo=str(found.root), heldout_files=len(held),
-                  seed=args.seed, adapter_scale=args.adapter_scale)
+                  seed=args.seed, adapter_scale=scale)
     return result
 
 

@@ -269,9 +269,10 @@ class InlineCompletion:
             "params": {
                 "max_new_tokens": settings.max_new_tokens,
                 "temperature": 0.0,
-                "adapter_scale": float(settings.adapter_scale),
                 # A hint that saves tokens; postprocess() has the last word.
                 "stop": ["\n\n"] if cursor.block_mode else ["\n"],
+                # (unset: the worker applies the completion scale the adapter carries)
+                **({} if settings.adapter_scale is None else {"adapter_scale": float(settings.adapter_scale)}),
             },
         }
 

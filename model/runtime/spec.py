@@ -36,6 +36,10 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 QUANTIZE_SUFFIX = "@int4"
 ADAPTER_SEP = "+"
 ADAPTER_FILE = "adapter.gguf"  # what a folder written by `starchat adapt` holds
+#: An adapter's own scale for inline completions (``starchat adapt`` writes its
+#: ``--completion-strength / --strength``): a completion request that sets no
+#: ``adapter_scale`` applies this much of the adapter, every other request 1.
+COMPLETION_SCALE_KEY = "starchat.adapter.completion_scale"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -196,9 +200,27 @@ def _adapter_file(text: str, base: Path) -> Path:
                          f"or an adapter .gguf file).")
 
 
+def adapter_completion_scale(adapter: str | Path, meta: dict | None = None) -> float:
+    """How much of the adapter file inline completions apply unless they say
+    (``COMPLETION_SCALE_KEY``; 1 where the file does not say); ``meta``: its metadata, if
+    read already. Raises ModelSpecError for a value that is not a scale."""
+    from ..prompt.params import GenerationParams
+    from .gguf_meta import GGUFError, read_metadata
+
+    try:
+        value = (read_metadata(adapter) if meta is None else meta).get(COMPLETION_SCALE_KEY, 1.0)
+    except GGUFError as exc:
+        raise ModelSpecError(str(exc)) from None
+    try:
+        return GenerationParams(adapter_scale=value).adapter_scale
+    except ValueError as exc:
+        raise ModelSpecError(f"The adapter {adapter} has a damaged {COMPLETION_SCALE_KEY} ({value!r}): {exc}") from None
+
+
 def check_adapter(spec: ModelSpec) -> None:
     """Refuse an adapter made for another base: its file must be a LoRA adapter of the
-    base's architecture whose tensors fit the base's layers and widths."""
+    base's architecture whose tensors fit the base's layers and widths, and any completion
+    scale it carries must be one."""
     from .gguf_meta import GGUFError, read_metadata, read_tensor_shapes
 
     assert spec.adapter is not None
@@ -216,6 +238,7 @@ def check_adapter(spec: ModelSpec) -> None:
     if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
         raise ModelSpecError(f"{adapter} is not a LoRA adapter file (its general.type is "
                              f"{meta.get('general.type')!r}).")
+    adapter_completion_scale(adapter, meta)
     arch, base_arch = meta.get("general.architecture"), base_meta.get("general.architecture")
     if arch != base_arch:
         raise ModelSpecError(f"The adapter {adapter} is for the {arch} architecture, but {spec.name} is {base_arch}.")

@@ -1,6 +1,7 @@
 """The editor setting ``starchat.model = "default+runs/x"``: the relative adapter path means one
 inside the workspace folder (not the server's working directory), the worker serves it on
-llama.cpp, chat and completion take their own adapter scale, and a spec that names no
+llama.cpp, chat and completion take their own adapter scale (completions the one the
+adapter carries), and a spec that names no
 adapter is one warning with the reason."""
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ async def test_a_workspace_relative_adapter_spec(tmp_path):
     (workspace / "runs" / "mine").mkdir(parents=True)
     elsewhere.mkdir()
     # an adapter that fits the embedded model (SmolLM2: 30 layers of width 576)
-    write_adapter(workspace / "runs" / "mine" / ADAPTER_FILE, n_embd=576, layers=30, rank=4)
+    # (carrying a completion scale, as `starchat adapt` writes one: completions apply it unless set)
+    write_adapter(workspace / "runs" / "mine" / ADAPTER_FILE, n_embd=576, layers=30, rank=4, completion_scale=0.5)
     runtime = tmp_path / "run"
     env = {**os.environ, "STARCHAT_RUNTIME_DIR": str(runtime), "STARCHAT_DATA_DIR": str(tmp_path / "data"),
            "PYTHONUNBUFFERED": "1"}
@@ -55,6 +57,7 @@ async def test_a_workspace_relative_adapter_spec(tmp_path):
             info = worker.info()
         assert info["engine"] == "llama.cpp"
         assert info["adapter"] == str((workspace / "runs" / "mine" / ADAPTER_FILE).resolve())
+        assert info["adapter_completion_scale"] == 0.5
 
         # a spec whose adapter is missing: one error message naming it, no crash
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(

@@ -75,3 +75,30 @@ def test_the_worker_serves_an_adapter_spec(base, adapter_dir, tmp_path):
                 if event["type"] == "error":
                     raise RuntimeError(event["message"])
     kill_workers(tmp_path)
+
+
+def test_completions_apply_the_scale_the_adapter_carries(base, tmp_path):
+    """``starchat adapt`` writes a completion scale into the adapter: a completion request that
+    sets no ``adapter_scale`` applies it (here 0: the base alone), chat requests the adapter
+    as trained, and one that sets a scale gets that."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write_adapter(run / ADAPTER_FILE, tensor="attn_q", completion_scale=0.0)
+    spec = ModelSpec.parse(f"{base}+{run}")
+    fim = {"fim": {"prefix": "def add(a, b):\n    return", "suffix": "", "path": "m.py"},
+           "params": {"max_new_tokens": 12}}
+    chat = {"messages": [{"role": "user", "content": "hello"}], "params": {"max_new_tokens": 12}}
+
+    def answer(client: WorkerClient, request: dict, **params) -> str:
+        request = {**request, "params": {**request["params"], **params}}
+        return "".join(e["text"] for e in client.generate(request) if e["type"] == "delta")
+
+    with WorkerClient(spec, socket_path=tmp_path / "adapted.sock") as adapted, \
+            WorkerClient(spec.base, socket_path=tmp_path / "plain.sock") as plain:
+        base_fim, base_chat = answer(plain, fim), answer(plain, chat)
+        assert answer(adapted, fim) == base_fim  # the carried scale, 0
+        assert adapted.info()["adapter_completion_scale"] == 0.0
+        assert plain.info()["adapter_completion_scale"] is None
+        assert answer(adapted, fim, adapter_scale=1.0) != base_fim  # a scale that is set wins
+        assert answer(adapted, chat) != base_chat  # chat: the adapter as trained
+    kill_workers(tmp_path)

@@ -103,6 +103,27 @@ def test_completion_settings_defaults_and_bad_values():
         "invokedItems": 5, "adapterScale": 0}})
     assert settings.completion == CompletionSettings(False, 16, 512, "tiny.gguf", "qwen", 5, 0.0) and problems == []
     assert CompletionSettings().invoked_items == 3
+    # unset or null: completions apply the scale a BASE+DIR adapter carries (the worker's choice)
+    assert CompletionSettings().adapter_scale is None
+    settings, problems = parse_settings({"completion": {"adapterScale": None}})
+    assert settings.completion.adapter_scale is None and problems == []
+
+
+def test_a_completion_request_sends_an_adapter_scale_only_when_set():
+    """Unset, the worker applies the completion scale the adapter carries (model.runtime.spec)."""
+    from types import SimpleNamespace
+
+    from lsp_server.features.completion import InlineCompletion
+
+    def params(scale):
+        server = SimpleNamespace(settings=SimpleNamespace(completion=CompletionSettings(adapter_scale=scale)),
+                                 workspace=SimpleNamespace(text_documents={}, root_path=None))
+        request = InlineCompletion(server)._request("file:///p/m.py", "x = ", "", SimpleNamespace(block_mode=False))
+        assert request["fim"]["prefix"] == "x = " and request["params"]["stop"] == ["\n"]
+        return request["params"]
+
+    assert "adapter_scale" not in params(None)
+    assert params(0)["adapter_scale"] == 0.0 and params(1.5)["adapter_scale"] == 1.5
     settings, problems = parse_settings({"completion": {
         "enabled": "yes", "maxNewTokens": 0, "contextTokens": True, "model": "", "template": "gpt", "x": 1,
         "invokedItems": 0, "adapterScale": 9}})

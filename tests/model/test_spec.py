@@ -15,14 +15,22 @@ from model.serving import protocol
 
 
 def write_adapter(path: Path, arch: str = "llama", n_embd: int = 64, layers: int = 2, rank: int = 4,
-                  general_type: str = "adapter", tensor: str = "attn_q") -> Path:
-    """A LoRA adapter GGUF in llama.cpp's format (random A/B for ``tensor`` of each layer)."""
+                  general_type: str = "adapter", tensor: str = "attn_q", completion_scale: object = None) -> Path:
+    """A LoRA adapter GGUF in llama.cpp's format (random A/B for ``tensor`` of each layer);
+    ``completion_scale``: the completion scale it carries (a float, or a string as a damaged
+    file would have it)."""
     import gguf
+
+    from model.runtime.spec import COMPLETION_SCALE_KEY
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_string("general.type", general_type)
     writer.add_string("adapter.type", "lora")
     writer.add_float32("adapter.lora.alpha", float(rank))
+    if isinstance(completion_scale, str):
+        writer.add_string(COMPLETION_SCALE_KEY, completion_scale)
+    elif completion_scale is not None:
+        writer.add_float32(COMPLETION_SCALE_KEY, float(completion_scale))
     rng = np.random.default_rng(0)
     for layer in range(layers):
         name = f"blk.{layer}.{tensor}.weight"
@@ -97,6 +105,10 @@ def test_base_plus_adapter_folder(tmp_path, tiny_base):
     (lambda d: write_adapter(d / ADAPTER_FILE, n_embd=128), "another size"),
     (lambda d: write_adapter(d / ADAPTER_FILE, layers=5), "does not have"),
     (lambda d: write_adapter(d / ADAPTER_FILE, general_type="model"), "not a LoRA adapter"),
+    # the completion scale it carries must be one (a hostile file may say anything there)
+    (lambda d: write_adapter(d / ADAPTER_FILE, completion_scale="high"), "damaged starchat.adapter.completion_scale"),
+    (lambda d: write_adapter(d / ADAPTER_FILE, completion_scale=9.0), "adapter_scale must be a number from 0"),
+    (lambda d: write_adapter(d / ADAPTER_FILE, completion_scale=float("nan")), "damaged starchat.adapter"),
     (lambda d: (d / ADAPTER_FILE).write_bytes(b"not a gguf"), "not a GGUF file"),
     (lambda d: (d / "adapter_config.json").write_text("{}"), "peft adapter but no adapter.gguf"),
     (lambda d: None, "holds no adapter.gguf"),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from model.runtime.spec import default_gguf_path
+from model.runtime.gguf_meta import read_metadata
+from model.runtime.spec import COMPLETION_SCALE_KEY, default_gguf_path
 from tests.cleanup import stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,19 +150,26 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
     # workers started afresh as adapt's were (a warm worker reuses cached prompt chunks,
     # shifted, which can move a near tie in the last decimal)
     stop_workers(Path(env["STARCHAT_RUNTIME_DIR"]))
-    # (the run-time adapter is written at --strength 0.5; completions apply it at 1 / 0.5)
+    # (the run-time adapter is written at --strength 0.5 and carries 1 / 0.5 as its completion
+    # scale: completions that set none apply that, as an explicit --adapter-scale 2 does)
+    assert read_metadata(out / "adapter.gguf")[COMPLETION_SCALE_KEY] == 2.0
+    run_time: list[tuple] = []
     for spec, side, scale in (("default", "base", []), (result["completion_spec"], "adapted", []),
-                              (f"default+{out}", None, ["--adapter-scale", "2"])):
+                              (f"default+{out}", None, ["--adapter-scale", "2"]), (f"default+{out}", None, [])):
+        stop_workers(Path(env["STARCHAT_RUNTIME_DIR"]))
         ev = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", str(repo), "--model", spec,
                              "--positions", "20", "--context-tokens", "128", "--json", *scale],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
         assert ev.returncode == 0, ev.stderr[-2000:]
         scored = json.loads(ev.stdout.strip().splitlines()[-1])
         assert scored["positions"] == 20 and scored["engine"] == "llama.cpp"
-        assert scored["adapter_scale"] == (2.0 if scale else None)
-        if side is not None:  # (the run-time adapter: scored, on llama.cpp; not the merged file's score)
+        assert scored["adapter_scale"] == (2.0 if "+" in spec else None)  # the scale applied
+        if side is not None:
             assert (scored["exact_match"], scored["edit_similarity"]) == \
                 (result[side]["exact_match"], result[side]["edit_similarity"])
+        else:  # the run-time adapter, scored on llama.cpp (not the merged file's score)
+            run_time.append((scored["exact_match"], scored["edit_similarity"]))
+    assert run_time[0] == run_time[1]  # the carried scale is the one an explicit setting gives
 
     # the adapted model answers through llama.cpp, as the editor would ask it
     ask = subprocess.run([sys.executable, "-m", "lsp_server", "ask", "Say hi.", "--model", f"default+{out}",
@@ -239,6 +247,8 @@ def test_a_folder_base_is_written_as_gguf_beside_its_adapter(repo, tmp_path, env
     assert result["base_spec"] == str(out / "base.gguf")
     assert result["spec"] == result["completion_spec"] == f"{out / 'base.gguf'}+{out / 'adapter.gguf'}"
     assert result["completion_adapter_scale"] == round(1.0 / 0.65, 4)  # the defaults' two strengths
+    # the adapter carries it: default+DIR in the editor needs no completion setting
+    assert read_metadata(out / "adapter.gguf")[COMPLETION_SCALE_KEY] == pytest.approx(1.5385, abs=1e-4)
     assert sorted(p.name for p in out.iterdir()) == ["adapt.json", "adapter", "adapter.gguf", "base.gguf"]
     assert (out / "base.gguf").read_bytes()[:4] == b"GGUF" and (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
     assert result["base"]["positions"] == result["adapted"]["positions"] == 20

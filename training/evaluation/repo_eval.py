@@ -102,7 +102,8 @@ def fim_request(pos: Position, with_suffix: bool, context_tokens: int = DEFAULT_
     shown depends on nothing after it (at a line start, post-processing keeps the first
     line as it is and only cuts later ones), so the score is the same as for the whole
     answer at a fraction of the tokens. ``adapter_scale``: how much of a run-time adapter
-    the request applies, as the editor's ``starchat.completion.adapterScale`` sets it."""
+    the request applies, as the editor's ``starchat.completion.adapterScale`` sets it (None:
+    not sent, so the worker applies the completion scale the adapter carries)."""
     params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": 0.0, "stop": ["\n"]}
     if adapter_scale is not None:
         params["adapter_scale"] = adapter_scale

@@ -47,13 +47,15 @@ def export_folder(folder: str | Path, out_path: str | Path, qtype: str = "f16") 
     return convert_folder(Path(folder), Path(out_path), qtype)
 
 
-def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | Path, qtype: str = "f16") -> Path:
+def export_lora(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | Path, qtype: str = "f16",
+                completion_scale: float | None = None) -> Path:
     """Convert the peft LoRA adapter in ``adapter_dir`` to a llama.cpp adapter GGUF file at
     ``out_path`` for the base model file ``base_gguf`` (``"default"``: the embedded model's);
-    returns its path."""
+    returns its path. ``completion_scale``: how much of it inline completions apply unless
+    they say (``model.runtime.spec.COMPLETION_SCALE_KEY``; None: not written, which means 1)."""
     from .lora import convert_adapter
 
-    return convert_adapter(Path(adapter_dir), base_path(base_gguf), Path(out_path), qtype)
+    return convert_adapter(Path(adapter_dir), base_path(base_gguf), Path(out_path), qtype, completion_scale)
 
 
 def qtype_like(gguf_path: str | Path) -> str:

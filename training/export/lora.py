@@ -32,6 +32,8 @@ from typing import Any
 import gguf
 import numpy as np
 
+from model.runtime.spec import COMPLETION_SCALE_KEY
+
 from .archs import Arch, Sizes, arch_class
 from .common import LORA_QTYPES, ExportError
 from .source import TensorRef, index_weights, loader, read_json
@@ -157,7 +159,8 @@ def _scaled_b(load: Callable[[], np.ndarray], rows: np.ndarray | None, factor: f
     return scaled
 
 
-def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path, qtype: str = "f16") -> Path:
+def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path, qtype: str = "f16",
+                    completion_scale: float | None = None) -> Path:
     """See ``training.export.export_lora``."""
     if qtype not in LORA_QTYPES:
         raise ExportError(f"Unknown adapter type {qtype!r}: llama.cpp applies {', '.join(LORA_QTYPES)} adapters.")
@@ -204,6 +207,8 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, out: Path, qtype: str = 
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
         w.add_name(adapter_dir.resolve().name)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        if completion_scale is not None:
+            w.add_float32(COMPLETION_SCALE_KEY, float(completion_scale))
 
     log.info("Writing the adapter %s for %s (%d tensors)", out, base.path.name, len(planned))
     return write_gguf(out, base.arch_name, metadata, planned)

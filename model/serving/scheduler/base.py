@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...runtime.spec import ModelSpec
@@ -56,6 +56,9 @@ def build_prompt(engine: Any, request: dict) -> tuple[list[int], list[str], Any,
     from ...prompt.params import GenerationParams
 
     params = GenerationParams.from_dict(request.get("params"))
+    if "fim" in request and "adapter_scale" not in (request.get("params") or {}):
+        # a completion that does not say applies the adapter's own completion scale
+        params = replace(params, adapter_scale=getattr(engine, "completion_adapter_scale", 1.0))
     limit = engine.context_window - params.max_new_tokens
     if limit < 16:
         raise ValueError(
@@ -178,6 +181,9 @@ class Scheduler(threading.Thread):
 
         self.info = {**info, "spec": str(self.spec), "ready": True, "engine": self.kind,
                      "adapter": self.spec.adapter,
+                     # what completions that set no adapter_scale apply (the adapter file's own)
+                     "adapter_completion_scale": (getattr(self.engine, "completion_adapter_scale", 1.0)
+                                                  if self.spec.adapter else None),
                      "fim": detect_template(self.engine.tokenizer) if hasattr(self.engine, "tokenizer") else "none",
                      "load_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
         log.info("Model %s ready on %s (%s) in %.1f s", self.info["model"], self.info["device"],
