@@ -82,7 +82,7 @@ def complete(client: WorkerClient, prefix: str, suffix: str, path: str, context_
 
 def bench_quality(socket: Path, n: int, seed: int, context_tokens: int) -> dict:
     exact, sims, started = 0, [], time.perf_counter()
-    with WorkerClient(socket_path=socket) as client:
+    with WorkerClient(socket_path=socket, autostart=False) as client:
         for k, (path, prefix, suffix, real) in enumerate(stdlib_positions(n, seed)):
             if k and k % 25 == 0:
                 progress(f"quality: {k}/{n} positions, exact {exact}")
@@ -257,7 +257,7 @@ def bench_chat(socket: Path, context_tokens: int, keystroke_s: float = 0.08) -> 
            "params": {"max_new_tokens": 128, "temperature": 0.0}}
 
     def chat() -> float:
-        with WorkerClient(socket_path=socket) as client:
+        with WorkerClient(socket_path=socket, autostart=False) as client:
             for event in client.generate(ask):
                 if event["type"] == "done":
                     return float(event["usage"]["tok_per_s"])
@@ -272,7 +272,7 @@ def bench_chat(socket: Path, context_tokens: int, keystroke_s: float = 0.08) -> 
     def typing() -> None:
         """The replay's typist: after each answer, a completion for the text typed by then."""
         started = time.perf_counter()
-        with WorkerClient(socket_path=socket) as client:
+        with WorkerClient(socket_path=socket, autostart=False) as client:
             while not stop.is_set():
                 typed = int((time.perf_counter() - started) / keystroke_s) % (len(typed_text) + 1)
                 complete(client, header + typed_text[:typed], "", "typed.py", context_tokens,
@@ -318,7 +318,7 @@ def main() -> None:
                  "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     socket = ensure_worker(args.model)
     try:
-        with WorkerClient(socket_path=socket) as client:
+        with WorkerClient(socket_path=socket, autostart=False) as client:
             info = client.info()
             while not info.get("ready") and not info.get("load_error"):
                 time.sleep(0.5)
