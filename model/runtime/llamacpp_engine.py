@@ -135,7 +135,7 @@ class LlamaCppEngine:
         default ``server`` alone."""
         self.servers = servers or ServerSet(server, quiet_threads=0)
         self.adapter = adapter  # a LoRA adapter GGUF loaded on top of the model (id 0)
-        # how much of it a completion that sets no adapter_scale applies (load() reads the file's)
+        # how much of it a completion that sets no adapter_scale applies (load() sets the file's)
         self.completion_adapter_scale = 1.0
         self.tokenizer = tokenizer
         self.context_window = context_window
@@ -430,11 +430,12 @@ def _cut_at_stop_token(choice: dict, text: str, stop_ids: frozenset[int]) -> tup
 
 def load(path: str | Path, name: str | None = None, *, threads: int | None = None,
          slots: int = SLOTS, max_context: int = MAX_CONTEXT, dry: dict | None = None,
-         adapter: str | Path | None = None,
+         adapter: str | Path | None = None, completion_adapter_scale: float = 1.0,
          speculation: Speculation | None | str = "default") -> LlamaCppEngine:
     """Start llama.cpp on a GGUF file, with a LoRA ``adapter`` GGUF on top when given (each
-    request sets its scale: ``GenerationParams.adapter_scale``; completions that do not, the
-    adapter file's own, ``model.runtime.spec.adapter_completion_scale``); raises ValueError with a
+    request sets its scale: ``GenerationParams.adapter_scale``; completions that do not,
+    ``completion_adapter_scale``: the adapter file's own, which the caller reads with
+    ``model.runtime.spec.adapter_completion_scale``); raises ValueError with a
     sentence when it cannot. ``speculation``: draft-free speculative decoding for every
     request (``model.runtime.speculation``; None: off; by default ``speculation.default()``)."""
     import xllamacpp
@@ -450,11 +451,6 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     if not isinstance(arch, str):
         raise ValueError(f"{path.name} names no architecture (general.architecture), so it is not a model file")
     trained = int(meta.get(f"{arch}.context_length") or max_context)
-    completion_scale = 1.0
-    if adapter is not None:
-        from .spec import adapter_completion_scale
-
-        completion_scale = adapter_completion_scale(adapter)  # (a ModelSpecError is a ValueError)
     window = max(64, min(trained, max_context))
 
     fixed_threads = threads or (default_threads() if os.environ.get("STARCHAT_THREADS") else None)
@@ -521,7 +517,7 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     engine = LlamaCppEngine(server, tokenizer, window, name or path.stem, api_key, dry=dry,
                             adapter=str(adapter) if adapter is not None else None, servers=servers)
     engine.slots = slots
-    engine.completion_adapter_scale = completion_scale
+    engine.completion_adapter_scale = completion_adapter_scale
     return engine
 
 

@@ -51,8 +51,11 @@ class LlamaCppScheduler(Scheduler):
             name = getattr(self.engine, "model_name", spec.display_name)
         else:
             from ...runtime import llamacpp_engine
+            from ...runtime.spec import adapter_completion_scale
 
-            self.engine = llamacpp_engine.load(spec.location, spec.display_name, adapter=spec.adapter)
+            self.engine = llamacpp_engine.load(
+                spec.location, spec.display_name, adapter=spec.adapter,
+                completion_adapter_scale=adapter_completion_scale(spec.adapter) if spec.adapter else 1.0)
             name = spec.display_name
         return {"model": name, "device": "cpu", "context_window": self.engine.context_window,
                 "chat_format": self.engine.chat_format.kind, "runner": "llama.cpp", "quantize": "gguf",
