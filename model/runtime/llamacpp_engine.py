@@ -46,8 +46,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +58,7 @@ from ..prompt.fim import Healing
 from .cpu_watch import CpuWatch
 from .gguf_meta import GGUFError, read_metadata
 from .llamacpp_threads import ServerSet
-from .paths import unix_address
+from .paths import private_folder, unix_address
 from .repetition import DRY_ALLOWED_LENGTH, DRY_BASE, DRY_BREAKERS, DRY_MULTIPLIER, RepeatWatch
 from .speculation import Speculation
 from .speculation import default as default_speculation
@@ -492,14 +490,9 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
         """One llama.cpp server of the file on ``n_threads`` threads."""
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
         # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus the key.
-        private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))
-        os.chmod(private, 0o700)
-        try:
-            with unix_address(private / "http.sock") as address:
-                params.hostnames = [address]
-                return xllamacpp.Server(params)
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
+        with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
+            params.hostnames = [address]
+            return xllamacpp.Server(params)
 
     try:
         server = start(threads)

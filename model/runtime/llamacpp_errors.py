@@ -77,12 +77,10 @@ def explain(path: Path, arch: str, window: int, slots: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import shutil
-    import tempfile
 
     import xllamacpp
 
-    from .paths import unix_address
+    from .paths import private_folder, unix_address
 
     path, window, slots = (sys.argv[1:] if argv is None else argv)
     params = xllamacpp.CommonParams()
@@ -92,15 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     params.kv_unified = True
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 1
     params.verbosity = 1
-    private = Path(tempfile.mkdtemp(prefix="starchat-llamacpp-"))  # no TCP listener, as in load
-    try:
-        with unix_address(private / "http.sock") as address:
+    try:  # no TCP listener, as in load
+        with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
             params.hostnames = [address]
             xllamacpp.Server(params)
     except RuntimeError:
         return 1
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
     return 0
 
 

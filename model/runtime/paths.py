@@ -1,6 +1,6 @@
 """Where the model layer keeps files, and how it writes them: the cache dir, the user's data
-dir, folders published into the cache atomically, and the address of a Unix socket.
-Standard library only; imported by the runtime modules that cache things, by the worker's
+dir, folders published into the cache atomically, private scratch folders, and the address of
+a Unix socket. Standard library only; imported by the runtime modules that cache things, by the worker's
 protocol, and by the language server and training for the data dir they share."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,22 +42,64 @@ def file_cache_folder(source: Path, area: str, version: str) -> Path:
     return cache_dir() / area / f"{source.stem}-{key}"
 
 
+#: Scratch folders this process has open (``private_folder``, ``publish_folder``): a worker
+#: stopped by a signal leaves through ``os._exit``, which runs no ``finally``, so its handler
+#: calls ``remove_scratch`` first.
+_SCRATCH: set[Path] = set()
+# A folder is created and registered under the lock, so a signal handler (which runs on the
+# main thread while another thread, e.g. a model load, creates one) never misses it.
+_SCRATCH_LOCK = threading.RLock()
+
+
+def remove_scratch() -> None:
+    """Remove every scratch folder this process still has open (for a signal handler that is
+    about to ``os._exit``)."""
+    with _SCRATCH_LOCK:
+        for folder in list(_SCRATCH):
+            shutil.rmtree(folder, ignore_errors=True)
+            _SCRATCH.discard(folder)
+
+
+@contextlib.contextmanager
+def _scratch(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A new temp folder (``tempfile.mkdtemp``), registered until the block ends."""
+    with _SCRATCH_LOCK:
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        _SCRATCH.add(folder)
+    try:
+        yield folder
+    finally:
+        _SCRATCH.discard(folder)
+
+
+@contextlib.contextmanager
+def private_folder(prefix: str) -> Iterator[Path]:
+    """A new temp folder only this user can enter, removed when the block ends (or by
+    ``remove_scratch`` if the process is stopped inside it)."""
+    with _scratch(prefix) as folder:
+        try:
+            os.chmod(folder, 0o700)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def publish_folder(target: Path) -> Iterator[Path]:
     """A temporary folder next to ``target`` to write into; renamed to ``target`` when the
     block ends without an error, so readers see the whole folder or none. If another process
     published ``target`` first, theirs is kept; on an error the temporary folder is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        yield tmp
+    with _scratch(target.name + ".", target.parent) as tmp:
         try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
+            yield tmp
+            try:
+                tmp.rename(target)
+            except OSError:  # another process finished first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
 
 
 # sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.

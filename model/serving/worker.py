@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..runtime.paths import unix_address
+from ..runtime.paths import remove_scratch, unix_address
 from ..runtime.spec import ModelSpec, ModelSpecError
 from . import protocol
 from .protocol import ProtocolError
@@ -138,6 +138,7 @@ class WorkerServer:
 
 
 def _exit_now(*_: Any) -> None:
+    remove_scratch()  # os._exit runs no finally: e.g. llama.cpp's listener folder while it loads
     os._exit(0)
 
 
