@@ -77,7 +77,6 @@ def explain(path: Path, arch: str, window: int, slots: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     import xllamacpp
 
     from .paths import private_folder, unix_address

@@ -1,7 +1,7 @@
 """Where the model layer keeps files, and how it writes them: the cache dir, the user's data
-dir, folders published into the cache atomically, private scratch folders, and the address of
-a Unix socket. Standard library only; imported by the runtime modules that cache things, by the worker's
-protocol, and by the language server and training for the data dir they share."""
+dir, folders published into the cache atomically, private scratch folders, and the address
+of a Unix socket. Standard library only; imported by the runtime modules that cache things,
+by the worker's protocol, and by the language server and training for the data dir they share."""
 
 from __future__ import annotations
 
@@ -74,11 +74,10 @@ def _scratch(prefix: str, parent: Path | None = None) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def private_folder(prefix: str) -> Iterator[Path]:
-    """A new temp folder only this user can enter, removed when the block ends (or by
-    ``remove_scratch`` if the process is stopped inside it)."""
+    """A new temp folder only this user can enter (``mkdtemp`` makes it 0700), removed when
+    the block ends (or by ``remove_scratch`` if the process is stopped inside it)."""
     with _scratch(prefix) as folder:
         try:
-            os.chmod(folder, 0o700)
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
