@@ -72,6 +72,11 @@ class LoraArguments:
         default_factory=lambda: ["all-linear"],
         metadata={"help": "Modules that get adapters ('all-linear' or names such as q_proj v_proj)."},
     )
+    lora_top_layers: int = field(
+        default=0,
+        metadata={"help": "Adapt only the last N transformer layers (0: every layer). Backpropagation then "
+                          "stops below them, so a step costs less (the CPU adapt recipe)."},
+    )
     merge_lora: bool = field(
         default=True,
         metadata={"help": "Merge the adapters into the weights when saving, so the folder loads as a plain model."},
@@ -143,4 +148,6 @@ def parse_config(argv: list[str]) -> tuple[ModelArguments, DataArguments, LoraAr
         raise ConfigError(f"max_seq_length must be at least 16, not {data_args.max_seq_length}.")
     if not 0.0 <= data_args.eval_fraction < 1.0:
         raise ConfigError(f"eval_fraction must be in [0, 1), not {data_args.eval_fraction}.")
+    if lora_args.lora_top_layers < 0:
+        raise ConfigError(f"lora_top_layers must be 0 (every layer) or more, not {lora_args.lora_top_layers}.")
     return model_args, data_args, lora_args, training_args

@@ -98,6 +98,31 @@ def load_model(model_args: Any, training_args: Any, tokenizer: Any, folder: str,
     return model
 
 
+def lora_targets(model: Any, lora_args: Any) -> dict[str, Any]:
+    """peft's ``target_modules`` (and ``layers_to_transform``) for the recipe's LoRA settings.
+
+    ``lora_top_layers: N`` adapts the last N transformer layers only; peft takes a layer
+    subset with a list of module names only, so ``all-linear`` is spelt out here as the
+    names of the model's Linear modules, the output layer excepted (peft's own rule).
+    """
+    targets = list(lora_args.lora_target_modules)
+    top = lora_args.lora_top_layers
+    if top <= 0:
+        return {"target_modules": targets[0] if targets == ["all-linear"] else targets}
+    import torch
+
+    from training.config import ConfigError
+
+    layers = model.config.get_text_config().num_hidden_layers
+    if top > layers:
+        raise ConfigError(f"lora_top_layers is {top}, but the model has {layers} layers.")
+    if targets == ["all-linear"]:
+        output = model.get_output_embeddings()
+        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                          if isinstance(module, torch.nn.Linear) and module is not output})
+    return {"target_modules": targets, "layers_to_transform": list(range(layers - top, layers))}
+
+
 def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
     """Wrap the model with LoRA adapters; the StarChat tokens' embedding rows stay trainable.
 
@@ -109,7 +134,6 @@ def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
 
     from model.prompt.chat_format import STARCHAT_TOKENS
 
-    targets = lora_args.lora_target_modules
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in STARCHAT_TOKENS]
     # The input embedding's own name: embed_tokens (Llama, StarCoder2), wte (StarCoder/gpt_bigcode).
     embedding = model.get_input_embeddings()
@@ -118,8 +142,8 @@ def apply_lora(model: Any, lora_args: Any, tokenizer: Any) -> Any:
         r=lora_args.lora_r,
         lora_alpha=lora_args.lora_alpha,
         lora_dropout=lora_args.lora_dropout,
-        target_modules=targets[0] if targets == ["all-linear"] else targets,
         task_type="CAUSAL_LM",
+        **lora_targets(model, lora_args),
         # Only these rows of the (possibly tied) embedding matrix train, not all 49k.
         trainable_token_indices={embed_name: new_ids},
     )

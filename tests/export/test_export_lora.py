@@ -83,6 +83,27 @@ def test_adapter_on_llama_cpp_answers_as_the_merged_model(arch, tiny_models, tmp
     assert {t for n, t in types.items() if n.endswith(".lora_b")} == {"F16"}
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_adapter_on_the_top_layer_only(arch, tiny_models, tmp_path):
+    """``lora_top_layers: 1`` (the CPU adapt recipe adapts the upper layers only): every linear
+    module of the last layer gets an adapter, whatever the family names them, none below it;
+    converted, llama.cpp answers as the merged model."""
+    from transformers import AutoConfig
+
+    from training.config import parse_config
+    from training.train import lora_targets
+
+    lora_args = parse_config(["--output_dir", str(tmp_path / "x"), "--use_lora", "true",
+                              "--lora_top_layers", "1"])[2]
+    config = AutoConfig.from_pretrained(tiny_models.folder(arch))
+    targets = lora_targets(_load(tiny_models.folder(arch)), lora_args)
+    assert targets["layers_to_transform"] == [config.get_text_config().num_hidden_layers - 1] == [1]
+    out = _check_adapter_on_llama_cpp(tiny_models, tmp_path, arch, "f16", 0.05, **targets)
+    names = gguf_fields(out)["tensor_types"]
+    per_layer = 7 if arch in ("llama", "qwen2") else 6 if arch == "starcoder2" else 4
+    assert len(names) == 2 * per_layer and all(name.startswith("blk.1.") for name in names), sorted(names)
+
+
 def test_rslora_with_per_module_rank_and_alpha(tiny_models, tmp_path):
     """rsLoRA scales by alpha / sqrt(r), patterns give some modules their own r and alpha:
     folded into B, so llama.cpp's alpha / r gives peft's numbers (F32 adapter, tight tolerance)."""

@@ -97,6 +97,8 @@ def test_lora_trains_new_token_rows_and_merges(tiny_model_dir, tmp_path):
         (["--chat_format", "chatml"], "chat_format must be auto or starchat"),
         (["--model_name_or_path", "/nonexistent/model"], "does not exist"),
         (["--no_such_setting", "1"], "Unknown override"),
+        (["--lora_top_layers", "-1"], "lora_top_layers must be 0 (every layer) or more"),
+        (["--use_lora", "true", "--lora_top_layers", "3"], "lora_top_layers is 3, but the model has 2 layers"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(tiny_model_dir, tmp_path, capsys, extra, message):

@@ -109,7 +109,7 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
 
     from training.config import parse_config
     from training.packing import PackedCollator, pack_examples
-    from training.train import make_trainable
+    from training.train import lora_targets, make_trainable
 
     model_args, data_args, lora_args, args = parse_config(
         [*argv, "--output_dir", str(work / "checkpoints"), "--use_lora", str(not full).lower()])
@@ -123,10 +123,9 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
     if not full:
         from peft import LoraConfig, get_peft_model
 
-        targets = lora_args.lora_target_modules
         model = get_peft_model(model, LoraConfig(
             r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
-            target_modules=targets[0] if targets == ["all-linear"] else targets, task_type="CAUSAL_LM"))
+            task_type="CAUSAL_LM", **lora_targets(model, lora_args)))
     rows = pack_examples(examples, data_args.max_seq_length)
     resume = latest_checkpoint(work / "checkpoints")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
