@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="training recipe YAML (default: adapt_cpu.yaml, adapt_gpu.yaml on a GPU)")
     p.add_argument("--train-arg", action="append", default=[], metavar="--KEY=VALUE",
                    help="override one recipe setting, e.g. --train-arg=--max_steps=20 (repeatable)")
-    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes (the adapter is saved)")
+    p.add_argument("--max-minutes", type=float,
+                   help="fit training into this many minutes: the steps that do not fit are left out, the "
+                        "learning-rate schedule ending with the last that does (the adapter is saved)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the held-out split's seed (eval repo takes the same)")
     p.add_argument("--max-file-kb", type=int, default=MAX_FILE_BYTES // 1024, help="skip files larger than this")
     p.add_argument("--feedback", action="store_true", help="also train on the editor's feedback log (docs/adapt.md)")
@@ -245,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
     completion_scale = round(completion / strength, 4)  # of the adapter written at `strength`
     if completion_scale > MAX_ADAPTER_SCALE:
         raise ValueError(f"--completion-strength may be at most {MAX_ADAPTER_SCALE:g} times --strength.")
+    if args.max_minutes is not None and not 0 < args.max_minutes <= 7 * 24 * 60:
+        raise ValueError(f"--max-minutes must be above 0 and at most a week, not {args.max_minutes}.")
     from model.prompt.fim import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 
     if not MIN_CONTEXT_TOKENS <= args.context_tokens <= MAX_CONTEXT_TOKENS:

@@ -196,6 +196,8 @@ def test_adapt_stops_on_ctrl_c_resumes_serves_and_scores_like_eval_repo(repo, tm
      "--completion-strength must be above 0"),
     (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--strength", "0.1", "--completion-strength", "2"],
      "at most 4 times --strength"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--max-minutes", "nan"], "--max-minutes must be above 0"),
+    (lambda repo, tmp: [str(repo), "--out", str(tmp / "o"), "--max-minutes", "-5"], "--max-minutes must be above 0"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(repo, tmp_path, env, make_args, message):
     (tmp_path / "empty").mkdir()

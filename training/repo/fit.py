@@ -8,8 +8,12 @@ settings (``training/configs/adapt_cpu.yaml``, ``adapt_gpu.yaml``; the same keys
 - checkpoints go to ``work/checkpoints`` every ``save_steps`` and when the run stops early;
   a LoRA checkpoint is a few MB;
 - Ctrl-C (SIGINT) or SIGTERM ends the current step, saves a checkpoint and raises
-  ``Interrupted``; ``max_minutes`` does the same when the time is up (the adapter saved is
-  usable, trained on fewer steps);
+  ``Interrupted``;
+- ``max_minutes`` fits the run to the time: after the first steps are timed, a recipe whose
+  steps do not all fit is shortened to the steps that do, and its learning-rate schedule
+  re-aimed at the new last step (a cosine still decays to its end rather than being cut
+  off near its middle); should the steps slow down later, the time limit still stops the
+  run at the next step (the adapter saved is usable, trained on fewer steps);
 - a run whose ``work`` folder holds checkpoints resumes from the newest (optimizer, schedule
   and data order included);
 - the progress bar (steps, loss, ETA) goes to stderr.
@@ -22,6 +26,7 @@ trained change the adapter applies (what ``merge`` and ``training.export.export_
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -57,12 +62,38 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
+TIMED_STEPS = 3  # steps timed (after the first, which allocates) before the run is fitted to the time
+MARGIN = 0.95  # of the time left that the fitted steps may take
+
+
+def refit_schedule(scheduler: Any, steps: int) -> bool:
+    """Aim a transformers learning-rate schedule (a ``LambdaLR`` over ``partial(...,
+    num_training_steps=N)``) at ``steps``, from the step it is at; False where the schedule
+    has no end to move (constant)."""
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper, where there is one
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if not lambdas or not all(isinstance(f, functools.partial) and "num_training_steps" in f.keywords
+                              for f in lambdas):
+        return False
+    scheduler.lr_lambdas = [functools.partial(f.func, *f.args, **{**f.keywords, "num_training_steps": steps})
+                            for f in lambdas]
+    groups = scheduler.optimizer.param_groups
+    for group, base, f in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * f(scheduler.last_epoch)  # the next step's rate, on the new schedule
+    scheduler._last_lr = [group["lr"] for group in groups]
+    return True
+
+
 class _StopControl:
-    """SIGINT/SIGTERM and the time limit become 'save a checkpoint and stop' at the next step."""
+    """SIGINT/SIGTERM and the time limit become 'save a checkpoint and stop' at the next step;
+    a time limit also shortens the run to the steps that fit (``fit_to_time``)."""
 
     def __init__(self, max_minutes: float | None):
         self.reason: str | None = None
         self.deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+        self.fitted: tuple[int, int, float] | None = None  # (steps planned, steps that fit, s a step)
+        self.bars: list[Any] = []  # transformers' progress bars, whose total follows the fit
+        self._marks: list[float] = []
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopControl:
@@ -83,13 +114,37 @@ class _StopControl:
         self.reason = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         log.warning("%s: saving a checkpoint after this step (press again to quit at once)", self.reason)
 
+    def fit_to_time(self, state: Any, scheduler: Any) -> None:
+        """At the end of each step: once TIMED_STEPS steps after the first are timed, shorten
+        ``state.max_steps`` to the steps that fit before the deadline and re-aim the schedule."""
+        if self.deadline is None or len(self._marks) > TIMED_STEPS:
+            return
+        now = time.monotonic()
+        self._marks.append(now)
+        if len(self._marks) <= TIMED_STEPS:
+            return
+        per_step = (now - self._marks[0]) / TIMED_STEPS
+        fits = state.global_step + max(1, int(MARGIN * (self.deadline - now) / per_step))
+        if fits >= state.max_steps:
+            return
+        self.fitted = (state.max_steps, fits, per_step)
+        log.warning("At %.1f s a step, %d of the %d steps fit in the time limit: training ends at step %d, "
+                    "its learning-rate schedule with it.", per_step, fits, state.max_steps, fits)
+        state.max_steps = fits
+        refit_schedule(scheduler, fits)
+        for bar in self.bars:
+            if getattr(bar, "training_bar", None) is not None:
+                bar.training_bar.total = fits
+                bar.training_bar.refresh()
+
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
         control_self = self
 
         class StopCallback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
+            def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+                control_self.fit_to_time(state, lr_scheduler)
                 if control_self.reason is None and control_self.deadline and time.monotonic() > control_self.deadline:
                     control_self.reason = "the time limit"
                 if control_self.reason is not None:
@@ -133,6 +188,7 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
         trainer = Trainer(model=model, args=args, train_dataset=rows,
                           data_collator=PackedCollator(pad, pad_to_multiple_of=8),
                           processing_class=tokenizer, callbacks=[stop.callback()])
+        stop.bars = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback"]
         started = time.monotonic()
         with contextlib.redirect_stdout(sys.stderr):  # Trainer's log lines: stdout is the command's result
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
