@@ -6,14 +6,22 @@ take seconds); the steps, schedule and Trainer are real.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import TrainerControl, TrainerState, get_cosine_schedule_with_warmup
 
+from tests.servers import free_port
 from training.repo import fit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = fit.__file__.replace("repo/fit.py", "configs/adapt_cpu.yaml")
 
@@ -103,3 +111,28 @@ def test_fit_trains_the_fitted_steps(monkeypatch, tiny_models, tmp_path, caplog)
     assert refits == [(17, True)]  # the Trainer's own schedule re-aimed
     assert result.steps == 17 and "The time limit ended training" not in caplog.text
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_two_ranks_stop_at_the_same_step():
+    """Under torch.distributed (two real gloo ranks) the ranks agree: the fewest steps that fit
+    on any rank, and a stop on one rank stops all at the same step (else the others would
+    wait for it in a collective)."""
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    ranks = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("fit_ranks.py"))],
+                              env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for rank in (0, 1)]
+    try:
+        outs = [rank.communicate(timeout=120) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outs]
+    (time0, signal0), (time1, signal1) = ([json.loads(line) for line in out.strip().splitlines()[-2:]]
+                                          for out, _ in outs)
+    # rank 1 (20 s a step): at 92 s, 0.95 x 208 s left fits 9 more steps; rank 0 alone would fit 27
+    assert time0["max_steps"] == time1["max_steps"] == 13 and time0["step"] == time1["step"] == 13
+    assert time0["reason"] is None and time1["reason"] is None
+    assert time0["lr"] == pytest.approx(0.0, abs=1e-12) == time1["lr"]  # both schedules re-aimed at step 13
+    assert signal0["step"] == signal1["step"] == 6 and signal0["max_steps"] == 100
+    assert signal1["reason"] == "Ctrl-C" and signal0["reason"] == "a signal to another rank"

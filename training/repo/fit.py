@@ -13,7 +13,9 @@ settings (``training/configs/adapt_cpu.yaml``, ``adapt_gpu.yaml``; the same keys
   steps do not all fit is shortened to the steps that do, and its learning-rate schedule
   re-aimed at the new last step (a cosine still decays to its end rather than being cut
   off near its middle); should the steps slow down later, the time limit still stops the
-  run at the next step (the adapter saved is usable, trained on fewer steps);
+  run at the next step (the adapter saved is usable, trained on fewer steps); under
+  several ranks (torchrun, DeepSpeed) the ranks agree on both -- the fewest steps that fit
+  on any rank, and a stop on one rank (its clock, a signal) stops all at the same step;
 - a run whose ``work`` folder holds checkpoints resumes from the newest (optimizer, schedule
   and data order included);
 - the progress bar (steps, loss, ETA) goes to stderr.
@@ -84,6 +86,20 @@ def refit_schedule(scheduler: Any, steps: int) -> bool:
     return True
 
 
+def across_ranks(value: float, op: str) -> float:
+    """``value`` agreed by every rank (``op``: "min" or "max") when torch.distributed runs
+    several; the value itself in a single process."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return tensor.item()
+
+
 class _StopControl:
     """SIGINT/SIGTERM and the time limit become 'save a checkpoint and stop' at the next step;
     a time limit also shortens the run to the steps that fit (``fit_to_time``)."""
@@ -116,7 +132,8 @@ class _StopControl:
 
     def fit_to_time(self, state: Any, scheduler: Any) -> None:
         """At the end of each step: once TIMED_STEPS steps after the first are timed, shorten
-        ``state.max_steps`` to the steps that fit before the deadline and re-aim the schedule."""
+        ``state.max_steps`` to the steps that fit before the deadline (on every rank: the
+        fewest that fit on any) and re-aim the schedule."""
         if self.deadline is None or len(self._marks) > TIMED_STEPS:
             return
         now = time.monotonic()
@@ -125,6 +142,7 @@ class _StopControl:
             return
         per_step = (now - self._marks[0]) / TIMED_STEPS
         fits = state.global_step + max(1, int(MARGIN * (self.deadline - now) / per_step))
+        fits = int(across_ranks(min(fits, state.max_steps), "min"))
         if fits >= state.max_steps:
             return
         self.fitted = (state.max_steps, fits, per_step)
@@ -137,6 +155,18 @@ class _StopControl:
                 bar.training_bar.total = fits
                 bar.training_bar.refresh()
 
+    def should_stop(self) -> bool:
+        """At the end of each step: whether to save and stop now. Under several ranks every
+        rank stops at the same step when any has a reason (a signal that reached one rank, a
+        clock past the deadline on one), so none waits for the others in a collective."""
+        if self.reason is None and self.deadline and time.monotonic() > self.deadline:
+            self.reason = "the time limit"
+        own = 0 if self.reason is None else 1 if self.reason.startswith("the time limit") else 2  # 2: a signal
+        agreed = int(across_ranks(own, "max"))
+        if agreed > own:
+            self.reason = "the time limit on another rank" if agreed == 1 else "a signal to another rank"
+        return self.reason is not None
+
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
@@ -145,9 +175,7 @@ class _StopControl:
         class StopCallback(TrainerCallback):
             def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
                 control_self.fit_to_time(state, lr_scheduler)
-                if control_self.reason is None and control_self.deadline and time.monotonic() > control_self.deadline:
-                    control_self.reason = "the time limit"
-                if control_self.reason is not None:
+                if control_self.should_stop():
                     control.should_save = True
                     control.should_training_stop = True
                 return control
@@ -194,7 +222,7 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_s = time.monotonic() - started
         step = trainer.state.global_step
-        if stop.reason == "the time limit":
+        if stop.reason is not None and stop.reason.startswith("the time limit"):
             log.warning("The time limit ended training at step %d of %d; the adapter is trained on fewer steps.",
                         step, trainer.state.max_steps)
         elif stop.reason is not None:
