@@ -165,7 +165,7 @@ class _StopControl:
         agreed = int(across_ranks(own, "max"))
         if agreed > own:
             self.reason = "the time limit on another rank" if agreed == 1 else "a signal to another rank"
-        return self.reason is not None
+        return agreed > 0  # (a signal that came after the ranks agreed counts at the next step, on all)
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
