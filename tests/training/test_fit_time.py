@@ -15,10 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-from transformers import TrainerControl, TrainerState, get_cosine_schedule_with_warmup
 
 from tests.servers import free_port
+from tests.training import stop_steps
+from tests.training.stop_steps import Clock
 from training.repo import fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,37 +32,13 @@ def cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
-class Clock:
-    """Seconds that pass only when told to (a machine whose steps take ``per_step`` seconds)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 def run_steps(monkeypatch, max_minutes: float, per_step: list[float], planned: int = 100):
-    """Steps of a real cosine schedule (4 warm-up steps) under the stop control, the clock
-    moving ``per_step[i]`` seconds in step i; returns (control, state, learning rates)."""
+    """The stop control over ``planned`` steps of ``per_step[i]`` seconds each (``stop_steps``);
+    returns (the stop control, the Trainer state, the learning rates)."""
     clock = Clock()
-    monkeypatch.setattr(fit, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(fit, "time", clock.as_module())
     stop = fit._StopControl(max_minutes)
-    callback = stop.callback()
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, 4, planned)
-    state, control = TrainerState(max_steps=planned), TrainerControl()
-    clock.now = 12.0  # loading before the first step
-    rates = []
-    for step in range(1, planned + 1):
-        optimizer.step()
-        scheduler.step()
-        state.global_step = step
-        clock.now += per_step[min(step, len(per_step)) - 1]
-        callback.on_step_end(None, state, control, lr_scheduler=scheduler)
-        rates.append(optimizer.param_groups[0]["lr"])
-        if control.should_training_stop or step >= state.max_steps:
-            break
+    state, rates = stop_steps.run_steps(stop, clock, per_step, planned)
     return stop, state, rates
 
 

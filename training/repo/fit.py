@@ -104,8 +104,12 @@ class _StopControl:
     """SIGINT/SIGTERM and the time limit become 'save a checkpoint and stop' at the next step;
     a time limit also shortens the run to the steps that fit (``fit_to_time``)."""
 
+    # why a run stops, ordered so that the ranks agree on the largest (a max all-reduce)
+    NONE, TIME_LIMIT, SIGNAL = 0, 1, 2
+
     def __init__(self, max_minutes: float | None):
-        self.reason: str | None = None
+        self.kind = self.NONE
+        self.reason: str | None = None  # the stop in words, for the log and the user
         self.deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
         self.fitted: tuple[int, int, float] | None = None  # (steps planned, steps that fit, s a step)
         self.bars: list[Any] = []  # transformers' progress bars, whose total follows the fit
@@ -125,9 +129,9 @@ class _StopControl:
             signal.signal(sig, old)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.reason is not None:  # a second Ctrl-C: stop at once
+        if self.kind != self.NONE:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
-        self.reason = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        self.kind, self.reason = self.SIGNAL, "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         log.warning("%s: saving a checkpoint after this step (press again to quit at once)", self.reason)
 
     def fit_to_time(self, state: Any, scheduler: Any) -> None:
@@ -159,13 +163,14 @@ class _StopControl:
         """At the end of each step: whether to save and stop now. Under several ranks every
         rank stops at the same step when any has a reason (a signal that reached one rank, a
         clock past the deadline on one), so none waits for the others in a collective."""
-        if self.reason is None and self.deadline and time.monotonic() > self.deadline:
-            self.reason = "the time limit"
-        own = 0 if self.reason is None else 1 if self.reason.startswith("the time limit") else 2  # 2: a signal
+        if self.kind == self.NONE and self.deadline and time.monotonic() > self.deadline:
+            self.kind, self.reason = self.TIME_LIMIT, "the time limit"
+        own = self.kind
         agreed = int(across_ranks(own, "max"))
         if agreed > own:
-            self.reason = "the time limit on another rank" if agreed == 1 else "a signal to another rank"
-        return agreed > 0  # (a signal that came after the ranks agreed counts at the next step, on all)
+            self.kind = agreed
+            self.reason = "the time limit on another rank" if agreed == self.TIME_LIMIT else "a signal to another rank"
+        return agreed != self.NONE  # (a signal that came after the ranks agreed counts at the next step, on all)
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -188,7 +193,7 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
     """Train on ``examples`` from the model in ``folder`` with the recipe ``argv``
     (``CONFIG.yaml [--key value ...]``, as ``starchat train`` takes it)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, ProgressCallback, Trainer
 
     from training.config import parse_config
     from training.packing import PackedCollator, pack_examples
@@ -216,16 +221,16 @@ def fit(folder: str, examples: list[dict], work: Path, argv: list[str], *, max_m
         trainer = Trainer(model=model, args=args, train_dataset=rows,
                           data_collator=PackedCollator(pad, pad_to_multiple_of=8),
                           processing_class=tokenizer, callbacks=[stop.callback()])
-        stop.bars = [c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback"]
+        stop.bars = [c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)]
         started = time.monotonic()
         with contextlib.redirect_stdout(sys.stderr):  # Trainer's log lines: stdout is the command's result
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_s = time.monotonic() - started
         step = trainer.state.global_step
-        if stop.reason is not None and stop.reason.startswith("the time limit"):
+        if stop.kind == stop.TIME_LIMIT:
             log.warning("The time limit ended training at step %d of %d; the adapter is trained on fewer steps.",
                         step, trainer.state.max_steps)
-        elif stop.reason is not None:
+        elif stop.kind == stop.SIGNAL:
             checkpoint = latest_checkpoint(work / "checkpoints")
             raise Interrupted(f"Training stopped by {stop.reason} at step {step} of {trainer.state.max_steps}.",
                               step, checkpoint)
