@@ -489,10 +489,7 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     def start(n_threads: int) -> Any:
         """One llama.cpp server of the file on ``n_threads`` threads."""
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
-        # The HTTP listener: a Unix socket in a private folder, removed once loaded, plus the key.
-        with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
-            params.hostnames = [address]
-            return xllamacpp.Server(params)
+        return start_server(params)
 
     try:
         server = start(threads)
@@ -512,6 +509,16 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     engine.slots = slots
     engine.completion_adapter_scale = completion_adapter_scale
     return engine
+
+
+def start_server(params: Any) -> Any:
+    """llama.cpp's server for ``params``, its HTTP listener (always opened) a Unix socket in a
+    private folder that is removed once the model is loaded (requests also need the API key)."""
+    import xllamacpp
+
+    with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
+        params.hostnames = [address]
+        return xllamacpp.Server(params)
 
 
 def tokenizer_folder_for(path: Path) -> Path:

@@ -79,7 +79,7 @@ def explain(path: Path, arch: str, window: int, slots: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     import xllamacpp
 
-    from .paths import private_folder, unix_address
+    from .llamacpp_engine import start_server
 
     path, window, slots = (sys.argv[1:] if argv is None else argv)
     params = xllamacpp.CommonParams()
@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 1
     params.verbosity = 1
     try:  # no TCP listener, as in load
-        with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
-            params.hostnames = [address]
-            xllamacpp.Server(params)
+        start_server(params)
     except RuntimeError:
         return 1
     return 0
