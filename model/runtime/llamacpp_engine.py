@@ -57,8 +57,8 @@ from ..prompt.chat_format import ChatFormat, chat_format_for, encode_text
 from ..prompt.fim import Healing
 from .cpu_watch import CpuWatch
 from .gguf_meta import GGUFError, read_metadata
+from .llamacpp_server import start_server
 from .llamacpp_threads import ServerSet
-from .paths import private_folder, unix_address
 from .repetition import DRY_ALLOWED_LENGTH, DRY_BASE, DRY_BREAKERS, DRY_MULTIPLIER, RepeatWatch
 from .speculation import Speculation
 from .speculation import default as default_speculation
@@ -509,16 +509,6 @@ def load(path: str | Path, name: str | None = None, *, threads: int | None = Non
     engine.slots = slots
     engine.completion_adapter_scale = completion_adapter_scale
     return engine
-
-
-def start_server(params: Any) -> Any:
-    """llama.cpp's server for ``params``, its HTTP listener (always opened) a Unix socket in a
-    private folder that is removed once the model is loaded (requests also need the API key)."""
-    import xllamacpp
-
-    with private_folder("starchat-llamacpp-") as private, unix_address(private / "http.sock") as address:
-        params.hostnames = [address]
-        return xllamacpp.Server(params)
 
 
 def tokenizer_folder_for(path: Path) -> Path:

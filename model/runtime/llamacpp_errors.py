@@ -79,7 +79,7 @@ def explain(path: Path, arch: str, window: int, slots: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     import xllamacpp
 
-    from .llamacpp_engine import start_server
+    from .llamacpp_server import start_server
 
     path, window, slots = (sys.argv[1:] if argv is None else argv)
     params = xllamacpp.CommonParams()
