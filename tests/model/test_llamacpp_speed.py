@@ -8,7 +8,7 @@ On the embedded model in this process:
   one server to the other while it streams is the answer that never moved. Whether the
   machine is busy is scripted here (``ScriptedWatch``, a stand-in for ``CpuWatch`` that says
   so): a test cannot load the cores on demand, and ``CpuWatch`` itself is tested on scripted
-  /proc readings.
+  /proc readings (``test_cpu_watch.py``).
 
 Every server here runs on one thread: on a machine that other processes keep busy (a test
 run beside others) two llama.cpp threads spin at each barrier and a 64-token answer takes
@@ -24,7 +24,6 @@ import pytest
 from model.prompt.chat_format import DEFAULT_SYSTEM_PROMPT
 from model.prompt.fim import stop_token_ids
 from model.prompt.params import GenerationParams
-from model.runtime.cpu_watch import CpuWatch
 from model.runtime.spec import default_gguf_path
 from model.runtime.speculation import DEFAULT, Speculation, default
 
@@ -167,32 +166,3 @@ def test_an_answer_moves_to_one_thread_when_the_machine_turns_busy(adaptive):
     assert outcome.usage["threads"] == 1  # it went on on the busy server ...
     assert outcome.usage["tokens"] == 120 and outcome.finish_reason == "length"
     assert "".join(parts) == unmoved  # ... from exactly the tokens it had
-
-
-def test_cpu_watch_counts_other_processes_only():
-    """/proc readings scripted: the machine's busy seconds and this process's, a sample each 0.5 s."""
-    now, total, own = [0.0], [100.0], [10.0]
-    watch = CpuWatch(busy_cores=0.75, quiet_cores=0.3, busy_window_s=2.0, quiet_window_s=4.0,
-                     read_total=lambda: total[0], read_self=lambda: own[0], clock=lambda: now[0])
-
-    def tick(others: float, ours: float, n: int = 1) -> None:
-        for _ in range(n):
-            now[0] += 0.5
-            total[0] += 0.5 * (others + ours)
-            own[0] += 0.5 * ours
-            watch.sample()
-
-    watch.sample()
-    tick(others=0.1, ours=2.0, n=6)  # we use both cores: not busy, it is us
-    assert not watch.busy()
-    tick(others=1.8, ours=0.2, n=1)  # half a second of another process: a blip, not a busy machine
-    assert not watch.busy()
-    tick(others=0.1, ours=2.0, n=4)
-    tick(others=1.8, ours=0.2, n=2)  # a build starts and goes on
-    assert watch.busy()
-    tick(others=1.8, ours=0.2, n=2)
-    assert watch.others_cores() == pytest.approx(1.8)
-    tick(others=0.1, ours=1.0, n=6)  # quiet again, but not for the whole quiet window yet
-    assert watch.busy()
-    tick(others=0.1, ours=1.0, n=3)
-    assert not watch.busy()
