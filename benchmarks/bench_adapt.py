@@ -9,8 +9,9 @@
    on llama.cpp) against the base (``default``) through ``starchat ask --stats``: 128 tokens,
    alternating rounds on warm workers, the median of each and their ratio. With
    ``--adapt-arg=--merge`` the adapted model is ``DIR/model.gguf`` (the adapter merged,
-   written at 8 bits where the base is 4-bit) and the run-time adapter is measured beside it, speed and
-   ``starchat eval repo`` score both.
+   written at 8 bits where the base is 4-bit) and the run-time adapter is measured beside it:
+   speed, ``starchat eval repo`` score and (unless ``--no-humaneval``) ``starchat eval humaneval``
+   at the chat scale it carries, so one run shows both forms a user can choose.
 
 The default repository is the source of ``rich`` as pip installed it into this environment
 (code nobody on this project wrote; ~0.8 MB of Python once its generated tables are left
@@ -57,6 +58,16 @@ def eval_repo(repo: str, spec: str, positions: int, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def eval_humaneval(spec: str, out_dir: Path, env: dict) -> float:
+    """``starchat eval humaneval`` of ``spec`` (164 problems, greedy, sandboxed): pass@1."""
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "humaneval", "--model", spec,
+                           "--out-dir", str(out_dir)], stdout=subprocess.PIPE, stderr=sys.stderr,
+                          text=True, env=env, cwd=common.ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"starchat eval humaneval failed with exit code {proc.returncode}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["pass@1"])
+
+
 def ask_tok_per_s(spec: str, env: dict, tokens: int) -> float:
     return float(common.one_ask(spec, QUESTION, env, max_new_tokens=tokens)["stats"]["tok_per_s"])
 
@@ -98,6 +109,12 @@ def main() -> None:
             if result.get("merged"):  # the adapted model is the merged file; the run-time adapter beside it
                 specs["adapter_at_run_time"] = f"default+{adapter}"
                 out["adapter_at_run_time"] = eval_repo(repo, specs["adapter_at_run_time"], args.positions, env)
+                if result.get("humaneval"):
+                    log("HumanEval of the run-time adapter (at the chat scale it carries)")
+                    p = eval_humaneval(specs["adapter_at_run_time"], Path(tmp) / "he-run-time", env)
+                    out["adapter_at_run_time"]["humaneval"] = p
+                    out["adapter_at_run_time"]["humaneval_problems_delta"] = round(
+                        (p - result["humaneval"]["base"]) * 164)
             for spec in specs.values():  # warm: workers started, prompts seen once
                 ask_tok_per_s(spec, env, 8)
             rates: dict[str, list[float]] = {k: [] for k in specs}
