@@ -245,9 +245,9 @@ def test_a_folder_base_is_written_as_gguf_beside_its_adapter(repo, tmp_path, env
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["base_spec"] == str(out / "base.gguf")
     assert result["spec"] == result["completion_spec"] == f"{out / 'base.gguf'}+{out / 'adapter.gguf'}"
-    assert result["completion_adapter_scale"] == round(1.0 / 0.65, 4)  # the defaults' two strengths
+    assert result["completion_adapter_scale"] == 2.0  # the defaults' two strengths: 1 / 0.5
     # the adapter carries it: default+DIR in the editor needs no completion setting
-    assert read_metadata(out / "adapter.gguf")[COMPLETION_SCALE_KEY] == pytest.approx(1.5385, abs=1e-4)
+    assert read_metadata(out / "adapter.gguf")[COMPLETION_SCALE_KEY] == pytest.approx(2.0, abs=1e-4)
     assert sorted(p.name for p in out.iterdir()) == ["adapt.json", "adapter", "adapter.gguf", "base.gguf"]
     assert (out / "base.gguf").read_bytes()[:4] == b"GGUF" and (out / "adapter.gguf").read_bytes()[:4] == b"GGUF"
     assert result["base"]["positions"] == result["adapted"]["positions"] == 20
