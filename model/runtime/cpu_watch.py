@@ -67,7 +67,7 @@ WORKER_MODULE = b"model.serving.worker"
 
 def find_workers() -> list[int]:
     """This user's other StarChat model workers (``python -m model.serving.worker``), by pid."""
-    found = []
+    found: list[int] = []
     me, uid = os.getpid(), os.getuid()
     try:
         names = os.listdir("/proc")
