@@ -48,24 +48,23 @@ def log(text: str) -> None:
     print(f"[bench_adapt] {text}", file=sys.stderr, flush=True)
 
 
-def eval_repo(repo: str, spec: str, positions: int, env: dict) -> dict:
-    """``starchat eval repo`` of ``spec`` on the same held-out positions as adapt scored."""
-    proc = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "repo", repo, "--model", spec,
-                           "--positions", str(positions), "--json"], stdout=subprocess.PIPE, stderr=sys.stderr,
+def starchat(args: list[str], env: dict) -> dict:
+    """Run ``starchat ARGS`` as a user's new process; its last stdout line, the JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "lsp_server", *args], stdout=subprocess.PIPE, stderr=sys.stderr,
                           text=True, env=env, cwd=common.ROOT)
     if proc.returncode != 0:
-        raise SystemExit(f"starchat eval repo failed with exit code {proc.returncode}")
+        raise SystemExit(f"starchat {' '.join(args[:2])} failed with exit code {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def eval_repo(repo: str, spec: str, positions: int, env: dict) -> dict:
+    """``starchat eval repo`` of ``spec`` on the same held-out positions as adapt scored."""
+    return starchat(["eval", "repo", repo, "--model", spec, "--positions", str(positions), "--json"], env)
 
 
 def eval_humaneval(spec: str, out_dir: Path, env: dict) -> float:
     """``starchat eval humaneval`` of ``spec`` (164 problems, greedy, sandboxed): pass@1."""
-    proc = subprocess.run([sys.executable, "-m", "lsp_server", "eval", "humaneval", "--model", spec,
-                           "--out-dir", str(out_dir)], stdout=subprocess.PIPE, stderr=sys.stderr,
-                          text=True, env=env, cwd=common.ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"starchat eval humaneval failed with exit code {proc.returncode}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["pass@1"])
+    return float(starchat(["eval", "humaneval", "--model", spec, "--out-dir", str(out_dir)], env)["pass@1"])
 
 
 def ask_tok_per_s(spec: str, env: dict, tokens: int) -> float:
@@ -87,16 +86,11 @@ def main() -> None:
         runtime = Path(tmp) / "run"
         env = dict(os.environ, STARCHAT_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
         adapter = Path(tmp) / "adapter"
-        argv = [sys.executable, "-m", "lsp_server", "adapt", repo, "--out", str(adapter), "--json",
-                "--positions", str(args.positions), *(["--no-humaneval"] if args.no_humaneval else []),
-                *args.adapt_arg]
-        log(f"running: starchat adapt {' '.join(argv[4:])}")
+        argv = ["adapt", repo, "--out", str(adapter), "--json", "--positions", str(args.positions),
+                *(["--no-humaneval"] if args.no_humaneval else []), *args.adapt_arg]
+        log(f"running: starchat {' '.join(argv)}")
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env,
-                              cwd=common.ROOT)
-        if proc.returncode != 0:
-            raise SystemExit(f"starchat adapt failed with exit code {proc.returncode}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result = starchat(argv, env)
         out["adapt"] = {k: v for k, v in result.items() if k != "adapter"}
         out["adapt_wall_s"] = round(time.perf_counter() - t0, 1)
         base, new = result["base"]["exact_match"], result["adapted"]["exact_match"]
