@@ -25,7 +25,12 @@ made the chat worker answer the next request on one thread, at half speed, for t
 the quiet window after it (measured: every adapted model in ``bench_adapt``'s alternating
 decode rounds at ~0.5x the base). A sibling that answers beside us for a second or more
 still turns the machine busy, as it should: two llama.cpp servers on the same cores stall
-each other's barriers as any other load does.
+each other's barriers as any other load does. Who our workers are is looked up on /proc every
+5 s, and again whenever other programs' use is about to turn the machine busy: a worker that
+started since the last lookup (the editor starts the chat and completion workers together, and
+each loads its model on every core) is then found, and its CPU time since it started (its
+start time on /proc) counts as a sibling's, not as another program's. Without that second
+lookup the first answer after both workers started ran on one thread, at half speed.
 """
 
 from __future__ import annotations
@@ -52,14 +57,30 @@ def read_total_busy() -> float | None:
     return (sum(values) - values[3] - values[4]) / HZ
 
 
-def read_own(pid: int | str = "self") -> float | None:
-    """Seconds of CPU time this process (or process ``pid``) used, all its threads."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...] (field 3 onwards)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / HZ  # utime, stime
+
+
+def read_own(pid: int | str = "self") -> float | None:
+    """Seconds of CPU time this process (or process ``pid``) used, all its threads."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / HZ  # utime, stime
+
+
+def read_started(pid: int) -> float | None:
+    """When process ``pid`` started, on ``time.monotonic()``'s clock. /proc counts it in ticks
+    since boot, suspended time included; the monotonic clock leaves that out."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    suspended = 0.0 if boot is None else time.clock_gettime(boot) - time.monotonic()
+    return int(fields[19]) / HZ - suspended  # starttime
 
 
 WORKER_MODULE = b"model.serving.worker"
@@ -98,9 +119,10 @@ class SiblingWorkers:
         self._pids: list[int] = []
         self._found_at: float | None = None
 
-    def __call__(self) -> dict[int, float]:
+    def __call__(self, fresh: bool = False) -> dict[int, float]:
+        """``fresh``: walk /proc now, whenever the last walk was."""
         now = self._clock()
-        if self._found_at is None or now - self._found_at >= self.every_s:
+        if fresh or self._found_at is None or now - self._found_at >= self.every_s:
             self._pids, self._found_at = self._find(), now
         cpu = {pid: self._read(pid) for pid in self._pids}
         return {pid: seconds for pid, seconds in cpu.items() if seconds is not None}
@@ -137,16 +159,20 @@ class CpuWatch:
                  quiet_window_s: float = 4.0, interval_s: float = 0.5,
                  read_total: Callable[[], float | None] = read_total_busy,
                  read_self: Callable[[], float | None] = read_own, clock: Callable[[], float] = time.monotonic,
-                 read_siblings: Callable[[], dict[int, float]] | None = None, sibling_s: float = 1.0,
-                 running: Callable[[int], int] | None = None):
-        """``read_siblings()``: our other workers' CPU seconds by pid (default: ``SiblingWorkers``);
-        they count as load only while they kept working for the last ``sibling_s``."""
+                 read_siblings: Callable[..., dict[int, float]] | None = None, sibling_s: float = 1.0,
+                 running: Callable[[int], int] | None = None,
+                 started: Callable[[int], float | None] = read_started):
+        """``read_siblings(fresh=False)``: our other workers' CPU seconds by pid (default:
+        ``SiblingWorkers``; ``fresh``: look them up now); they count as load only while they kept
+        working for the last ``sibling_s``. ``started(pid)``: when a process started, on
+        ``clock``'s time."""
         self.busy_cores, self.quiet_cores = busy_cores, quiet_cores
         self.busy_window_s, self.quiet_window_s = busy_window_s, quiet_window_s
         self.interval_s, self.sibling_s = interval_s, sibling_s
         self._read_total, self._read_self, self._clock = read_total, read_self, clock
         self._read_siblings = read_siblings if read_siblings is not None else SiblingWorkers(clock=clock)
         self._running = running if running is not None else running_threads
+        self._started = started
         # (time, total busy s, own s, {sibling pid: its s})
         self._samples: deque[tuple[float, float, float, dict[int, float]]] = deque()
         self._busy = False  # the verdict: other programs' use, or a sibling working now
@@ -162,10 +188,16 @@ class CpuWatch:
             return
         now = self._clock()
         with self._lock:
-            self._samples.append((now, total, own, siblings))
-            keep = max(self.busy_window_s, self.quiet_window_s) + self.interval_s
-            while self._samples and now - self._samples[0][0] > keep:
-                self._samples.popleft()
+            self._add((now, total, own, siblings))
+            foreign = self._foreign(self.busy_window_s)
+            turning = not self._busy_foreign and foreign is not None and foreign >= self.busy_cores
+        if turning:  # about to turn busy: is the load a worker of ours started since the last walk?
+            fresh = self._read_siblings(fresh=True)
+            if set(fresh) - set(siblings):
+                with self._lock:
+                    self._samples.pop()
+                    self._add((now, total, own, fresh))
+        with self._lock:
             # other programs: over the windows, with hysteresis (a build comes and goes)
             if self._busy_foreign:
                 foreign = self._foreign(self.quiet_window_s)
@@ -175,6 +207,23 @@ class CpuWatch:
                 self._busy_foreign = foreign is not None and foreign >= self.busy_cores
             # our sibling workers: only while they work, no hysteresis (their answers end)
             self._busy = self._busy_foreign or self._siblings_now() >= self.busy_cores
+
+    def _add(self, sample: tuple[float, float, float, dict[int, float]]) -> None:
+        """Keep ``sample`` (and the windows' worth before it). A sibling worker in it that the
+        earlier samples lack started since the last lookup, or was missed by it: it gets CPU
+        times there too -- none before it started, and its CPU time so far spread evenly since
+        (a worker loading its model works flat out) -- so that its use counts as a sibling's."""
+        now, _, _, siblings = sample
+        keep = max(self.busy_window_s, self.quiet_window_s) + self.interval_s
+        while self._samples and now - self._samples[0][0] > keep:
+            self._samples.popleft()
+        for pid in set(siblings).difference(*(s[3] for s in self._samples)):
+            began = self._started(pid)
+            if began is None or began >= now:
+                continue
+            for t, *_, earlier in self._samples:
+                earlier[pid] = 0.0 if t <= began else siblings[pid] * (t - began) / (now - began)
+        self._samples.append(sample)
 
     def _foreign(self, window_s: float) -> float | None:
         """Other programs' mean use in cores over the last ``window_s``: all but us and our

@@ -11,7 +11,13 @@ import time
 
 import pytest
 
-from model.runtime.cpu_watch import CpuWatch, SiblingWorkers, find_workers, running_threads
+from model.runtime.cpu_watch import (
+    CpuWatch,
+    SiblingWorkers,
+    find_workers,
+    read_started,
+    running_threads,
+)
 from model.runtime.spec import ModelSpec
 from model.serving.client import WorkerClient
 
@@ -23,7 +29,7 @@ def test_cpu_watch_counts_other_processes_only():
     now, total, own = [0.0], [100.0], [10.0]
     watch = CpuWatch(busy_cores=0.75, quiet_cores=0.3, busy_window_s=2.0, quiet_window_s=4.0,
                      read_total=lambda: total[0], read_self=lambda: own[0], clock=lambda: now[0],
-                     read_siblings=dict)
+                     read_siblings=lambda fresh=False: {})
 
     def tick(others: float, ours: float, n: int = 1) -> None:
         for _ in range(n):
@@ -56,7 +62,7 @@ class Machine:
         self.running = 0  # the sibling's threads running at this moment
         self.watch = CpuWatch(busy_cores=0.75, quiet_cores=0.3, busy_window_s=2.0, quiet_window_s=4.0,
                               read_total=lambda: self.total, read_self=lambda: self.own, clock=lambda: self.now,
-                              read_siblings=lambda: {7: self.sibling}, running=lambda pid: self.running)
+                              read_siblings=lambda fresh=False: {7: self.sibling}, running=lambda pid: self.running)
         self.watch.sample()
 
     def tick(self, foreign: float = 0.0, sibling: float = 0.0, ours: float = 0.0, n: int = 1) -> None:
@@ -123,6 +129,46 @@ def test_a_request_right_after_a_sibling_answer_sees_it_ended():
     assert machine.watch.busy()
 
 
+def test_a_worker_started_since_the_last_lookup_is_a_sibling_not_load():
+    """The editor starts its chat and completion workers together; the completion worker loads
+    its model on both cores for 2 s, then idles, and the chat worker's first request comes.
+    The periodic lookup (every 60 s here) has not seen the new worker: the lookup made when the
+    load would turn the machine busy finds it, and its CPU time since it started is a sibling's.
+    The same load from another program keeps the machine busy for the quiet window."""
+    now, total, own, cpu = [0.0], [100.0], [10.0], {8: 0.0}
+    alive: list[int] = []
+    lookup = SiblingWorkers(every_s=60.0, find=lambda: list(alive), read=lambda pid: cpu[pid], clock=lambda: now[0])
+    watch = CpuWatch(read_total=lambda: total[0], read_self=lambda: own[0], clock=lambda: now[0],
+                     read_siblings=lookup, running=lambda pid: 0, started=lambda pid: 5.0)
+
+    def tick(load: float, n: int) -> None:
+        for _ in range(n):
+            now[0] += 0.5
+            total[0] += 0.5 * load
+            if alive:
+                cpu[8] += 0.5 * load
+            watch.sample()
+
+    watch.sample()
+    tick(0.0, 10)  # quiet; the lookup ran at the first sample
+    alive.append(8)  # t = 5 s: the completion worker starts and loads its model
+    tick(1.9, 4)
+    tick(0.0, 1)  # loaded and idle; our first request comes now
+    assert not watch.busy()
+    assert watch.others_cores() == pytest.approx(0.0)
+    # another program, same use at the same moment: busy, and still for the quiet window
+    now[0], total[0], own[0] = 0.0, 100.0, 10.0
+    alive.clear()
+    watch = CpuWatch(read_total=lambda: total[0], read_self=lambda: own[0], clock=lambda: now[0],
+                     read_siblings=SiblingWorkers(every_s=60.0, find=list, read=lambda pid: None, clock=lambda: now[0]),
+                     running=lambda pid: 0, started=lambda pid: 5.0)
+    watch.sample()
+    tick(0.0, 10)
+    tick(1.9, 4)
+    tick(0.0, 1)
+    assert watch.busy()
+
+
 def test_our_workers_are_found_on_proc(tmp_path):
     """A real worker (the embedded model) is a sibling, with the CPU time it used, asleep while
     it has nothing to do; a Python process that is not a worker, and this process, are not."""
@@ -133,6 +179,8 @@ def test_our_workers_are_found_on_proc(tmp_path):
             found = find_workers()
             assert pid in found and other.pid not in found and os.getpid() not in found
             assert SiblingWorkers()()[pid] > 0  # it loaded a model
+            began = read_started(pid)
+            assert began is not None and time.monotonic() - 300 < began <= time.monotonic()
             answer = list(client.generate({"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 4}}))
             assert answer[-1]["type"] == "done"  # loaded, answered, now idle
             deadline = time.monotonic() + 30
