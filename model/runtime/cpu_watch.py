@@ -131,19 +131,11 @@ class SiblingWorkers:
 def running_threads(pid: int) -> int:
     """How many of process ``pid``'s threads are running or runnable now (state R): llama.cpp's
     compute threads are while it evaluates, and asleep a few ms after."""
-    count = 0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "R":
-                    count += 1
-        except OSError:
-            continue
-    return count
+    return sum(1 for task in tasks if (fields := _stat_fields(f"{pid}/task/{task}")) and fields[0] == "R")
 
 
 def sibling_seconds(before: dict[int, float], after: dict[int, float]) -> float:
